@@ -1,0 +1,34 @@
+"""tcompress: compress pretrained convolutional networks into single-tensor T-Nets.
+
+Public API::
+
+    import tcompress
+    tnet = tcompress.convert("hg.pth", method="tucker", ranks=(4, 4, 3, 2, 64, 64, 3, 3))
+    tcompress.save(tnet, "tnet.pt")
+    tnet = tcompress.load("tnet.pt", forward="factorized")
+
+Heavy modules (torch) are imported on first use, so that ``tcompress --help`` starts instantly.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "convert": "tcompress.conversion",
+    "ConversionSummary": "tcompress.conversion",
+    "save": "tcompress.serialize",
+    "load": "tcompress.serialize",
+    "TNet": "tcompress.tnet",
+    "TcompressError": "tcompress.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tcompress' has no attribute {name!r}")

@@ -1,0 +1,44 @@
+"""The ``tcompress`` command line. Commands parse and forward to the library; only this package
+prints. Heavy imports happen inside command bodies so that ``tcompress --help`` is instant."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from tcompress import __version__
+
+
+def handle_errors(fn):
+    """Turn a :class:`~tcompress.errors.TcompressError` into one line on stderr, exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from tcompress.errors import TcompressError
+
+        try:
+            return fn(*args, **kwargs)
+        except TcompressError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="tcompress")
+def main() -> None:
+    """Compress pretrained stacked hourglasses into single-tensor T-Nets (Kossaifi et al., 2019).
+
+    \b
+    tcompress demo                                        # small end-to-end run, no files needed
+    tcompress convert hg.pth --ranks 4,4,3,2,64,64,3,3 -o tnet.pt
+    tcompress info tnet.pt
+    """
+
+
+from tcompress.cli import convert as _convert  # noqa: E402,F401  (registers commands)
+from tcompress.cli import demo as _demo  # noqa: E402,F401
+from tcompress.cli import info as _info  # noqa: E402,F401

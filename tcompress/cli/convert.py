@@ -1,0 +1,106 @@
+"""``tcompress convert``: a dense hourglass checkpoint becomes a T-Net file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tcompress.cli import handle_errors, main
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option(
+    "--method",
+    "-m",
+    default="tucker",
+    show_default=True,
+    help="Decomposition of the shared tensor: tucker or mps.",
+)
+@click.option(
+    "--ranks",
+    "-r",
+    default="full",
+    show_default=True,
+    help="Tucker: 8 ranks (stack,depth,pathway,block,f_in,f_out,h,w; 'full' or '-' "
+    "keeps a mode), or named overrides such as f_in=64,f_out=64. MPS: 7 bond "
+    "ranks or one value for all bonds.",
+)
+@click.option(
+    "--refine",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="HOOI sweeps after the HOSVD (Tucker only).",
+)
+@click.option(
+    "--forward",
+    "forward",
+    type=click.Choice(["reconstructed", "factorized"]),
+    default="reconstructed",
+    show_default=True,
+    help="Forward form the saved T-Net uses by default.",
+)
+@click.option("--device", default="cpu", show_default=True, help="Where to decompose (cpu, cuda).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output file [default: CHECKPOINT's name with .METHOD.pt, beside it].",
+)
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@handle_errors
+def convert(checkpoint, method, ranks, refine, forward, device, output, force, as_json):
+    """Convert a dense stacked-hourglass CHECKPOINT into a T-Net.
+
+    The architecture is read off the checkpoint's keys; the file is loaded with
+    weights_only=True, so nothing in it can run.
+
+    \b
+    Examples:
+      tcompress convert hg.pth --ranks 4,4,3,2,64,64,3,3 -o tnet.pt
+      tcompress convert hg.pth --ranks f_in=64,f_out=64 --refine 2 -o tnet.pt
+      tcompress convert hg.pth --method mps --ranks 4,16,48,96,64,9,3 -o tnet-mps.pt --json
+    """
+    from tcompress.checkpoint import check_output
+    from tcompress.cli.render import print_json, print_summary, stderr, stdout
+    from tcompress.conversion import convert as convert_model
+    from tcompress.ranks import check_method
+    from tcompress.serialize import save
+
+    method = check_method(method)
+    if output is None:
+        output = checkpoint.with_name(f"{checkpoint.stem}.{method}.pt")
+    out = check_output(output, force=force, inputs=(checkpoint,))
+    status = stderr().status("Converting", spinner="dots") if not as_json else _Quiet()
+    with status:
+        tnet = convert_model(
+            checkpoint,
+            method=method,
+            ranks=ranks,
+            refine=refine,
+            forward=forward,
+            device=device,
+            progress=lambda phase: status.update(phase),
+        )
+        status.update("Saving")
+        save(tnet, out)
+    summary = dict(tnet.meta["summary"], output=str(out))
+    if as_json:
+        print_json(summary)
+    else:
+        print_summary(stdout(), summary, out=str(out))
+
+
+class _Quiet:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, *args, **kwargs):
+        pass

@@ -1,0 +1,54 @@
+"""``tcompress info``: describe a dense hourglass checkpoint or a T-Net file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tcompress.cli import handle_errors, main
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@handle_errors
+def info(file, as_json):
+    """Describe FILE: a dense stacked-hourglass checkpoint or a T-Net.
+
+    \b
+    Examples:
+      tcompress info hg.pth
+      tcompress info tnet.pt --json
+    """
+    from tcompress.cli.render import print_json, print_summary, stdout
+    from tcompress.describe import describe
+
+    description = describe(file)
+    if as_json:
+        print_json(description)
+        return
+    console = stdout()
+    console.print(f"[bold]{description['file']}[/bold]  sha256 {description['sha256'][:16]}...")
+    cfg = description["architecture"]["config"]
+    console.print(
+        "architecture: StackedHourglass(" + ", ".join(f"{k}={v}" for k, v in cfg.items()) + ")"
+    )
+    if description["kind"] == "dense":
+        shape = " x ".join(map(str, description["mode_sizes"]))
+        console.print(
+            f"dense checkpoint: {description['params']:,} parameters; "
+            f"{description['block_convs']} block convolutions form W of shape {shape} "
+            f"({description['tensor_params']:,} entries)"
+        )
+        return
+    console.print(
+        f"T-Net saved by tcompress {description['tcompress_version']}, "
+        f"default forward form: {description['forward']}"
+    )
+    source = description["summary"].get("source")
+    if source:
+        console.print(
+            f"converted from {source} (sha256 {description['summary']['source_sha256'][:16]}...)"
+        )
+    print_summary(console, description["summary"])

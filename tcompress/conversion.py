@@ -1,0 +1,200 @@
+"""Dense hourglass -> T-Net: stack the block kernels, factorize W, build the fine-tunable module."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from tcompress import __version__
+from tcompress.checkpoint import check_finite, read_checkpoint
+from tcompress.decompose import tensor_train, tucker
+from tcompress.errors import CheckpointError, TcompressError
+from tcompress.layouts import check_state_matches, infer_hourglass_config, skeleton
+from tcompress.models import HourglassConfig, StackedHourglass
+from tcompress.ranks import factorized_params, resolve_ranks
+from tcompress.stacking import MODE_NAMES, block_key_set, block_keys, stack_hourglass
+from tcompress.tnet import MPSTensor, TNet, TuckerTensor, replace_block_convs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConversionSummary:
+    """What a conversion did, in whole-network figures; saved with the T-Net, shown by the CLI."""
+
+    method: str
+    ranks: list[int]
+    mode_names: list[str]
+    mode_sizes: list[int]
+    tensor_params_before: int
+    tensor_params_after: int
+    params_before: int
+    params_after: int
+    compression_ratio: float
+    relative_error: float
+    refine: int = 0
+    errors: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    source: str | None = None
+    source_sha256: str | None = None
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def convert(
+    model: str | os.PathLike | nn.Module | Mapping[str, torch.Tensor],
+    method: str = "tucker",
+    ranks=None,
+    *,
+    refine: int = 0,
+    forward: str = "reconstructed",
+    device: str | torch.device | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TNet:
+    """Convert a dense stacked hourglass into a T-Net.
+
+    Parameters
+    ----------
+    model
+        A :class:`~tcompress.models.StackedHourglass`, its state_dict, or a checkpoint path (bare or
+        wrapped state_dict; the architecture is read off the keys).
+    method
+        ``"tucker"`` (HOSVD, optionally refined by HOOI) or ``"mps"`` (TT-SVD).
+    ranks
+        Tucker: 8 ranks (``None``/``"full"`` entries keep a mode), a dict of named modes, or a
+        string in the CLI's forms; MPS: 7 bond ranks or one for all. ``None`` keeps full ranks.
+    refine
+        HOOI sweeps after the HOSVD (Tucker only).
+    forward
+        ``"reconstructed"`` or ``"factorized"``; switchable later with ``TNet.set_forward``.
+    device
+        Where to decompose and where the T-Net lives; default: where the weights are.
+    progress
+        Called with the name of each phase as it starts (for progress displays).
+
+    Returns
+    -------
+    TNet
+        With ``tnet.summary`` (a :class:`ConversionSummary`) describing the conversion.
+    """
+    start = time.perf_counter()
+    progress = progress or (lambda phase: None)
+    progress("Reading the checkpoint")
+    state, config, source, sha256 = _dense_state(model)
+    resolved = resolve_ranks(ranks, method, _shape(state, config), MODE_NAMES)
+    if not isinstance(refine, int) or isinstance(refine, bool) or refine < 0:
+        raise TcompressError(f"refine is {refine!r}; expected a whole number of HOOI sweeps >= 0")
+    if refine and resolved.method != "tucker":
+        raise TcompressError(f"refine={refine} applies to Tucker only; method is {method!r}")
+    device = torch.device(device) if device is not None else None
+
+    progress(f"Decomposing W with {resolved.method}")
+    with torch.no_grad():
+        W = stack_hourglass(state, config)
+        if device is not None:
+            W = W.to(device)
+        if resolved.method == "tucker":
+            result = tucker(W, resolved.ranks, n_iter=refine)
+            tensor = TuckerTensor(result.core, result.factors)
+            errors = list(result.errors)
+        else:
+            result = tensor_train(W, resolved.ranks)
+            tensor = MPSTensor(result.cores)
+            errors = [result.relative_error]
+    net = _net_without_blocks(state, config, device)
+    params_before = sum(p.numel() for p in skeleton(config).parameters())
+    tnet = TNet(net, tensor, forward=forward)
+    params_after = sum(p.numel() for p in tnet.parameters())
+    summary = ConversionSummary(
+        method=resolved.method,
+        ranks=list(resolved.ranks),
+        mode_names=list(MODE_NAMES),
+        mode_sizes=list(W.shape),
+        tensor_params_before=W.numel(),
+        tensor_params_after=factorized_params(resolved.method, W.shape, resolved.ranks),
+        params_before=params_before,
+        params_after=params_after,
+        compression_ratio=params_before / params_after,
+        relative_error=float(result.relative_error),
+        refine=refine,
+        errors=[float(e) for e in errors],
+        notes=list(resolved.notes),
+        source=source,
+        source_sha256=sha256,
+        dtype=str(W.dtype).removeprefix("torch."),
+    )
+    summary.seconds = time.perf_counter() - start
+    tnet.meta = {"architecture": _architecture(config), "summary": summary.to_dict()}
+    log.info(
+        "converted with %s, ranks %s: %.2fx",
+        summary.method,
+        summary.ranks,
+        summary.compression_ratio,
+    )
+    return tnet
+
+
+def _dense_state(model) -> tuple[dict[str, torch.Tensor], HourglassConfig, str | None, str | None]:
+    """(validated state_dict, configuration, source path, source sha256) of any accepted input."""
+    if isinstance(model, StackedHourglass):
+        state, config, source, sha256 = model.state_dict(), model.config, None, None
+        where = "model"
+    elif isinstance(model, TNet):
+        raise CheckpointError("the model is already a T-Net; convert takes a dense hourglass")
+    elif isinstance(model, nn.Module):
+        raise CheckpointError(
+            f"model is a {type(model).__name__}; expected a tcompress StackedHourglass, "
+            "its state_dict or a checkpoint path"
+        )
+    elif isinstance(model, Mapping):
+        state, where, source, sha256 = dict(model), "state_dict", None, None
+        config = infer_hourglass_config(state, where)
+    elif isinstance(model, str | os.PathLike):
+        ckpt = read_checkpoint(model)
+        if ckpt.is_tnet:
+            raise CheckpointError(
+                f"checkpoint '{ckpt.path}' is already a tcompress T-Net; convert takes the "
+                "uncompressed hourglass it came from"
+            )
+        state, where, source, sha256 = ckpt.state_dict, ckpt.path, ckpt.path, ckpt.sha256
+        config = infer_hourglass_config(state, where)
+    else:
+        raise CheckpointError(
+            f"model is a {type(model).__name__}; expected a StackedHourglass, a state_dict "
+            "or a checkpoint path"
+        )
+    check_state_matches(skeleton(config), state, where)
+    check_finite(state, where)
+    return state, config, source, sha256
+
+
+def _shape(state: Mapping[str, torch.Tensor], config: HourglassConfig) -> tuple[int, ...]:
+    first = state[block_keys(config)[0][1]]
+    f_out, f_in, h, w = first.shape
+    return (config.n_stacks, config.depth, 3, config.block_depth, f_in, f_out, h, w)
+
+
+def _net_without_blocks(state, config: HourglassConfig, device) -> StackedHourglass:
+    """The hourglass with every block conv replaced by a :class:`TensorConv2d`, the rest of its
+    weights copied from ``state`` (so fine-tuning never touches the source model)."""
+    net = skeleton(config)
+    replace_block_convs(net)
+    blocks = block_key_set(config)
+    rest = {k: v.detach().clone() for k, v in state.items() if k not in blocks}
+    if device is not None:
+        rest = {k: v.to(device) for k, v in rest.items()}
+    net.load_state_dict(rest, strict=True, assign=True)
+    return net
+
+
+def _architecture(config: HourglassConfig) -> dict:
+    return {"name": "StackedHourglass", "config": config.to_dict(), "tcompress": __version__}

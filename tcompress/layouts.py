@@ -1,0 +1,105 @@
+"""Checkpoint layouts: recognise the architecture from a state_dict's keys and shapes, build it.
+
+The user passes no configuration: the number of stacks, levels, convolutions per block, width,
+joints and input channels are all read off the keys and shapes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+
+from tcompress.errors import CheckpointError
+from tcompress.models import HourglassConfig, StackedHourglass
+
+_BLOCK_KEY = re.compile(
+    r"^hourglasses\.(\d+)\.levels\.(\d+)\.(skip|down|up)\.convs\.(\d+)\.weight$"
+)
+_STEM_KEY = "stem.conv.0.weight"
+_SCORE_KEY = "scores.0.weight"
+
+
+def infer_hourglass_config(state: Mapping[str, torch.Tensor], path: str) -> HourglassConfig:
+    """Read a :class:`StackedHourglass` configuration off a state_dict, or say why it is not one."""
+    stacks, levels, convs = set(), set(), set()
+    for key in state:
+        m = _BLOCK_KEY.match(key)
+        if m:
+            stacks.add(int(m.group(1)))
+            levels.add(int(m.group(2)))
+            convs.add(int(m.group(4)))
+    if _STEM_KEY not in state or _SCORE_KEY not in state or not stacks:
+        expected = [
+            k
+            for k in (_STEM_KEY, "hourglasses.0.levels.0.skip.convs.0.weight", _SCORE_KEY)
+            if k not in state
+        ]
+        found = ", ".join(f"'{k}'" for k in list(state)[:3]) or "no keys"
+        raise CheckpointError(
+            f"checkpoint '{path}' is not a stacked hourglass tcompress knows: missing keys "
+            f"{', '.join(repr(k) for k in expected)}; found {found}, ..."
+        )
+    stem = state[_STEM_KEY]
+    score = state[_SCORE_KEY]
+    if stem.dim() != 4 or score.dim() != 4:
+        raise CheckpointError(
+            f"checkpoint '{path}': '{_STEM_KEY}' has shape {tuple(stem.shape)} and "
+            f"'{_SCORE_KEY}' {tuple(score.shape)}; expected 4-d convolution kernels"
+        )
+    return HourglassConfig(
+        n_stacks=max(stacks) + 1,
+        depth=max(levels) + 1,
+        block_depth=max(convs) + 1,
+        features=int(stem.shape[0]),
+        n_joints=int(score.shape[0]),
+        in_channels=int(stem.shape[1]),
+    )
+
+
+def check_state_matches(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: str):
+    """Every key present with the model's shape, and no other key; else one line saying which."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s) ({_few(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s) ({_few(unexpected)})")
+        raise CheckpointError(
+            f"checkpoint '{path}' does not match the stacked hourglass its keys describe: "
+            + "; ".join(parts)
+        )
+    for key, ref in expected.items():
+        if tuple(state[key].shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"checkpoint '{path}': '{key}' has shape {tuple(state[key].shape)}; "
+                f"expected {tuple(ref.shape)} for this architecture"
+            )
+        if state[key].is_floating_point() != ref.is_floating_point():
+            raise CheckpointError(
+                f"checkpoint '{path}': '{key}' has dtype {state[key].dtype}; expected {ref.dtype}"
+            )
+
+
+def skeleton(config: HourglassConfig) -> StackedHourglass:
+    """The architecture without storage (meta device): no time spent on random initialisation."""
+    with torch.device("meta"):
+        return StackedHourglass(**config.to_dict())
+
+
+def dense_from_state(state: Mapping[str, torch.Tensor], path: str) -> StackedHourglass:
+    """Build the dense hourglass a state_dict describes and load it strictly."""
+    config = infer_hourglass_config(state, path)
+    model = skeleton(config)
+    check_state_matches(model, state, path)
+    model.load_state_dict(dict(state), strict=True, assign=True)
+    return model
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    shown = ", ".join(f"'{k}'" for k in keys[:n])
+    return shown + (", ..." if len(keys) > n else "")

@@ -1,0 +1,164 @@
+"""The T-Net-ready stacked hourglass of Kossaifi et al. (CVPR 2019), section 3 of DESIGN.md.
+
+Every residual module inside the hourglasses is a basic block of ``block_depth`` 3x3 convolutions at
+constant width, so that all of them can be stacked into one 8th-order tensor indexed by
+(stack, depth, pathway, conv in block, f_in, f_out, h, w).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tcompress.errors import TcompressError
+
+PATHWAYS = ("skip", "down", "up")
+
+
+@dataclass(frozen=True)
+class HourglassConfig:
+    """Architecture of a :class:`StackedHourglass`; the paper's configuration by default."""
+
+    n_stacks: int = 4
+    depth: int = 4
+    block_depth: int = 2
+    features: int = 128
+    n_joints: int = 16
+    in_channels: int = 3
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TcompressError(f"{name} must be a positive integer, got {value!r}")
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class BasicBlock(nn.Module):
+    """``block_depth`` convolutions (3x3, no bias) each followed by BatchNorm, with an identity
+    shortcut; ReLU after every BatchNorm but the last, and after the sum (He et al.)."""
+
+    def __init__(self, features: int, block_depth: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Conv2d(features, features, 3, padding=1, bias=False) for _ in range(block_depth)
+        )
+        self.bns = nn.ModuleList(nn.BatchNorm2d(features) for _ in range(block_depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        last = len(self.convs) - 1
+        for c, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            y = bn(conv(y))
+            if c < last:
+                y = F.relu(y)
+        return F.relu(y + x)
+
+
+class HourglassLevel(nn.Module):
+    """The three pathways of one hourglass level: ``skip`` at the level's resolution, ``down`` after
+    2x max-pooling (encoder) and ``up`` before 2x nearest upsampling (decoder)."""
+
+    def __init__(self, features: int, block_depth: int) -> None:
+        super().__init__()
+        self.skip = BasicBlock(features, block_depth)
+        self.down = BasicBlock(features, block_depth)
+        self.up = BasicBlock(features, block_depth)
+
+
+class Hourglass(nn.Module):
+    """``depth`` levels, outermost first, around a dense innermost block at the lowest resolution;
+    each level's skip output is summed with its upsampled decoder output."""
+
+    def __init__(self, features: int, depth: int, block_depth: int) -> None:
+        super().__init__()
+        self.levels = nn.ModuleList(HourglassLevel(features, block_depth) for _ in range(depth))
+        self.innermost = BasicBlock(features, block_depth)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for level in self.levels:
+            skips.append(level.skip(x))
+            x = level.down(F.max_pool2d(x, 2))
+        x = self.innermost(x)
+        for level, skip in zip(reversed(self.levels), reversed(skips)):
+            x = skip + F.interpolate(level.up(x), size=skip.shape[-2:], mode="nearest")
+        return x
+
+
+def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class StackedHourglass(nn.Module):
+    """Stacked hourglass network whose hourglass blocks all share one shape (T-Net ready).
+
+    Parameters
+    ----------
+    n_stacks, depth, block_depth, features, n_joints, in_channels
+        Number of hourglasses, levels per hourglass, convolutions per basic block, constant
+        feature width, heatmap channels and input channels. Defaults are the paper's configuration.
+
+    Shapes
+    ------
+    input: (N, in_channels, H, W) with H and W divisible by 4 * 2**depth.
+    output: list of ``n_stacks`` heatmaps, each (N, n_joints, H / 4, W / 4).
+    """
+
+    def __init__(
+        self,
+        n_stacks: int = 4,
+        depth: int = 4,
+        block_depth: int = 2,
+        features: int = 128,
+        n_joints: int = 16,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        self.config = HourglassConfig(n_stacks, depth, block_depth, features, n_joints, in_channels)
+        f = features
+        # Stem: 7x7 stride-2 convolution, a dense basic block, 2x max-pooling: 1/4 resolution.
+        self.stem = nn.ModuleDict(
+            {"conv": conv_bn_relu(in_channels, f, 7, stride=2), "block": BasicBlock(f, block_depth)}
+        )
+        self.hourglasses = nn.ModuleList(Hourglass(f, depth, block_depth) for _ in range(n_stacks))
+        self.heads = nn.ModuleList(conv_bn_relu(f, f, 1) for _ in range(n_stacks))
+        self.scores = nn.ModuleList(nn.Conv2d(f, n_joints, 1) for _ in range(n_stacks))
+        # Intermediate supervision: features and heatmaps mapped back and added to the next input.
+        self.merge_features = nn.ModuleList(nn.Conv2d(f, f, 1) for _ in range(n_stacks - 1))
+        self.merge_heatmaps = nn.ModuleList(nn.Conv2d(n_joints, f, 1) for _ in range(n_stacks - 1))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = F.max_pool2d(self.stem["block"](self.stem["conv"](x)), 2)
+        heatmaps = []
+        for s, hourglass in enumerate(self.hourglasses):
+            features = self.heads[s](hourglass(x))
+            heatmap = self.scores[s](features)
+            heatmaps.append(heatmap)
+            if s < len(self.hourglasses) - 1:
+                x = x + self.merge_features[s](features) + self.merge_heatmaps[s](heatmap)
+        return heatmaps
+
+    def block_convs(self) -> Iterator[tuple[tuple[int, int, int, int], nn.Conv2d]]:
+        """The convolutions that form the T-Net tensor, with their (stack, depth, pathway, conv)
+        index, in the tensor's order."""
+        for s, hourglass in enumerate(self.hourglasses):
+            for d, level in enumerate(hourglass.levels):
+                for p, pathway in enumerate(PATHWAYS):
+                    for c, conv in enumerate(getattr(level, pathway).convs):
+                        yield (s, d, p, c), conv
+
+    @staticmethod
+    def block_key(index: tuple[int, int, int, int]) -> str:
+        """State-dict key of the kernel at ``index`` = (stack, depth, pathway, conv)."""
+        s, d, p, c = index
+        return f"hourglasses.{s}.levels.{d}.{PATHWAYS[p]}.convs.{c}.weight"

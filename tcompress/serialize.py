@@ -1,0 +1,112 @@
+"""Saving and loading T-Nets: one self-describing file that loads with ``weights_only=True``.
+
+The file is a dict of plain values and tensors::
+
+    {"format": "tcompress.tnet", "format_version": 1, "tcompress_version": "...",
+     "architecture": {"name": "StackedHourglass", "config": {...}},
+     "method": "tucker", "ranks": [...], "mode_names": [...], "mode_sizes": [...],
+     "forward": "reconstructed", "summary": {... conversion figures, source path and sha256 ...},
+     "state_dict": {...}}
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from tcompress import __version__
+from tcompress.checkpoint import check_finite, read_checkpoint, save_torch
+from tcompress.errors import CheckpointError
+from tcompress.layouts import check_state_matches, dense_from_state, skeleton
+from tcompress.models import HourglassConfig
+from tcompress.stacking import MODE_NAMES
+from tcompress.tnet import MPSTensor, TNet, TuckerTensor, replace_block_convs
+
+FORMAT = "tcompress.tnet"
+FORMAT_VERSION = 1
+
+
+def save(tnet: TNet, path: str | os.PathLike) -> None:
+    """Write ``tnet`` to ``path`` atomically (a temporary file renamed into place)."""
+    if not isinstance(tnet, TNet):
+        raise TypeError(f"save expects a TNet, got {type(tnet).__name__}")
+    save_torch(to_payload(tnet), path)
+
+
+def to_payload(tnet: TNet) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tcompress_version": __version__,
+        "architecture": {"name": "StackedHourglass", "config": tnet.config.to_dict()},
+        "method": tnet.method,
+        "ranks": list(tnet.ranks),
+        "mode_names": list(MODE_NAMES),
+        "mode_sizes": list(tnet.tensor.shape),
+        "forward": tnet.forward_form,
+        "summary": dict(tnet.meta.get("summary", {})),
+        "state_dict": {k: v.detach().cpu() for k, v in tnet.state_dict().items()},
+    }
+
+
+def load(
+    path: str | os.PathLike, *, forward: str | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Load a T-Net saved by :func:`save` (or a dense hourglass checkpoint).
+
+    Parameters
+    ----------
+    forward
+        ``"reconstructed"`` or ``"factorized"``; default: the form the file was saved with.
+    device
+        Where the parameters go.
+
+    Returns
+    -------
+    TNet for a T-Net file; :class:`~tcompress.models.StackedHourglass` for a dense checkpoint.
+    """
+    ckpt = read_checkpoint(path)
+    if not ckpt.is_tnet:
+        model = dense_from_state(ckpt.state_dict, ckpt.path)
+        check_finite(ckpt.state_dict, ckpt.path)
+        return model.to(device)
+    return from_payload(ckpt.payload, ckpt.path, forward=forward).to(device)
+
+
+def from_payload(payload: dict, path: str, *, forward: str | None = None) -> TNet:
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"T-Net file '{path}' has format version {version!r}; this tcompress "
+            f"({__version__}) reads version {FORMAT_VERSION}"
+        )
+    try:
+        config = HourglassConfig(**payload["architecture"]["config"])
+        method, ranks = payload["method"], [int(r) for r in payload["ranks"]]
+        shape = [int(s) for s in payload["mode_sizes"]]
+        state = payload["state_dict"]
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"T-Net file '{path}' lacks its description ({e})") from None
+    net = skeleton(config)
+    replace_block_convs(net)
+    tensor = _empty_tensor(method, shape, ranks, path)
+    tnet = TNet(net, tensor, forward=forward or payload.get("forward", "reconstructed"))
+    check_state_matches(tnet, state, path)
+    check_finite(state, path)
+    tnet.load_state_dict(state, strict=True, assign=True)
+    tnet.meta = {"architecture": payload["architecture"], "summary": payload.get("summary", {})}
+    return tnet
+
+
+def _empty_tensor(method: str, shape: list[int], ranks: list[int], path: str):
+    with torch.device("meta"):
+        if method == "tucker":
+            return TuckerTensor(
+                torch.empty(ranks), [torch.empty(d, r) for d, r in zip(shape, ranks)]
+            )
+        if method == "mps":
+            bonds = [1, *ranks, 1]
+            return MPSTensor([torch.empty(bonds[k], d, bonds[k + 1]) for k, d in enumerate(shape)])
+    raise CheckpointError(f"T-Net file '{path}' has method {method!r}; expected tucker or mps")

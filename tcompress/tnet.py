@@ -1,0 +1,260 @@
+"""The T-Net: a hourglass whose block convolutions read their kernels from one factorized tensor.
+
+The factorized tensor (:class:`TuckerTensor` or :class:`MPSTensor`) holds the only trainable copy of
+the block kernels as ``nn.Parameter``s; each block convolution is a :class:`TensorConv2d` that knows
+its index (stack, depth, pathway, conv) in the tensor. Two forward forms, chosen at construction and
+switchable with :meth:`TNet.set_forward`:
+
+- ``reconstructed``: rebuild W once per forward pass, each convolution slices its kernel;
+- ``factorized``: each convolution runs as smaller ones (DESIGN section 3): Tucker 1x1 (U5^T,
+  shared) -> h x w (per-layer core) -> 1x1 (U6, shared); MPS 1x1 (per layer) -> h x w (shared).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tcompress.decompose import tt_to_tensor, tucker_to_tensor
+from tcompress.models import HourglassConfig, StackedHourglass
+
+FORWARD_FORMS = ("reconstructed", "factorized")
+
+
+class TuckerTensor(nn.Module):
+    """W = G x_1 U_1 ... x_N U_N with trainable core and factors.
+
+    Shapes
+    ------
+    core: (R_1, ..., R_N); factors[k]: (D_k, R_k).
+    """
+
+    def __init__(self, core: torch.Tensor, factors: Sequence[torch.Tensor]) -> None:
+        super().__init__()
+        self.core = nn.Parameter(core)
+        self.factors = nn.ParameterList(nn.Parameter(u) for u in factors)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(u.shape[0] for u in self.factors)
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return tuple(self.core.shape)
+
+    def full(self) -> torch.Tensor:
+        return tucker_to_tensor(self.core, list(self.factors))
+
+    def layer_cores(self, n_grid: int, last_modes: Sequence[int]) -> torch.Tensor:
+        """The core contracted with the grid factors (modes ``0..n_grid-1``) and the factors of
+        ``last_modes``: one small core per convolution.
+
+        Shapes
+        ------
+        returns: (*grid sizes, R_{n_grid}, ..., D_k for k in last_modes ...).
+        """
+        x = self.core
+        for k in [*range(n_grid), *last_modes]:
+            x = _mode_dot(x, self.factors[k], k)
+        return x
+
+
+class MPSTensor(nn.Module):
+    """W[i_1, ..., i_N] = G_1[:, i_1, :] ... G_N[:, i_N, :] with trainable cores.
+
+    Shapes
+    ------
+    cores[k]: (R_{k-1}, D_k, R_k), R_0 = R_N = 1.
+    """
+
+    def __init__(self, cores: Sequence[torch.Tensor]) -> None:
+        super().__init__()
+        self.cores = nn.ParameterList(nn.Parameter(g) for g in cores)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(g.shape[1] for g in self.cores)
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return tuple(g.shape[2] for g in self.cores[:-1])
+
+    def full(self) -> torch.Tensor:
+        return tt_to_tensor(list(self.cores))
+
+
+def _mode_dot(x: torch.Tensor, u: torch.Tensor, mode: int) -> torch.Tensor:
+    """x x_mode u: replace mode ``mode`` of size R by size D, with u of shape (D, R)."""
+    return torch.movedim(torch.tensordot(x, u, dims=([mode], [1])), -1, mode)
+
+
+def _chain(cores: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Contract consecutive MPS cores: (R_a, D_a, ..., D_b, R_b)."""
+    x = cores[0]
+    for g in cores[1:]:
+        x = torch.tensordot(x, g, dims=([-1], [0]))
+    return x
+
+
+class TensorConv2d(nn.Module):
+    """A convolution whose kernel is a slice of the T-Net's shared tensor.
+
+    It owns no parameters; :class:`TNet` hands it its weights for the current forward pass, so that
+    the pass builds the shared tensor (or the shared factors) once for every layer.
+    """
+
+    def __init__(self, conv: nn.Conv2d, index: tuple[int, ...]) -> None:
+        super().__init__()
+        if conv.groups != 1 or conv.bias is not None:
+            raise ValueError("TensorConv2d replaces ungrouped convolutions without bias")
+        self.index = tuple(index)
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size = tuple(conv.kernel_size)
+        self.stride, self.padding = tuple(conv.stride), conv.padding
+        self.dilation = tuple(conv.dilation)
+        # (1x1 before or None, h x w kernel, 1x1 after or None), set by TNet.forward.
+        self._weights: tuple | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._weights is None:
+            raise RuntimeError(
+                "TensorConv2d has no weights: call the T-Net itself, not its inner network"
+            )
+        pre, kernel, post = self._weights
+        if pre is not None:
+            x = F.conv2d(x, pre)
+        x = F.conv2d(x, kernel, None, self.stride, self.padding, self.dilation)
+        if post is not None:
+            x = F.conv2d(x, post)
+        return x
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, index={self.index}"
+        )
+
+
+class TNet(nn.Module):
+    """A stacked hourglass whose block convolutions are slices of one factorized tensor.
+
+    Parameters
+    ----------
+    net
+        The hourglass, its block convolutions already replaced by :class:`TensorConv2d`.
+    tensor
+        The shared :class:`TuckerTensor` or :class:`MPSTensor` of shape (stack, depth, pathway,
+        block, f_in, f_out, h, w).
+    forward
+        ``"reconstructed"`` or ``"factorized"``.
+    meta
+        What :func:`tcompress.save` records besides the tensors (method, ranks, source, ...).
+    """
+
+    def __init__(
+        self,
+        net: StackedHourglass,
+        tensor: TuckerTensor | MPSTensor,
+        *,
+        forward: str = "reconstructed",
+        meta: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.tensor = tensor
+        self.meta = dict(meta or {})
+        self._forward_form = _check_forward(forward)
+
+    # -- description ---------------------------------------------------------------------------
+    @property
+    def config(self) -> HourglassConfig:
+        return self.net.config
+
+    @property
+    def method(self) -> str:
+        return "tucker" if isinstance(self.tensor, TuckerTensor) else "mps"
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return self.tensor.ranks
+
+    @property
+    def summary(self) -> dict:
+        """The conversion's figures (method, ranks, parameters, ratio, relative error, ...)."""
+        return self.meta.get("summary", {})
+
+    @property
+    def forward_form(self) -> str:
+        return self._forward_form
+
+    def set_forward(self, form: str) -> TNet:
+        """Switch between the ``reconstructed`` and ``factorized`` forward forms; returns self."""
+        self._forward_form = _check_forward(form)
+        return self
+
+    def tensor_convs(self) -> list[TensorConv2d]:
+        return [m for m in self.net.modules() if isinstance(m, TensorConv2d)]
+
+    def full_tensor(self) -> torch.Tensor:
+        """W rebuilt from the factors, (stack, depth, pathway, block, f_in, f_out, h, w)."""
+        return self.tensor.full()
+
+    def extra_repr(self) -> str:
+        return f"method={self.method}, ranks={self.ranks}, forward={self._forward_form!r}"
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        convs = self.tensor_convs()
+        weights = (
+            self._reconstructed_weights()
+            if self._forward_form == "reconstructed"
+            else self._factorized_weights()
+        )
+        try:
+            for conv in convs:
+                conv._weights = weights(conv.index)
+            return self.net(x)
+        finally:
+            for conv in convs:
+                conv._weights = None
+
+    def _reconstructed_weights(self):
+        # (stack, depth, pathway, block, f_out, f_in, h, w): each slice is a Conv2d kernel.
+        kernels = self.tensor.full().transpose(4, 5).contiguous()
+        return lambda index: (None, kernels[index], None)
+
+    def _factorized_weights(self):
+        if isinstance(self.tensor, TuckerTensor):
+            u_in, u_out = self.tensor.factors[4], self.tensor.factors[5]
+            # Per-layer cores G_l x_7 U_7 x_8 U_8, laid out as Conv2d kernels (R6, R5, h, w).
+            cores = self.tensor.layer_cores(4, (6, 7)).transpose(4, 5).contiguous()
+            first = u_in.t()[:, :, None, None]  # 1x1 conv f_in -> R5, shared by every layer
+            last = u_out[:, :, None, None]  # 1x1 conv R6 -> f_out, shared by every layer
+            return lambda index: (first, cores[index], last)
+        cores = list(self.tensor.cores)
+        # Left part G_1..G_5 gives a per-layer 1x1 conv f_in -> R5 (as (R5, f_in, 1, 1)).
+        left = _chain(cores[:4])[0]  # (stack, depth, pathway, block, R4)
+        first = torch.tensordot(left, cores[4], dims=([-1], [0]))  # (..., f_in, R5)
+        first = first.transpose(-1, -2)[..., None, None].contiguous()
+        # Right part G_6 G_7 G_8 is one h x w conv R5 -> f_out shared by every layer.
+        right = _chain(cores[5:])[..., 0]  # (R5, f_out, h, w)
+        shared = right.transpose(0, 1).contiguous()
+        return lambda index: (first[index], shared, None)
+
+
+def replace_block_convs(net: StackedHourglass) -> None:
+    """Swap every block conv of ``net`` for a :class:`TensorConv2d` with the same geometry."""
+    for index, conv in list(net.block_convs()):
+        s, d, p, c = index
+        level = net.hourglasses[s].levels[d]
+        block = (level.skip, level.down, level.up)[p]
+        block.convs[c] = TensorConv2d(conv, index)
+
+
+def _check_forward(form: str) -> str:
+    if form not in FORWARD_FORMS:
+        raise ValueError(f"forward form {form!r} is unknown; expected one of {FORWARD_FORMS}")
+    return form

@@ -1,0 +1,54 @@
+import os
+
+import pytest
+import torch
+
+from tcompress.models import StackedHourglass
+
+SMALL = dict(n_stacks=2, depth=2, block_depth=2, features=8, n_joints=4)
+
+
+def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial BatchNorm statistics and affine parameters, so eval-mode outputs test them."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+    return model
+
+
+def make_hourglass(seed: int = 0, **overrides) -> StackedHourglass:
+    torch.manual_seed(seed)
+    return randomize_bn(StackedHourglass(**{**SMALL, **overrides}), seed).eval()
+
+
+def outputs(model, x):
+    with torch.no_grad():
+        return list(model(x))
+
+
+def scaled_error(got, ref) -> float:
+    """max |got - ref| / max |ref|, worst over the outputs."""
+    assert len(got) == len(ref)
+    return max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(got, ref))
+
+
+@pytest.fixture
+def hourglass():
+    return make_hourglass()
+
+
+@pytest.fixture
+def checkpoint(tmp_path, hourglass):
+    path = os.path.join(tmp_path, "hg.pth")
+    torch.save(hourglass.state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def x():
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))

@@ -1,0 +1,44 @@
+import torch
+
+from tcompress.models import StackedHourglass
+from tcompress.stacking import block_keys
+
+from .conftest import SMALL, make_hourglass
+
+
+def test_paper_defaults():
+    m = StackedHourglass.__init__.__defaults__
+    assert m == (4, 4, 2, 128, 16, 3)
+
+
+def test_outputs_one_heatmap_per_stack_at_quarter_resolution(x):
+    model = make_hourglass()
+    out = model(x)
+    assert len(out) == SMALL["n_stacks"]
+    assert all(o.shape == (2, SMALL["n_joints"], 8, 8) for o in out)
+
+
+def test_block_convs_are_the_tensor_slices_in_order():
+    model = make_hourglass(n_stacks=2, depth=3, block_depth=3)
+    convs = list(model.block_convs())
+    assert len(convs) == 2 * 3 * 3 * 3
+    state = model.state_dict()
+    for (index, conv), (index2, key) in zip(convs, block_keys(model.config)):
+        assert index == index2
+        assert conv.weight is not None and conv.bias is None
+        assert torch.equal(state[key], conv.weight)
+        assert conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
+
+
+def test_paper_configuration_parameter_count():
+    with torch.device("meta"):
+        model = StackedHourglass()
+    block = sum(c.weight.numel() for _, c in model.block_convs())
+    assert block == 4 * 4 * 3 * 2 * 128 * 128 * 3 * 3
+    assert len(list(model.block_convs())) == 96
+
+
+def test_other_input_channels_and_sizes():
+    model = make_hourglass(in_channels=1, n_stacks=1)
+    out = model(torch.randn(1, 1, 64, 48))
+    assert out[0].shape == (1, 4, 16, 12)
