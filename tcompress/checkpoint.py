@@ -1,7 +1,7 @@
 """Checkpoint files: safe reading (``weights_only``), unwrapping, prefixes, atomic writes.
 
-Checkpoints are untrusted input. They are read with ``torch.load(weights_only=True)`` only, so a file
-whose unpickling would run code is refused before anything in it runs.
+Checkpoints are untrusted input. They are read with ``torch.load(weights_only=True)`` only, so a
+file whose unpickling would run code is refused before anything in it runs.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def unwrap(payload: Any, path: str) -> Mapping[str, Any]:
 
 
 def strip_prefixes(state: Mapping[str, Any], path: str) -> dict[str, torch.Tensor]:
-    """Remove wrapper prefixes from the start of keys, repeatedly (``module._orig_mod.x`` -> ``x``)."""
+    """Remove wrapper prefixes from the start of keys, repeatedly (``module._orig_mod.x``)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
