@@ -14,7 +14,7 @@ import re
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,8 +142,13 @@ def strip_prefixes(state: Mapping[str, Any], path: str) -> dict[str, torch.Tenso
     return out
 
 
-def check_finite(state: Mapping[str, torch.Tensor], path: str) -> None:
-    """Refuse NaN or Inf in any floating-point tensor (parameters and buffers alike)."""
+def check_finite(state: Mapping[str, torch.Tensor], path: str, skip: Container[str] = ()) -> None:
+    """Refuse NaN or Inf in any floating-point tensor (parameters and buffers alike) whose key is
+    not in ``skip``."""
+    floats = [v for k, v in state.items() if v.is_floating_point() and v.numel() and k not in skip]
+    # One fused check over everything; the per-tensor search only runs when it fails.
+    if not floats or bool(torch.isfinite(torch.cat([v.reshape(-1) for v in floats])).all()):
+        return
     for key, value in state.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             n_nan = int(torch.isnan(value).sum())

@@ -6,8 +6,10 @@ joints and input channels are all read off the keys and shapes.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -58,11 +60,33 @@ def infer_hourglass_config(state: Mapping[str, torch.Tensor], path: str) -> Hour
     )
 
 
-def check_state_matches(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: str):
-    """Every key present with the model's shape, and no other key; else one line saying which."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+@dataclass(frozen=True)
+class StateSpec:
+    """The state_dict an architecture expects: key -> (shape, is floating point), and its
+    number of parameters."""
+
+    entries: dict[str, tuple[tuple[int, ...], bool]]
+    n_params: int
+
+
+@functools.lru_cache(maxsize=16)
+def state_spec(config: HourglassConfig) -> StateSpec:
+    model = skeleton(config)
+    entries = {k: (tuple(v.shape), v.is_floating_point()) for k, v in model.state_dict().items()}
+    return StateSpec(entries, sum(p.numel() for p in model.parameters()))
+
+
+def check_state_matches(
+    expected: StateSpec | torch.nn.Module, state: Mapping[str, torch.Tensor], path: str
+) -> None:
+    """Every key present with the expected shape, and no other key; else one line saying which."""
+    if isinstance(expected, torch.nn.Module):
+        state_dict = expected.state_dict()
+        entries = {k: (tuple(v.shape), v.is_floating_point()) for k, v in state_dict.items()}
+    else:
+        entries = expected.entries
+    missing = [k for k in entries if k not in state]
+    unexpected = [k for k in state if k not in entries]
     if missing or unexpected:
         parts = []
         if missing:
@@ -70,18 +94,20 @@ def check_state_matches(model: torch.nn.Module, state: Mapping[str, torch.Tensor
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s) ({_few(unexpected)})")
         raise CheckpointError(
-            f"checkpoint '{path}' does not match the stacked hourglass its keys describe: "
+            f"checkpoint '{path}' does not match the architecture its keys describe: "
             + "; ".join(parts)
         )
-    for key, ref in expected.items():
-        if tuple(state[key].shape) != tuple(ref.shape):
+    for key, (shape, is_float) in entries.items():
+        value = state[key]
+        if tuple(value.shape) != shape:
             raise CheckpointError(
-                f"checkpoint '{path}': '{key}' has shape {tuple(state[key].shape)}; "
-                f"expected {tuple(ref.shape)} for this architecture"
+                f"checkpoint '{path}': '{key}' has shape {tuple(value.shape)}; "
+                f"expected {shape} for this architecture"
             )
-        if state[key].is_floating_point() != ref.is_floating_point():
+        if value.is_floating_point() != is_float:
             raise CheckpointError(
-                f"checkpoint '{path}': '{key}' has dtype {state[key].dtype}; expected {ref.dtype}"
+                f"checkpoint '{path}': '{key}' has dtype {value.dtype}; expected a "
+                + ("floating-point tensor" if is_float else "tensor of integers")
             )
 
 
@@ -94,8 +120,8 @@ def skeleton(config: HourglassConfig) -> StackedHourglass:
 def dense_from_state(state: Mapping[str, torch.Tensor], path: str) -> StackedHourglass:
     """Build the dense hourglass a state_dict describes and load it strictly."""
     config = infer_hourglass_config(state, path)
+    check_state_matches(state_spec(config), state, path)
     model = skeleton(config)
-    check_state_matches(model, state, path)
     model.load_state_dict(dict(state), strict=True, assign=True)
     return model
 
