@@ -15,11 +15,11 @@ from tcompress import __version__
 from tcompress.checkpoint import check_finite, read_checkpoint
 from tcompress.decompose import tensor_train, tucker
 from tcompress.errors import CheckpointError, TcompressError
-from tcompress.layouts import check_state_matches, infer_hourglass_config, skeleton, state_spec
+from tcompress.layouts import check_state_matches, infer_hourglass_config, state_spec
 from tcompress.models import HourglassConfig, StackedHourglass
 from tcompress.ranks import factorized_params, resolve_ranks
 from tcompress.stacking import MODE_NAMES, block_key_set, block_keys, stack_hourglass
-from tcompress.tnet import MPSTensor, TNet, TuckerTensor, replace_block_convs
+from tcompress.tnet import MPSTensor, TNet, TuckerTensor, tnet_skeleton
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +100,20 @@ def convert(
     progress(f"Decomposing W with {resolved.method}")
     with torch.no_grad():
         W = stack_hourglass(state, config)
-        if not bool(torch.isfinite(W).all()):
+        # A sum is finite when every entry is (barring overflow, which the exact search clears).
+        if not bool(torch.isfinite(W.sum())):
             check_finite({k: state[k] for _, k in block_keys(config)}, where)
         if device is not None:
             W = W.to(device)
+        # Half-precision weights are decomposed in float32 and stored back in their own dtype.
+        work = W if W.dtype in (torch.float32, torch.float64) else W.float()
         if resolved.method == "tucker":
-            result = tucker(W, resolved.ranks, n_iter=refine)
-            tensor = TuckerTensor(result.core, result.factors)
+            result = tucker(work, resolved.ranks, n_iter=refine)
+            tensor = TuckerTensor(result.core.to(W.dtype), [u.to(W.dtype) for u in result.factors])
             errors = list(result.errors)
         else:
-            result = tensor_train(W, resolved.ranks)
-            tensor = MPSTensor(result.cores)
+            result = tensor_train(work, resolved.ranks)
+            tensor = MPSTensor([g.to(W.dtype) for g in result.cores])
             errors = [result.relative_error]
     net = _net_without_blocks(state, config, device)
     params_before = state_spec(config).n_params
@@ -189,8 +192,7 @@ def _shape(state: Mapping[str, torch.Tensor], config: HourglassConfig) -> tuple[
 def _net_without_blocks(state, config: HourglassConfig, device) -> StackedHourglass:
     """The hourglass with every block conv replaced by a :class:`TensorConv2d`, the rest of its
     weights copied from ``state`` (so fine-tuning never touches the source model)."""
-    net = skeleton(config)
-    replace_block_convs(net)
+    net = tnet_skeleton(config)
     blocks = block_key_set(config)
     rest = {k: v.detach().clone() for k, v in state.items() if k not in blocks}
     if device is not None:

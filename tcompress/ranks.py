@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from tcompress.decompose import max_tt_ranks
 from tcompress.errors import MethodError, RankError
 
 METHODS = ("tucker", "mps")
@@ -35,11 +36,6 @@ def check_method(method: str) -> str:
     if not isinstance(method, str) or method.lower() not in METHODS:
         raise MethodError(f"method {method!r} is unknown; expected one of {', '.join(METHODS)}")
     return method.lower()
-
-
-def max_tt_ranks(shape: Sequence[int]) -> tuple[int, ...]:
-    """Largest useful bond ranks of an MPS of ``shape``: min(prod(shape[:k]), prod(shape[k:]))."""
-    return tuple(min(math.prod(shape[:k]), math.prod(shape[k:])) for k in range(1, len(shape)))
 
 
 def resolve_ranks(
@@ -96,9 +92,13 @@ def _mps(ranks, shape: tuple[int, ...]) -> ResolvedRanks:
     bonds, notes = [], []
     for k, v in enumerate(values):
         bond = _one(v, f"MPS bond rank {k + 1}", limits[k], cap=True)
-        if bond > limits[k]:
-            notes.append(f"bond {k + 1}: {bond} capped at its maximal TT rank {limits[k]}")
-            bond = limits[k]
+        # TT-SVD can keep at most min(rows, columns) of the k-th unfolding: rows are the previous
+        # bond times this mode's size, columns the product of the remaining modes.
+        limit = min(limits[k], (bonds[-1] if bonds else 1) * shape[k])
+        if bond > limit:
+            why = "its maximal TT rank" if limit == limits[k] else f"bond {k} x {shape[k]}"
+            notes.append(f"bond {k + 1}: {bond} capped at {limit} ({why})")
+            bond = limit
         bonds.append(bond)
     return ResolvedRanks("mps", tuple(bonds), tuple(notes))
 

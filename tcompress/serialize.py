@@ -19,10 +19,10 @@ from torch import nn
 from tcompress import __version__
 from tcompress.checkpoint import check_finite, read_checkpoint, save_torch
 from tcompress.errors import CheckpointError
-from tcompress.layouts import check_state_matches, dense_from_state, skeleton
+from tcompress.layouts import check_state_matches, dense_from_state
 from tcompress.models import HourglassConfig
 from tcompress.stacking import MODE_NAMES
-from tcompress.tnet import MPSTensor, TNet, TuckerTensor, replace_block_convs
+from tcompress.tnet import MPSTensor, TNet, TuckerTensor, tnet_skeleton
 
 FORMAT = "tcompress.tnet"
 FORMAT_VERSION = 1
@@ -89,8 +89,7 @@ def from_payload(payload: dict, path: str, *, forward: str | None = None) -> TNe
         state = payload["state_dict"]
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"T-Net file '{path}' lacks its description ({e})") from None
-    net = skeleton(config)
-    replace_block_convs(net)
+    net = tnet_skeleton(config)
     tensor = _empty_tensor(method, shape, ranks, path)
     tnet = TNet(net, tensor, forward=forward or payload.get("forward", "reconstructed"))
     check_state_matches(tnet, state, path)

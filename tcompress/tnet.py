@@ -20,6 +20,7 @@ from torch import nn
 
 from tcompress.decompose import tt_to_tensor, tucker_to_tensor
 from tcompress.models import HourglassConfig, StackedHourglass
+from tcompress.models.hourglass import dense_block_conv
 
 FORWARD_FORMS = ("reconstructed", "factorized")
 
@@ -106,15 +107,22 @@ class TensorConv2d(nn.Module):
     the pass builds the shared tensor (or the shared factors) once for every layer.
     """
 
-    def __init__(self, conv: nn.Conv2d, index: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        index: tuple[int, ...],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+    ) -> None:
         super().__init__()
-        if conv.groups != 1 or conv.bias is not None:
-            raise ValueError("TensorConv2d replaces ungrouped convolutions without bias")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _pair(kernel_size)
         self.index = tuple(index)
-        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
-        self.kernel_size = tuple(conv.kernel_size)
-        self.stride, self.padding = tuple(conv.stride), conv.padding
-        self.dilation = tuple(conv.dilation)
+        self.stride, self.dilation = _pair(stride), _pair(dilation)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
         # (1x1 before or None, h x w kernel, 1x1 after or None), set by TNet.forward.
         self._weights: tuple | None = None
 
@@ -245,13 +253,21 @@ class TNet(nn.Module):
         return lambda index: (first[index], shared, None)
 
 
-def replace_block_convs(net: StackedHourglass) -> None:
-    """Swap every block conv of ``net`` for a :class:`TensorConv2d` with the same geometry."""
-    for index, conv in list(net.block_convs()):
-        s, d, p, c = index
-        level = net.hourglasses[s].levels[d]
-        block = (level.skip, level.down, level.up)[p]
-        block.convs[c] = TensorConv2d(conv, index)
+def tnet_skeleton(config: HourglassConfig) -> StackedHourglass:
+    """The hourglass of a T-Net, without storage (meta device): every block convolution is a
+    :class:`TensorConv2d`, every other tensor waits to be assigned."""
+
+    def block_conv(features: int, index: tuple[int, int, int, int] | None) -> nn.Module:
+        if index is None:
+            return dense_block_conv(features)
+        return TensorConv2d(features, features, 3, index, padding=1)
+
+    with torch.device("meta"):
+        return StackedHourglass(**config.to_dict(), block_conv=block_conv)
+
+
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def _check_forward(form: str) -> str:

@@ -60,7 +60,7 @@ def test_convert_tables(tmp_path, checkpoint):
         "f_in | f_out",
         "whole network",
         "relative error",
-        "bond 1: 3 capped at its maximal TT rank 2",
+        "bond 1: 3 capped at 2 (its maximal TT rank)",
         "wrote",
     ):
         assert text in r.stdout

@@ -1,7 +1,8 @@
 import pytest
 
+from tcompress.decompose import max_tt_ranks
 from tcompress.errors import MethodError, RankError
-from tcompress.ranks import max_tt_ranks, mps_params, resolve_ranks, tucker_params
+from tcompress.ranks import mps_params, resolve_ranks, tucker_params
 from tcompress.stacking import MODE_NAMES
 
 SHAPE = (4, 4, 3, 2, 128, 128, 3, 3)
@@ -65,9 +66,16 @@ def test_mps_forms_and_caps():
     one = mps("8")
     assert one.ranks == (4, 8, 8, 8, 8, 8, 3)
     assert one.notes == (
-        "bond 1: 8 capped at its maximal TT rank 4",
-        "bond 7: 8 capped at its maximal TT rank 3",
+        "bond 1: 8 capped at 4 (its maximal TT rank)",
+        "bond 7: 8 capped at 3 (its maximal TT rank)",
     )
+
+
+def test_bond_caps_follow_the_previous_bond():
+    # TT-SVD keeps at most (previous bond x mode size) at each step.
+    r = mps("1,16,48,96,64,9,3")
+    assert r.ranks == (1, 4, 12, 24, 64, 9, 3)
+    assert r.notes[0] == "bond 2: 16 capped at 4 (bond 1 x 4)"
 
 
 @pytest.mark.parametrize(

@@ -139,3 +139,11 @@ def test_is_a_plain_module(hourglass):
     tnet = tcompress.convert(hourglass)
     assert isinstance(tnet, TNet) and isinstance(tnet, torch.nn.Module)
     assert "method=tucker" in repr(tnet)
+
+
+def test_half_precision_weights_are_decomposed_in_float32_and_kept_in_their_dtype(x):
+    model = make_hourglass().to(torch.bfloat16)
+    tnet = tcompress.convert(model, method="mps", ranks=4)
+    assert all(p.dtype == torch.bfloat16 for p in tnet.parameters())
+    assert tnet.summary["dtype"] == "bfloat16"
+    assert 0 < tnet.summary["relative_error"] < 1

@@ -1,0 +1,233 @@
+"""Tucker decomposition: truncated higher-order SVD (HOSVD) and higher-order orthogonal iteration.
+
+A Tucker decomposition writes an order-N tensor as a small core multiplied along every mode by a
+factor with orthonormal columns::
+
+    W ~ G x_1 U_1 x_2 U_2 ... x_N U_N,    G = W x_1 U_1^T ... x_N U_N^T
+
+HOSVD (De Lathauwer, De Moor & Vandewalle, 2000) takes ``U_k`` as the leading left singular vectors
+of the mode-``k`` unfolding of ``W``; HOOI then improves every ``U_k`` in turn given the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tcompress.decompose._linalg import (
+    balancing_scale,
+    block_mode_grams,
+    check_decomposable,
+    leading_left_singular_vectors,
+    multi_mode_product,
+    relative_error_from_energy,
+    squared_distance,
+    squared_norm,
+)
+from tcompress.errors import RankError
+
+__all__ = ["TuckerDecomposition", "tucker", "tucker_to_tensor"]
+
+
+@dataclass
+class TuckerDecomposition:
+    """Result of :func:`tucker`.
+
+    Attributes
+    ----------
+    core : Tensor
+        The core tensor, in the dtype and on the device of the input.
+    factors : list of Tensor
+        ``factors[k]`` has orthonormal columns (leading singular vectors of the mode-``k``
+        unfolding for HOSVD), in the dtype and on the device of the input.
+    relative_error : float
+        ``||W - W_hat|| / ||W||`` of the returned decomposition (float64 arithmetic).
+    errors : list of float
+        Relative error after the HOSVD, then after each HOOI sweep (``n_iter + 1`` values,
+        non-increasing); ``errors[-1] == relative_error``.
+
+    Shapes
+    ------
+    core : (R_1, ..., R_N)
+    factors[k] : (D_k, R_k)
+    """
+
+    core: Tensor
+    factors: list[Tensor]
+    relative_error: float
+    errors: list[float]
+
+
+def _check_input(tensor: Tensor, ranks: Sequence[int]) -> tuple[int, ...]:
+    """Validate dtype and ranks cheaply; return the ranks as a tuple of ints."""
+    check_decomposable(tensor)
+    ranks = tuple(int(r) for r in ranks)
+    if len(ranks) != tensor.ndim:
+        raise RankError(
+            f"got {len(ranks)} Tucker ranks {ranks} for a tensor of order {tensor.ndim} "
+            f"with shape {tuple(tensor.shape)}; expected one rank per mode"
+        )
+    for k, (r, d) in enumerate(zip(ranks, tensor.shape, strict=True)):
+        if not 1 <= r <= d:
+            raise RankError(f"Tucker rank {r} for mode {k} (size {d}) must be between 1 and {d}")
+    return ranks
+
+
+def tucker_to_tensor(core: Tensor, factors: Sequence[Tensor]) -> Tensor:
+    """Rebuild the full tensor ``G x_1 U_1 ... x_N U_N`` from a Tucker decomposition.
+
+    Differentiable with respect to the core and every factor (used in training forward passes).
+
+    Parameters
+    ----------
+    core : Tensor
+        The core tensor.
+    factors : sequence of Tensor
+        One factor per mode of the core.
+
+    Returns
+    -------
+    Tensor
+        The reconstructed tensor, contiguous, in the dtype and on the device of the core.
+
+    Shapes
+    ------
+    core : (R_1, ..., R_N)
+    factors[k] : (D_k, R_k)
+    return : (D_1, ..., D_N)
+    """
+    if len(factors) != core.ndim:
+        raise RankError(f"got {len(factors)} factors for a core of order {core.ndim}")
+    for k, f in enumerate(factors):
+        if f.ndim != 2 or f.shape[1] != core.shape[k]:
+            raise RankError(
+                f"factor {k} has shape {tuple(f.shape)}; expected (D_{k}, {core.shape[k]}) "
+                f"to match the core's mode {k}"
+            )
+    # Contracting mode k of the core with U_k^T (R_k x D_k) expands it from R_k to D_k.
+    return multi_mode_product(core, [f.T for f in factors])
+
+
+def _relative_error(
+    tensor: Tensor, core: Tensor, factors: Sequence[Tensor], norm_sq: float
+) -> float:
+    """``||W - W_hat|| / ||W||`` for a Tucker tensor with orthonormal factors.
+
+    ``W_hat = W x_k (U_k U_k^T)`` is an orthogonal projection of ``W``, so
+    ``||W - W_hat||^2 = ||W||^2 - ||W_hat||^2`` and ``||W_hat|| = ||G||`` (orthonormal factors).
+    When that difference is too small to trust, the error is measured on the rebuilt tensor.
+    """
+    error = relative_error_from_energy(norm_sq, squared_norm(core), tensor.dtype)
+    if error is None:
+        rebuilt = tucker_to_tensor(core, factors)
+        error = (squared_distance(tensor, rebuilt) / norm_sq) ** 0.5
+    return error
+
+
+def _hosvd_factors(tensor: Tensor, ranks: tuple[int, ...]) -> list[Tensor]:
+    """Leading left singular vectors of every mode unfolding of ``tensor``."""
+    n = tensor.numel()
+    # Modes whose unfolding has at most as many rows as columns use the row Gram; their Grams
+    # are computed together so that adjacent small modes share a pass over the tensor.
+    left = [k for k, d in enumerate(tensor.shape) if d * d <= n]
+    grams = block_mode_grams(tensor, left)
+    return [
+        leading_left_singular_vectors(tensor, k, ranks[k], grams.get(k)) for k in range(tensor.ndim)
+    ]
+
+
+def tucker(tensor: Tensor, ranks: Sequence[int], *, n_iter: int = 0) -> TuckerDecomposition:
+    """Tucker decomposition by truncated HOSVD, optionally refined by HOOI sweeps.
+
+    Parameters
+    ----------
+    tensor : Tensor
+        The tensor ``W`` to decompose, float32 or float64, any device, any order ``N >= 1``.
+    ranks : sequence of int
+        Multilinear ranks ``(R_1, ..., R_N)``, ``1 <= R_k <= D_k``.
+    n_iter : int, default 0
+        Number of HOOI sweeps after the HOSVD. Each sweep replaces every ``U_k`` in turn by the
+        leading left singular vectors of the mode-``k`` unfolding of ``W`` projected on all other
+        (current) factors. A sweep that would raise the error (possible only through rounding once
+        converged) is rejected and the iteration stops, so ``errors`` never increases.
+
+    Returns
+    -------
+    TuckerDecomposition
+        Core, factors, relative error and the error history (``n_iter + 1`` values).
+
+    Shapes
+    ------
+    tensor : (D_1, ..., D_N)
+    core : (R_1, ..., R_N)
+    factors[k] : (D_k, R_k)
+
+    Raises
+    ------
+    RankError
+        If the number of ranks differs from the order or a rank is outside ``[1, D_k]``.
+    TypeError
+        If ``tensor`` is not a float32 or float64 tensor.
+
+    Notes
+    -----
+    The factors are eigenvectors of the Gram matrix of the smaller side of each unfolding: the Gram
+    is accumulated in the input dtype by BLAS on views of the tensor (never a transposed copy of
+    the whole tensor) and its eigendecomposition is done in float64. The relative error uses
+    ``||W - W_hat||^2 = ||W||^2 - ||G||^2`` in float64 and falls back to an explicit reconstruction
+    when the error is too small for that difference to be accurate.
+    """
+    ranks = _check_input(tensor, ranks)
+    if n_iter < 0:
+        raise ValueError(f"n_iter must be >= 0, got {n_iter}")
+    with torch.no_grad():
+        w = tensor.detach().contiguous()
+        norm_sq = squared_norm(w)
+        scale = balancing_scale(norm_sq, w.numel(), w.dtype)
+        if scale != 1.0:
+            # Extreme magnitudes: decompose 2^k W (exact), whose Grams cannot overflow.
+            w, norm_sq = w * scale, norm_sq * scale * scale
+        factors = _hosvd_factors(w, ranks)
+        core = multi_mode_product(w, factors)
+        errors = [_relative_error(w, core, factors, norm_sq)]
+        for sweep in range(n_iter):
+            new_factors = _hooi_sweep(w, factors, ranks)
+            new_core = multi_mode_product(w, new_factors)
+            new_error = _relative_error(w, new_core, new_factors, norm_sq)
+            if new_error > errors[-1]:
+                # Converged to rounding level: keep the better decomposition and stop.
+                errors.extend([errors[-1]] * (n_iter - sweep))
+                break
+            factors, core = new_factors, new_core
+            errors.append(new_error)
+        if scale != 1.0:
+            core = core / scale
+    return TuckerDecomposition(core=core, factors=factors, relative_error=errors[-1], errors=errors)
+
+
+def _hooi_sweep(tensor: Tensor, factors: list[Tensor], ranks: tuple[int, ...]) -> list[Tensor]:
+    """One HOOI sweep: update every factor in mode order, each given the latest others.
+
+    The update of ``U_k`` needs the Gram of mode ``k`` of ``W x_{j != k} U_j^T``. A factor with
+    ``R_j = D_j`` is square orthogonal and ``(W x_j Q^T)_(k) (W x_j Q^T)_(k)^T = W_(k) W_(k)^T``
+    for ``j != k``, so only truncated modes need to be projected. Consecutive updates that
+    project on the same factors share the projected tensor.
+    """
+    shape = tuple(tensor.shape)
+    factors = list(factors)
+    truncated = [j for j in range(len(shape)) if ranks[j] < shape[j]]
+    version = [0] * len(shape)
+    cached_key: tuple[tuple[int, int], ...] | None = None
+    projected = tensor
+    for k in range(len(shape)):
+        key = tuple((j, version[j]) for j in truncated if j != k)
+        if key != cached_key:
+            mats = [factors[j] if (j != k and j in truncated) else None for j in range(len(shape))]
+            projected = multi_mode_product(tensor, mats) if key else tensor
+            cached_key = key
+        factors[k] = leading_left_singular_vectors(projected, k, ranks[k])
+        version[k] += 1
+    return factors
