@@ -54,7 +54,7 @@ def infer_hourglass_config(state: Mapping[str, torch.Tensor], path: str) -> Hour
         n_stacks=max(stacks) + 1,
         depth=max(levels) + 1,
         block_depth=max(convs) + 1,
-        features=int(stem.shape[0]),
+        features=int(score.shape[1]),
         n_joints=int(score.shape[0]),
         in_channels=int(stem.shape[1]),
     )
