@@ -12,7 +12,7 @@ switchable with :meth:`TNet.set_forward`:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -216,32 +216,41 @@ class TNet(nn.Module):
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         convs = self.tensor_convs()
-        weights = (
-            self._reconstructed_weights()
-            if self._forward_form == "reconstructed"
-            else self._factorized_weights()
-        )
+        if self._forward_form == "reconstructed":
+            parts = self.reconstructed_weights()
+        else:
+            parts = self.factorized_weights()
         try:
             for conv in convs:
-                conv._weights = weights(conv.index)
+                conv._weights = tuple(part(conv.index) for part in parts)
             return self.net(x)
         finally:
             for conv in convs:
                 conv._weights = None
 
-    def _reconstructed_weights(self):
+    def reconstructed_weights(self) -> tuple[Callable, Callable, Callable]:
+        """(1x1 before, kernel, 1x1 after) of each layer, as functions of its index, for the
+        reconstructed form: no 1x1s, the kernel is the layer's slice of W."""
         # (stack, depth, pathway, block, f_out, f_in, h, w): each slice is a Conv2d kernel.
         kernels = self.tensor.full().transpose(4, 5).contiguous()
-        return lambda index: (None, kernels[index], None)
+        return _none, kernels.__getitem__, _none
 
-    def _factorized_weights(self):
+    def factorized_weights(self) -> tuple[Callable, Callable, Callable]:
+        """(1x1 before, h x w kernel, 1x1 after) of each layer, as functions of its index, for the
+        factorized form; a weight shared by every layer is the same tensor for every index.
+
+        Shapes
+        ------
+        Tucker: (R5, f_in, 1, 1) shared, (R6, R5, h, w) per layer, (f_out, R6, 1, 1) shared.
+        MPS: (R5, f_in, 1, 1) per layer, (f_out, R5, h, w) shared, no 1x1 after.
+        """
         if isinstance(self.tensor, TuckerTensor):
             u_in, u_out = self.tensor.factors[4], self.tensor.factors[5]
             # Per-layer cores G_l x_7 U_7 x_8 U_8, laid out as Conv2d kernels (R6, R5, h, w).
             cores = self.tensor.layer_cores(4, (6, 7)).transpose(4, 5).contiguous()
             first = u_in.t()[:, :, None, None]  # 1x1 conv f_in -> R5, shared by every layer
             last = u_out[:, :, None, None]  # 1x1 conv R6 -> f_out, shared by every layer
-            return lambda index: (first, cores[index], last)
+            return _constant(first), cores.__getitem__, _constant(last)
         cores = list(self.tensor.cores)
         # Left part G_1..G_5 gives a per-layer 1x1 conv f_in -> R5 (as (R5, f_in, 1, 1)).
         left = _chain(cores[:4])[0]  # (stack, depth, pathway, block, R4)
@@ -250,7 +259,15 @@ class TNet(nn.Module):
         # Right part G_6 G_7 G_8 is one h x w conv R5 -> f_out shared by every layer.
         right = _chain(cores[5:])[..., 0]  # (R5, f_out, h, w)
         shared = right.transpose(0, 1).contiguous()
-        return lambda index: (first[index], shared, None)
+        return first.__getitem__, _constant(shared), _none
+
+
+def _none(index: tuple[int, ...]) -> None:
+    return None
+
+
+def _constant(weight: torch.Tensor) -> Callable[[tuple[int, ...]], torch.Tensor]:
+    return lambda index: weight
 
 
 def tnet_skeleton(config: HourglassConfig) -> StackedHourglass:

@@ -26,7 +26,8 @@ from tcompress.decompose import (
     tucker,
     tucker_to_tensor,
 )
-from tcompress.decompose._linalg import block_mode_grams, multi_mode_product
+from tcompress.decompose._grams import block_mode_grams
+from tcompress.decompose._products import multi_mode_product
 from tcompress.errors import RankError
 
 # (shape, Tucker ranks): paper-like 8-way, 3-way and 4-way, a mode wider than the rest of the

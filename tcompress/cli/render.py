@@ -85,3 +85,30 @@ def print_summary(console: Console, summary: dict, out: str | None = None) -> No
     console.print(f"time: {summary['seconds']:.2f} s")
     if out:
         console.print(f"wrote {out}")
+
+
+def validation_table(validation: dict) -> Table:
+    """Checks of an ONNX export: structure and names in the title, then every output at every
+    batch size against PyTorch."""
+    title = (
+        f"Validation: onnx.checker {_mark(validation['checker'])}, "
+        f"names {_mark(validation['names'])}; ONNX Runtime vs PyTorch"
+    )
+    table = Table(title=title, title_justify="left")
+    for column in ("batch", "output", "shape", "abs diff", "rel diff", "tol", ""):
+        table.add_column(column, justify="right" if column not in ("output", "") else "left")
+    for c in validation["outputs"]:
+        table.add_row(
+            str(c["batch"]),
+            c["name"],
+            "x".join(map(str, c["shape"])),
+            f"{c['max_abs_diff']:.2e}",
+            f"{c['max_rel_diff']:.2e}",
+            f"{c['tolerance']:.1e}",
+            _mark("passed" if c["passed"] else "failed"),
+        )
+    return table
+
+
+def _mark(result: str) -> str:
+    return {"passed": "[green]passed[/green]", "failed": "[red]failed[/red]"}.get(result, result)

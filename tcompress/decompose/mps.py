@@ -19,11 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tcompress.decompose._linalg import (
+from tcompress.decompose._grams import gram_columns, leading_eigh
+from tcompress.decompose._norms import (
     balancing_scale,
     check_decomposable,
-    gram_columns,
-    leading_eigh,
     relative_error_from_energy,
     squared_distance,
     squared_norm,

@@ -17,16 +17,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tcompress.decompose._linalg import (
+from tcompress.decompose._grams import block_mode_grams, leading_left_singular_vectors
+from tcompress.decompose._norms import (
     balancing_scale,
-    block_mode_grams,
     check_decomposable,
-    leading_left_singular_vectors,
-    multi_mode_product,
     relative_error_from_energy,
     squared_distance,
     squared_norm,
 )
+from tcompress.decompose._products import multi_mode_product
 from tcompress.errors import RankError
 
 __all__ = ["TuckerDecomposition", "tucker", "tucker_to_tensor"]

@@ -1,0 +1,98 @@
+"""``tcompress export``: a T-Net or a dense hourglass to a validated ONNX file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tcompress.cli import handle_errors, main
+
+
+@main.command(name="export")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--form",
+    type=click.Choice(["factorized", "dense"]),
+    default="factorized",
+    show_default=True,
+    help="factorized: three convolutions per block conv (Tucker), two (MPS); dense: "
+    "kernels rebuilt and BatchNorms folded (the fused dense form).",
+)
+@click.option(
+    "--opset", type=click.IntRange(min=13), default=17, show_default=True, help="ONNX opset."
+)
+@click.option(
+    "--input-size",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Height and width of the traced input; the batch axis stays dynamic.",
+)
+@click.option(
+    "--atol",
+    type=click.FloatRange(min=0),
+    default=1e-4,
+    show_default=True,
+    help="Validation passes when max |ONNX - PyTorch| <= atol + rtol * max |PyTorch|.",
+)
+@click.option("--rtol", type=click.FloatRange(min=0), default=1e-4, show_default=True)
+@click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime comparison.")
+@click.option(
+    "--output", "-o", type=click.Path(path_type=Path), required=True, help="Output .onnx file."
+)
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@handle_errors
+def export(file, form, opset, input_size, atol, rtol, no_validate, output, force, as_json):
+    """Export FILE (a T-Net or an uncompressed hourglass checkpoint) to ONNX.
+
+    The file is checked with onnx.checker and compared with the PyTorch model in ONNX Runtime at
+    batch 1 and 3; on any failure the command exits non-zero and writes nothing.
+
+    \b
+    Examples:
+      tcompress export tnet.pt --form factorized -o tnet.onnx
+      tcompress export tnet.pt --form dense -o tnet-dense.onnx
+      tcompress export hg.pth --form dense -o hg.onnx       # the uncompressed baseline
+    """
+    from tcompress.checkpoint import check_output
+    from tcompress.cli.render import print_json, stderr, stdout, validation_table
+    from tcompress.export.onnx import export_onnx
+    from tcompress.serialize import load
+
+    out = check_output(output, force=force, inputs=(file,))
+    status = stderr().status("Loading", spinner="dots") if not as_json else None
+    if status:
+        status.start()
+    try:
+        model = load(file)
+        if status:
+            status.update(f"Exporting the {form} form and validating it")
+        report = export_onnx(
+            model,
+            out,
+            form,
+            opset=opset,
+            input_size=input_size,
+            atol=atol,
+            rtol=rtol,
+            validate=not no_validate,
+        )
+    finally:
+        if status:
+            status.stop()
+    if as_json:
+        print_json(report.to_dict())
+        return
+    console = stdout()
+    console.print(
+        f"[bold]{form}[/bold] form, opset {opset}, input {input_size}x{input_size}, "
+        f"dynamic batch: {report.params:,} parameters, "
+        f"{report.file_bytes / 2**20:.2f} MiB"
+    )
+    if report.validation:
+        console.print(validation_table(report.validation.to_dict()))
+    else:
+        console.print("[yellow]not validated[/yellow] (--no-validate)")
+    console.print(f"wrote {out}")

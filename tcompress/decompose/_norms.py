@@ -1,0 +1,164 @@
+"""Input check, norms and relative errors shared by the Tucker and tensor-train decompositions.
+
+Everything here works on plain :class:`torch.Tensor` objects of any order, dtype float32 or float64
+and any device. Norms are accumulated in float64 without a float64 copy of the (large) input, and
+relative errors of orthogonal projections are derived from the energy they keep whenever rounding
+allows it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from tcompress.errors import RankError
+
+__all__ = [
+    "balancing_scale",
+    "check_decomposable",
+    "relative_error_from_energy",
+    "squared_distance",
+    "squared_norm",
+]
+
+# Below this squared relative error, ||W||^2 - ||W_hat||^2 loses too many digits to cancellation
+# (in units of the machine epsilon of the input dtype); the error is then computed explicitly.
+_CANCELLATION_EPS = 2.0e4
+
+
+def check_decomposable(tensor: Tensor) -> None:
+    """A float32 or float64 tensor of order >= 1, else a clear error."""
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"expected a float32 or float64 tensor, got {tensor.dtype}")
+    if tensor.ndim == 0:
+        raise RankError("cannot decompose a 0-dimensional tensor; expected at least one mode")
+
+
+def _prod(values: Sequence[int]) -> int:
+    return math.prod(int(v) for v in values)
+
+
+def squared_norm(tensor: Tensor) -> float:
+    """Squared Frobenius norm accumulated in float64 without a float64 copy of the tensor.
+
+    Parameters
+    ----------
+    tensor : Tensor
+        Any shape, float32 or float64.
+
+    Returns
+    -------
+    float
+        ``sum(tensor**2)`` with float64 accuracy (for float32 input: the norms of rows of 256
+        entries are taken in float32, whose pairwise summation is accurate to a few ulps, and their
+        squares are summed in float64, so the relative error is about ``eps32 / sqrt(rows)``).
+
+    Shapes
+    ------
+    tensor : (any)
+    """
+    flat = tensor.detach().reshape(-1)
+    if flat.dtype == torch.float64:
+        return float(torch.dot(flat, flat))
+    width = 256
+    full = (flat.numel() // width) * width
+    total = 0.0
+    if full:
+        rows = torch.linalg.vector_norm(flat[:full].view(-1, width), dim=1)
+        total += float(rows.double().square().sum())
+    if full < flat.numel():
+        total += float(torch.linalg.vector_norm(flat[full:]).double().square())
+    if not math.isfinite(total) or total < 1e-30:
+        # Squares beyond the float32 range (|x| > 1e19) or below it: redo in float64, by blocks.
+        step = 1 << 20
+        blocks = (flat[s : s + step].double() for s in range(0, flat.numel(), step))
+        total = sum(float(torch.dot(block, block)) for block in blocks)
+    return total
+
+
+def balancing_scale(norm_sq: float, numel: int, dtype: torch.dtype) -> float:
+    """A power of two that brings the tensor's entries near unit size, or 1.0 if not needed.
+
+    Gram matrices hold sums of squares and would overflow (or underflow) in the input dtype for
+    extreme magnitudes; scaling by a power of two is exact and the decompositions are
+    equivariant to it (the core is scaled back).
+
+    Parameters
+    ----------
+    norm_sq : float
+        ``||W||^2`` in float64.
+    numel : int
+        Number of entries of ``W``.
+    dtype : torch.dtype
+        float32 or float64.
+
+    Returns
+    -------
+    float
+        ``2**k`` with ``k`` an integer; 1.0 when every Gram entry stays well inside the range.
+    """
+    limit = 1e30 if dtype == torch.float32 else 1e250
+    mean_sq = norm_sq / max(numel, 1)
+    if norm_sq == 0.0 or (norm_sq < limit and mean_sq > 1.0 / limit):
+        return 1.0
+    # Make the root-mean-square entry about 1.
+    return 2.0 ** -round(0.5 * math.log2(mean_sq))
+
+
+def squared_distance(tensor: Tensor, other: Tensor) -> float:
+    """``||tensor - other||^2`` in float64, subtracting block by block to bound temporary memory.
+
+    Parameters
+    ----------
+    tensor, other : Tensor
+        Same shape and dtype.
+
+    Returns
+    -------
+    float
+        The squared Frobenius distance.
+
+    Shapes
+    ------
+    tensor, other : (any), identical
+    """
+    a = tensor.detach().reshape(-1)
+    b = other.detach().reshape(-1)
+    step = 1 << 22
+    return sum(squared_norm(a[s : s + step] - b[s : s + step]) for s in range(0, a.numel(), step))
+
+
+def relative_error_from_energy(norm_sq: float, kept_sq: float, dtype: torch.dtype) -> float | None:
+    """Relative error of an orthogonal projection from the energy it keeps.
+
+    For an orthogonal projection ``W_hat = P W`` Pythagoras gives
+    ``||W - W_hat||^2 = ||W||^2 - ||W_hat||^2``, and ``||W_hat||`` is the norm of the core.
+
+    Parameters
+    ----------
+    norm_sq : float
+        ``||W||^2`` in float64.
+    kept_sq : float
+        ``||W_hat||^2`` in float64.
+    dtype : torch.dtype
+        The dtype the projection was computed in; sets the rounding level.
+
+    Returns
+    -------
+    float or None
+        ``||W - W_hat|| / ||W||``, or ``None`` when the difference is so small that rounding of the
+        two norms (a few ulps of ``dtype`` each) could dominate it; the caller must then measure
+        the error on an explicit reconstruction.
+    """
+    if norm_sq == 0.0:
+        return 0.0
+    # The difference of two nearly equal energies: clamp rounding below zero.
+    rel_sq = max(norm_sq - kept_sq, 0.0) / norm_sq
+    if rel_sq < _CANCELLATION_EPS * torch.finfo(dtype).eps:
+        return None
+    return math.sqrt(rel_sq)

@@ -1,0 +1,1 @@
+"""Exported models: ONNX files and measurements of them."""

@@ -1,0 +1,193 @@
+"""Writing ONNX files: a T-Net or a dense hourglass, in the fused dense or the factorized form.
+
+The model is first rewritten by the passes into plain convolutions with every BatchNorm folded,
+then traced by ``torch.onnx.export``, so the graph uses standard ONNX operators only (Conv, Relu,
+MaxPool, Resize, Add, Mul). Weights that several layers share are one parameter, hence one
+initializer in the file. Every export is validated against the PyTorch model (see
+:mod:`tcompress.export.validate`) before the file is moved into place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from tcompress.checkpoint import atomic_write
+from tcompress.errors import TcompressError
+from tcompress.export.validate import ValidationReport, validate_onnx
+from tcompress.models import StackedHourglass
+from tcompress.passes import factorize, fold_batchnorm, materialize
+from tcompress.tnet import TNet
+
+log = logging.getLogger(__name__)
+
+FORMS = ("factorized", "dense")
+DEFAULT_OPSET = 17
+INPUT_NAME = "image"
+
+
+class ExportError(TcompressError):
+    """An export that cannot be made as asked, or whose validation failed."""
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote and how it validated."""
+
+    path: str
+    form: str
+    opset: int
+    input_size: tuple[int, int]
+    params: int
+    file_bytes: int
+    outputs: list[str]
+    validation: ValidationReport | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "validation"}
+        out["validation"] = self.validation.to_dict() if self.validation else None
+        return out
+
+
+def deployable(model: nn.Module, form: str) -> nn.Module:
+    """The plain-convolution model that is exported: passes applied, BatchNorms folded, eval mode.
+
+    ``form`` is ``"dense"`` (every block kernel rebuilt: the fused dense form) or
+    ``"factorized"`` (the three-convolution form); a dense hourglass has only the dense form.
+    """
+    if form not in FORMS:
+        raise ExportError(f"form {form!r} is unknown; expected one of {', '.join(FORMS)}")
+    if isinstance(model, TNet):
+        rewritten = materialize(model) if form == "dense" else factorize(model)
+    elif isinstance(model, StackedHourglass):
+        if form == "factorized":
+            raise ExportError(
+                "an uncompressed hourglass has no factorized form; export it with form='dense' "
+                "or convert it to a T-Net first"
+            )
+        rewritten = model
+    else:
+        raise ExportError(
+            f"model is a {type(model).__name__}; expected a T-Net or a StackedHourglass"
+        )
+    return fold_batchnorm(rewritten).eval()
+
+
+def export_onnx(
+    model: nn.Module | str | os.PathLike,
+    path: str | os.PathLike,
+    form: str = "factorized",
+    *,
+    opset: int = DEFAULT_OPSET,
+    input_size: int | tuple[int, int] = 256,
+    dynamic_batch: bool = True,
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+    validate: bool = True,
+) -> ExportReport:
+    """Export a T-Net or a dense hourglass to ONNX, validated with ONNX Runtime.
+
+    Parameters
+    ----------
+    model
+        A :class:`~tcompress.TNet`, a :class:`~tcompress.models.StackedHourglass` or a file that
+        :func:`tcompress.load` reads.
+    path
+        Output file; written atomically, and only if validation passes.
+    form
+        ``"factorized"`` (three-convolution form, Tucker; two convolutions, MPS) or ``"dense"``
+        (block kernels rebuilt and BatchNorms folded: the fused dense form).
+    opset
+        ONNX opset (17 by default: supported by every ONNX Runtime release since 1.12).
+    input_size
+        Height and width of the traced input (one int for square); the batch axis stays dynamic
+        with ``dynamic_batch``. Spatial sizes must be divisible by 4 * 2**depth.
+    atol, rtol
+        An output passes validation when max |ONNX - PyTorch| <= atol + rtol * max |PyTorch|.
+    validate
+        Check the file with ``onnx.checker`` and compare ONNX Runtime with PyTorch on seeded inputs
+        at batch 1 and 3; any failure raises :class:`ExportError` and leaves no file.
+
+    Shapes
+    ------
+    input ``image``: (N, C, H, W); outputs ``heatmaps_<stack>``: (N, n_joints, H / 4, W / 4).
+    """
+    if not isinstance(model, nn.Module):
+        from tcompress.serialize import load
+
+        model = load(model)
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    config = model.config
+    step = 4 * 2**config.depth
+    if any(s < step or s % step for s in size):
+        raise ExportError(
+            f"input size {size[0]}x{size[1]} does not fit a hourglass of depth {config.depth}; "
+            f"expected multiples of {step}"
+        )
+    reference = model.eval()
+    prepared = deployable(model, form)
+    names = [f"heatmaps_{s}" for s in range(config.n_stacks)]
+    device = next(prepared.parameters()).device
+    dtype = next(prepared.parameters()).dtype
+    example = torch.randn(1, config.in_channels, *size, device=device, dtype=dtype)
+    report = ExportReport(
+        path=os.fspath(path),
+        form=form,
+        opset=opset,
+        input_size=size,
+        params=len_params(prepared),
+        file_bytes=0,
+        outputs=names,
+    )
+
+    def write(tmp: str) -> None:
+        dynamic = {name: {0: "batch"} for name in [INPUT_NAME, *names]} if dynamic_batch else None
+        with warnings.catch_warnings(), torch.no_grad():
+            # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs
+            # onnxscript; it traces these plain-convolution graphs exactly.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                prepared,
+                (example,),
+                tmp,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=names,
+                dynamic_axes=dynamic,
+                do_constant_folding=True,
+            )
+        if validate:
+            report.validation = validate_onnx(
+                tmp,
+                reference,
+                input_size=size,
+                atol=atol,
+                rtol=rtol,
+                batches=(1, 3) if dynamic_batch else (1,),
+            )
+            if not report.validation.ok:
+                raise ExportError(
+                    f"export to '{os.fspath(path)}' failed validation: "
+                    + "; ".join(report.validation.problems)
+                )
+
+    atomic_write(path, write)
+    report.file_bytes = os.path.getsize(path)
+    log.info("exported %s form to %s", form, path)
+    return report
+
+
+def len_params(model: nn.Module) -> int:
+    """Parameters and buffers that end up as initializers, each shared tensor counted once."""
+    seen = {}
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point():
+            seen[id(tensor)] = tensor.numel()
+    return sum(seen.values())

@@ -1,0 +1,13 @@
+"""Model rewrites. Each pass takes a model and returns a new one (the input is left untouched) that
+computes the same function in eval mode, checked in the tests against the model it came from:
+
+- :func:`materialize`: a T-Net becomes the plain dense hourglass, kernels rebuilt from the tensor;
+- :func:`factorize`: a T-Net becomes plain convolutions in the three-convolution form;
+- :func:`fold_batchnorm`: every BatchNorm is folded into the convolution before it.
+"""
+
+from tcompress.passes.factorize import factorize
+from tcompress.passes.fold_bn import ChannelAffine, fold_batchnorm
+from tcompress.passes.materialize import materialize
+
+__all__ = ["ChannelAffine", "factorize", "fold_batchnorm", "materialize"]

@@ -1,0 +1,62 @@
+"""T-Net -> plain convolutions in the factorized form (DESIGN section 3), standard ops only.
+
+Tucker: each block convolution becomes 1x1 (f_in -> R5, weight U5^T, one parameter shared by every
+layer) -> h x w (R5 -> R6, the layer's core G_l x7 U7 x8 U8, original stride/padding/dilation) ->
+1x1 (R6 -> f_out, weight U6, shared until a BatchNorm is folded into it).
+MPS: 1x1 (f_in -> R5, per layer, from the left cores) -> h x w (R5 -> f_out, shared by every layer,
+from the right cores).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from tcompress.passes.materialize import tensor_convs_with_parents
+from tcompress.tnet import TensorConv2d, TNet
+
+
+def factorize(tnet: TNet) -> nn.Module:
+    """The T-Net as a network of plain ``nn.Conv2d``: every :class:`TensorConv2d` becomes an
+    ``nn.Sequential`` of two (MPS) or three (Tucker) convolutions. Shared factors are one
+    ``nn.Parameter`` used by every layer, so an export stores them once."""
+    net = copy.deepcopy(tnet.net)
+    with torch.no_grad():
+        first, middle, last = tnet.factorized_weights()
+    shared = {}
+
+    def parameter(weight: torch.Tensor) -> nn.Parameter:
+        # A weight every layer shares is the same tensor each time: one Parameter for all.
+        key = (weight.data_ptr(), tuple(weight.shape), tuple(weight.stride()))
+        if key not in shared:
+            shared[key] = nn.Parameter(weight.detach().clone())
+        return shared[key]
+
+    for parent, name, conv in tensor_convs_with_parents(net):
+        pre, kernel, post = first(conv.index), middle(conv.index), last(conv.index)
+        layers = [] if pre is None else [_conv(parameter(pre))]
+        layers.append(_conv(parameter(kernel), conv))
+        if post is not None:
+            layers.append(_conv(parameter(post)))
+        setattr(parent, name, nn.Sequential(*layers))
+    return net.train(tnet.training)
+
+
+def _conv(weight: nn.Parameter, geometry: TensorConv2d | None = None) -> nn.Conv2d:
+    """A bias-free Conv2d using ``weight`` itself (so shared weights stay one object); the h x w
+    convolution keeps the original stride, padding and dilation."""
+    out_channels, in_channels, kh, kw = weight.shape
+    conv = nn.Conv2d(
+        in_channels,
+        out_channels,
+        (kh, kw),
+        stride=geometry.stride if geometry else 1,
+        padding=geometry.padding if geometry else 0,
+        dilation=geometry.dilation if geometry else 1,
+        bias=False,
+        device="meta",
+    )
+    conv.weight = weight
+    return conv

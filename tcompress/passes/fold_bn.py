@@ -1,0 +1,87 @@
+"""Fold every BatchNorm into the convolution before it (eval-mode semantics).
+
+In eval mode a BatchNorm is the per-channel affine map y = s * x + t with s = gamma / sqrt(var +
+eps) and t = beta - s * mean. After a convolution with weight K and bias b it folds into that
+convolution: K' = s[:, None, None, None] * K, b' = s * b + t. When the convolution's weight is
+shared by several layers (the h x w convolution of an MPS T-Net), folding would give each layer its
+own copy; the BatchNorm then becomes a :class:`ChannelAffine` instead, so the shared weight is
+stored once.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+
+import torch
+from torch import nn
+
+from tcompress.models.hourglass import BasicBlock
+
+
+class ChannelAffine(nn.Module):
+    """y = x * scale + shift per channel: an eval-mode BatchNorm without its statistics.
+
+    Shapes
+    ------
+    scale, shift: (C,); input and output: (N, C, H, W).
+    """
+
+    def __init__(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(scale[:, None, None])
+        self.shift = nn.Parameter(shift[:, None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode with every BatchNorm that follows a convolution folded.
+
+    Handles the two places BatchNorms sit in the hourglass: ``BasicBlock`` (``convs[i]`` then
+    ``bns[i]``) and conv-BN-ReLU ``nn.Sequential`` stacks; a block convolution may itself be an
+    ``nn.Sequential`` of convolutions (the factorized form), whose last convolution takes the fold.
+    """
+    model = copy.deepcopy(model).eval()
+    uses = Counter(id(p) for m in model.modules() for p in m.parameters(recurse=False))
+    with torch.no_grad():
+        for module in list(model.modules()):
+            if isinstance(module, BasicBlock):
+                for i, bn in enumerate(module.bns):
+                    module.bns[i] = _fold(module.convs[i], bn, uses)
+            elif isinstance(module, nn.Sequential):
+                children = list(module)
+                for i in range(1, len(children)):
+                    if isinstance(children[i], nn.BatchNorm2d) and _last_conv(children[i - 1]):
+                        module[i] = _fold(children[i - 1], children[i], uses)
+    return model
+
+
+def _last_conv(module: nn.Module) -> nn.Conv2d | None:
+    if isinstance(module, nn.Conv2d):
+        return module
+    if isinstance(module, nn.Sequential) and len(module) and isinstance(module[-1], nn.Conv2d):
+        return module[-1]
+    return None
+
+
+def _fold(conv_like: nn.Module, bn: nn.Module, uses: Counter) -> nn.Module:
+    """Fold ``bn`` into the last convolution of ``conv_like``; return what replaces ``bn``."""
+    if not isinstance(bn, nn.BatchNorm2d):
+        return bn
+    conv = _last_conv(conv_like)
+    if conv is None or bn.running_var is None:
+        return bn
+    scale = (
+        bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        if bn.affine
+        else (1 / torch.sqrt(bn.running_var + bn.eps))
+    )
+    shift = (bn.bias if bn.affine else 0) - scale * bn.running_mean
+    if uses[id(conv.weight)] > 1 and tuple(conv.kernel_size) != (1, 1):
+        return ChannelAffine(scale.detach().clone(), shift.detach().clone())
+    conv.weight = nn.Parameter(conv.weight * scale[:, None, None, None])
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    conv.bias = nn.Parameter(bias.detach().clone())
+    return nn.Identity()

@@ -1,0 +1,46 @@
+"""T-Net -> the plain dense hourglass, every block kernel rebuilt from the shared tensor."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from tcompress.tnet import TensorConv2d, TNet
+
+
+def materialize(tnet: TNet) -> nn.Module:
+    """The dense network a T-Net stands for: each :class:`TensorConv2d` becomes an ``nn.Conv2d``
+    whose kernel is its slice of W. The result is a :class:`~tcompress.models.StackedHourglass`
+    with the dense state_dict layout (it saves and loads as an uncompressed checkpoint).
+    """
+    net = copy.deepcopy(tnet.net)
+    with torch.no_grad():
+        # (stack, depth, pathway, block, f_out, f_in, h, w): each slice a Conv2d kernel.
+        kernels = tnet.full_tensor().transpose(4, 5)
+    for parent, name, conv in tensor_convs_with_parents(net):
+        dense = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            bias=False,
+            device=kernels.device,
+            dtype=kernels.dtype,
+        )
+        dense.weight = nn.Parameter(kernels[conv.index].clone())
+        setattr(parent, name, dense)
+    return net.train(tnet.training)
+
+
+def tensor_convs_with_parents(net: nn.Module) -> list[tuple[nn.Module, str, TensorConv2d]]:
+    """(parent module, attribute name, conv) of every :class:`TensorConv2d` in ``net``."""
+    found = []
+    for parent in net.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, TensorConv2d):
+                found.append((parent, name, child))
+    return found
