@@ -6,6 +6,7 @@ Public API::
     tnet = tcompress.convert("hg.pth", method="tucker", ranks=(4, 4, 3, 2, 64, 64, 3, 3))
     tcompress.save(tnet, "tnet.pt")
     tnet = tcompress.load("tnet.pt", forward="factorized")
+    tcompress.export_onnx(tnet, "tnet.onnx", form="factorized")   # or form="dense"
 
 Heavy modules (torch) are imported on first use, so that ``tcompress --help`` starts instantly.
 """
@@ -23,6 +24,7 @@ _LAZY = {
     "load": "tcompress.serialize",
     "TNet": "tcompress.tnet",
     "TcompressError": "tcompress.errors",
+    "export_onnx": "tcompress.export.onnx",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -69,3 +69,28 @@ def run_demo(out_dir: str, seed: int = 0, input_size: int = 128) -> list[DemoRun
             )
         runs.append(DemoRun(method, spec, dict(tnet.meta["summary"], output=path), errors))
     return runs
+
+
+def run_deployment(
+    out_dir: str, runs: list[DemoRun], input_size: int = 128, repeats: int = 10
+) -> list:
+    """Export the original network and the reduced-rank T-Nets to ONNX (validated), then measure
+    them in ONNX Runtime, each as a ratio to the original's export.
+
+    Returns the :class:`~tcompress.export.bench.BenchResult` of each file, the original first.
+    """
+    from tcompress.export.bench import bench_onnx
+    from tcompress.export.onnx import export_onnx
+
+    checkpoint = os.path.join(out_dir, "demo-hourglass.pth")
+    files = [(checkpoint, "dense", os.path.join(out_dir, "demo-hourglass.onnx"))]
+    for run in runs:
+        if run.ranks_spec == "full":
+            continue
+        forms = ("dense", "factorized") if run.method == "tucker" else ("factorized",)
+        for form in forms:
+            target = os.path.join(out_dir, f"demo-{run.method}-reduced-{form}.onnx")
+            files.append((run.summary["output"], form, target))
+    for source, form, target in files:
+        export_onnx(source, target, form, input_size=input_size)
+    return bench_onnx([t for _, _, t in files], input_size=input_size, repeats=repeats)

@@ -218,9 +218,9 @@ def test_cli_table_and_json(files):
     args = (files["conv3"], files["separable"], "--input-size", S, "--repeats", 2, "--warmup", 0)
     r = cli(*args)
     assert r.exit_code == 0, r.output
-    for header in ("file", "params", "size ratio", "MACs (G)", "MAC bound", "speed-up"):
+    for header in ("file", "params", "size x", "GMACs", "MAC bound", "speed-up", "of bound"):
         assert header in r.stdout
-    assert "fraction of bound" in r.stdout and "(ref)" in r.stdout
+    assert "fraction of bound = speed-up / MAC bound" in r.stdout and "(ref)" in r.stdout
     assert "medians of 2 interleaved rounds" in r.stdout and "to the first file" in r.stdout
 
     # Without --input-size: the size the files were exported at (their inputs fix it).

@@ -216,6 +216,13 @@ def test_demo(tmp_path):
     r = cli("demo", "-o", tmp_path)
     assert r.exit_code == 0, r.output
     assert "T-Net outputs vs the original" in r.stdout
-    assert {"demo-hourglass.pth", "demo-tucker-full.pt", "demo-mps-reduced.pt"} <= set(
-        os.listdir(tmp_path)
-    )
+    assert "Deployment: ONNX exports" in r.stdout and "MAC bound" in r.stdout
+    assert {
+        "demo-hourglass.pth",
+        "demo-tucker-full.pt",
+        "demo-mps-reduced.pt",
+        "demo-hourglass.onnx",
+        "demo-tucker-reduced-dense.onnx",
+        "demo-tucker-reduced-factorized.onnx",
+        "demo-mps-reduced-factorized.onnx",
+    } <= set(os.listdir(tmp_path))

@@ -151,3 +151,7 @@ def test_cli_export(tmp_path, checkpoint):
     assert not (tmp_path / "h.onnx").exists()
     x = np.zeros((1, 3, 32, 32), np.float32)
     assert len(ort.InferenceSession(str(out)).run(None, {"image": x})) == 2
+
+
+def test_public_api():
+    assert tcompress.export_onnx is export_onnx

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
@@ -61,10 +60,10 @@ def bench(files, input_size, batch, threads, repeats, warmup, as_json):
     """
     import onnxruntime
 
-    from tcompress.cli.render import print_json, stderr, stdout
+    from tcompress.cli.render import bench_table, print_json, quiet_status, stderr, stdout
     from tcompress.export.bench import bench_onnx
 
-    status = stderr().status("Measuring", spinner="dots") if not as_json else _Quiet()
+    status = stderr().status("Measuring", spinner="dots") if not as_json else quiet_status()
     with status:
         results = bench_onnx(
             [str(f) for f in files],
@@ -92,7 +91,7 @@ def bench(files, input_size, batch, threads, repeats, warmup, as_json):
         print_json({"settings": settings, "results": [r.to_dict() for r in results]})
         return
     console = stdout()
-    console.print(_table(results))
+    console.print(bench_table(results))
     console.print(
         f"[dim]Latencies are medians of {repeats} interleaved rounds ({warmup} warm-up) at "
         f"batch {batch}, {height}x{width}, {threads} thread(s), ONNX Runtime "
@@ -100,58 +99,3 @@ def bench(files, input_size, batch, threads, repeats, warmup, as_json):
         "larger meaning smaller or faster. MAC bound = MACs of ref / MACs; fraction of bound = "
         "speed-up / MAC bound.[/dim]"
     )
-
-
-def _table(results):
-    from rich.table import Table
-
-    table = Table(title="ONNX Runtime benchmark", title_justify="left")
-    table.add_column("file")
-    table.add_column("params", justify="right")
-    table.add_column("size", justify="right")
-    table.add_column("size ratio", justify="right")
-    table.add_column("MACs (G)", justify="right")
-    table.add_column("MAC bound", justify="right")
-    table.add_column("speed-up", justify="right")
-    table.add_column("fraction of bound", justify="right")
-    table.add_column("median", justify="right", style="dim")
-    for k, r in enumerate(results):
-        name = f"{r.path} [dim](ref)[/dim]" if k == 0 else r.path
-        speedup = f"{r.speedup:.2f}x" if k == 0 else f"[bold]{r.speedup:.2f}x[/bold]"
-        table.add_row(
-            name,
-            f"{r.params:,}",
-            _bytes(r.size_bytes),
-            f"{r.size_ratio:.2f}x",
-            _giga(r.macs),
-            "-" if r.mac_bound is None else f"{r.mac_bound:.2f}x",
-            speedup,
-            "-" if r.bound_fraction is None else f"{r.bound_fraction:.0%}",
-            f"{r.median_ms:.3g} ms",
-        )
-    return table
-
-
-def _giga(n: int) -> str:
-    """Billions with about three significant digits and no exponent: 12.30, 0.0532."""
-    g = n / 1e9
-    return f"{g:.{max(2, 2 - math.floor(math.log10(g)))}f}" if g > 0 else "0"
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
-class _Quiet:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, *args, **kwargs):
-        pass

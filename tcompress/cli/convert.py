@@ -66,7 +66,7 @@ def convert(checkpoint, method, ranks, refine, forward, device, output, force, a
       tcompress convert hg.pth --method mps --ranks 4,16,48,96,64,9,3 -o tnet-mps.pt --json
     """
     from tcompress.checkpoint import check_output
-    from tcompress.cli.render import print_json, print_summary, stderr, stdout
+    from tcompress.cli.render import print_json, print_summary, quiet_status, stderr, stdout
     from tcompress.conversion import convert as convert_model
     from tcompress.ranks import check_method
     from tcompress.serialize import save
@@ -75,7 +75,7 @@ def convert(checkpoint, method, ranks, refine, forward, device, output, force, a
     if output is None:
         output = checkpoint.with_name(f"{checkpoint.stem}.{method}.pt")
     out = check_output(output, force=force, inputs=(checkpoint,))
-    status = stderr().status("Converting", spinner="dots") if not as_json else _Quiet()
+    status = stderr().status("Converting", spinner="dots") if not as_json else quiet_status()
     with status:
         tnet = convert_model(
             checkpoint,
@@ -93,14 +93,3 @@ def convert(checkpoint, method, ranks, refine, forward, device, output, force, a
         print_json(summary)
     else:
         print_summary(stdout(), summary, out=str(out))
-
-
-class _Quiet:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, *args, **kwargs):
-        pass

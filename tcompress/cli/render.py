@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -12,7 +14,8 @@ from tcompress.stacking import MODE_DESCRIPTIONS
 
 
 def stdout() -> Console:
-    return Console(highlight=False)
+    # Piped output (logs, CI) gets room for the wide tables instead of rich's default 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 def stderr() -> Console:
@@ -112,3 +115,65 @@ def validation_table(validation: dict) -> Table:
 
 def _mark(result: str) -> str:
     return {"passed": "[green]passed[/green]", "failed": "[red]failed[/red]"}.get(result, result)
+
+
+def bench_table(results, title: str = "ONNX Runtime benchmark") -> Table:
+    """Per-file size, parameters, MACs and latency, each as a ratio to the first file."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("file")
+    table.add_column("params", justify="right")
+    table.add_column("size", justify="right")
+    table.add_column("size x", justify="right")
+    table.add_column("GMACs", justify="right")
+    table.add_column("MAC bound", justify="right")
+    table.add_column("speed-up", justify="right")
+    table.add_column("of bound", justify="right")
+    table.add_column("median", justify="right", style="dim")
+    for k, r in enumerate(results):
+        name = Path(r.path).name + (" [dim](ref)[/dim]" if k == 0 else "")
+        speedup = f"{r.speedup:.2f}x" if k == 0 else f"[bold]{r.speedup:.2f}x[/bold]"
+        table.add_row(
+            name,
+            f"{r.params:,}",
+            _bytes(r.size_bytes),
+            f"{r.size_ratio:.2f}x",
+            _giga(r.macs),
+            "-" if r.mac_bound is None else f"{r.mac_bound:.2f}x",
+            speedup,
+            "-" if r.bound_fraction is None else f"{r.bound_fraction:.0%}",
+            f"{r.median_ms:.3g} ms",
+        )
+    return table
+
+
+def _giga(n: int) -> str:
+    """Billions with about three significant digits and no exponent: 12.30, 0.0532."""
+    g = n / 1e9
+    return f"{g:.{max(2, 2 - math.floor(math.log10(g)))}f}" if g > 0 else "0"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+class _Quiet:
+    """A stand-in for a rich status when nothing may be printed (``--json``)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, *args, **kwargs):
+        pass
+
+    start = stop = update
+
+
+def quiet_status() -> _Quiet:
+    return _Quiet()

@@ -1,1 +1,2 @@
-"""Exported models: ONNX files and measurements of them."""
+"""Exported models: ONNX files (:mod:`.onnx`), their validation against PyTorch (:mod:`.validate`)
+and their measurement in ONNX Runtime (:mod:`.bench`)."""
