@@ -155,3 +155,18 @@ def test_cli_export(tmp_path, checkpoint):
 
 def test_public_api():
     assert tcompress.export_onnx is export_onnx
+
+
+def test_export_leaves_the_model_as_it_was(tmp_path, hourglass):
+    tnet = tcompress.convert(hourglass.double(), ranks=RANKS["tucker"]).train()
+    report = export_onnx(tnet, tmp_path / "t.onnx", "factorized", input_size=32)
+    assert report.validation.ok
+    assert tnet.training
+    assert all(p.dtype == torch.float64 for p in tnet.parameters())
+
+
+def test_only_hourglasses_and_tnets(tmp_path):
+    with pytest.raises(
+        ExportError, match="model is a Linear; expected a T-Net or a StackedHourglass"
+    ):
+        export_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")

@@ -91,7 +91,9 @@ def export_onnx(
     rtol: float = 1e-4,
     validate: bool = True,
 ) -> ExportReport:
-    """Export a T-Net or a dense hourglass to ONNX, validated with ONNX Runtime.
+    """Export a T-Net or a dense hourglass to ONNX (float32), validated with ONNX Runtime.
+
+    The model itself is left as it was (device, dtype, training flag).
 
     Parameters
     ----------
@@ -122,6 +124,10 @@ def export_onnx(
         from tcompress.serialize import load
 
         model = load(model)
+    if not isinstance(model, TNet | StackedHourglass):
+        raise ExportError(
+            f"model is a {type(model).__name__}; expected a T-Net or a StackedHourglass"
+        )
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     config = model.config
     step = 4 * 2**config.depth
@@ -130,12 +136,23 @@ def export_onnx(
             f"input size {size[0]}x{size[1]} does not fit a hourglass of depth {config.depth}; "
             f"expected multiples of {step}"
         )
+    was_training = model.training
     reference = model.eval()
-    prepared = deployable(model, form)
+    try:
+        report = _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, validate)
+    finally:
+        model.train(was_training)
+    log.info("exported %s form to %s", form, path)
+    return report
+
+
+def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, validate):
+    config = reference.config
+    # The file is float32 whatever the model's dtype: what ONNX Runtime runs on every provider.
+    prepared = deployable(reference, form).float()
     names = [f"heatmaps_{s}" for s in range(config.n_stacks)]
     device = next(prepared.parameters()).device
-    dtype = next(prepared.parameters()).dtype
-    example = torch.randn(1, config.in_channels, *size, device=device, dtype=dtype)
+    example = torch.randn(1, config.in_channels, *size, device=device)
     report = ExportReport(
         path=os.fspath(path),
         form=form,
@@ -180,7 +197,6 @@ def export_onnx(
 
     atomic_write(path, write)
     report.file_bytes = os.path.getsize(path)
-    log.info("exported %s form to %s", form, path)
     return report
 
 

@@ -7,6 +7,7 @@ batch size tried, each output's shape and its maximal absolute and relative diff
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -90,7 +91,14 @@ def validate_onnx(
         return report
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
-    model = reference.eval().float().cpu()
+    model = reference.eval()
+    if any(
+        t.device.type != "cpu" or t.dtype != torch.float32
+        for t in model.state_dict().values()
+        if t.is_floating_point()
+    ):
+        # Compare in float32 on the CPU without moving the caller's model.
+        model = copy.deepcopy(model).float().cpu()
     channels = model.config.in_channels
     expected = list(output_names or [f"heatmaps_{s}" for s in range(model.config.n_stacks)])
     if inputs != [input_name] or outputs != expected:
