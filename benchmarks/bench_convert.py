@@ -43,20 +43,13 @@ except ImportError:  # run from a checkout without installing: use the repositor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import tcompress
 
-from tcompress.models import StackedHourglass  # noqa: E402
+from tcompress.models import StackedHourglass, random_hourglass  # noqa: E402
 from tcompress.stacking import stack_hourglass  # noqa: E402
 
 
 def paper_hourglass(seed: int = 0) -> StackedHourglass:
-    torch.manual_seed(seed)
-    model = StackedHourglass()
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-    return model.eval()
+    """The paper configuration with seeded weights and BatchNorm statistics."""
+    return random_hourglass(seed)
 
 
 def best(fn, repeats: int) -> float:

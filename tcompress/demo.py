@@ -10,7 +10,7 @@ import torch
 
 from tcompress.checkpoint import save_torch
 from tcompress.conversion import convert
-from tcompress.models import StackedHourglass
+from tcompress.models import StackedHourglass, random_hourglass
 from tcompress.serialize import load, save
 
 DEMO_CONFIG = dict(n_stacks=2, depth=3, block_depth=2, features=64, n_joints=16)
@@ -32,17 +32,7 @@ class DemoRun:
 
 def demo_model(seed: int = 0) -> StackedHourglass:
     """The demo hourglass: seeded weights and non-trivial BatchNorm statistics, eval mode."""
-    torch.manual_seed(seed)
-    model = StackedHourglass(**DEMO_CONFIG)
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-    return model.eval()
+    return random_hourglass(seed, **DEMO_CONFIG)
 
 
 def run_demo(out_dir: str, seed: int = 0, input_size: int = 128) -> list[DemoRun]:

@@ -3,27 +3,13 @@ import os
 import pytest
 import torch
 
-from tcompress.models import StackedHourglass
+from tcompress.models import StackedHourglass, random_hourglass
 
 SMALL = dict(n_stacks=2, depth=2, block_depth=2, features=8, n_joints=4)
 
 
-def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Non-trivial BatchNorm statistics and affine parameters, so eval-mode outputs test them."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-    return model
-
-
 def make_hourglass(seed: int = 0, **overrides) -> StackedHourglass:
-    torch.manual_seed(seed)
-    return randomize_bn(StackedHourglass(**{**SMALL, **overrides}), seed).eval()
+    return random_hourglass(seed, **{**SMALL, **overrides})
 
 
 def outputs(model, x):

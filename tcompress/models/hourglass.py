@@ -199,3 +199,21 @@ class StackedHourglass(nn.Module):
         """State-dict key of the kernel at ``index`` = (stack, depth, pathway, conv)."""
         s, d, p, c = index
         return f"hourglasses.{s}.levels.{d}.{PATHWAYS[p]}.convs.{c}.weight"
+
+
+def random_hourglass(seed: int = 0, **config) -> StackedHourglass:
+    """A :class:`StackedHourglass` with seeded random weights and non-trivial BatchNorm statistics
+    and affine parameters, in eval mode: a stand-in for a trained network in demos, tests and
+    benchmarks (with identity BatchNorms, eval-mode outputs would not exercise them)."""
+    torch.manual_seed(seed)
+    model = StackedHourglass(**config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+    return model.eval()
