@@ -233,7 +233,7 @@ class TNet(nn.Module):
         reconstructed form: no 1x1s, the kernel is the layer's slice of W."""
         # (stack, depth, pathway, block, f_out, f_in, h, w): each slice is a Conv2d kernel.
         kernels = self.tensor.full().transpose(4, 5).contiguous()
-        return _none, kernels.__getitem__, _none
+        return _none, _per_layer(kernels), _none
 
     def factorized_weights(self) -> tuple[Callable, Callable, Callable]:
         """(1x1 before, h x w kernel, 1x1 after) of each layer, as functions of its index, for the
@@ -250,7 +250,7 @@ class TNet(nn.Module):
             cores = self.tensor.layer_cores(4, (6, 7)).transpose(4, 5).contiguous()
             first = u_in.t()[:, :, None, None]  # 1x1 conv f_in -> R5, shared by every layer
             last = u_out[:, :, None, None]  # 1x1 conv R6 -> f_out, shared by every layer
-            return _constant(first), cores.__getitem__, _constant(last)
+            return _constant(first), _per_layer(cores), _constant(last)
         cores = list(self.tensor.cores)
         # Left part G_1..G_5 gives a per-layer 1x1 conv f_in -> R5 (as (R5, f_in, 1, 1)).
         left = _chain(cores[:4])[0]  # (stack, depth, pathway, block, R4)
@@ -259,7 +259,26 @@ class TNet(nn.Module):
         # Right part G_6 G_7 G_8 is one h x w conv R5 -> f_out shared by every layer.
         right = _chain(cores[5:])[..., 0]  # (R5, f_out, h, w)
         shared = right.transpose(0, 1).contiguous()
-        return first.__getitem__, _constant(shared), _none
+        return _per_layer(first), _constant(shared), _none
+
+
+def _per_layer(stacked: torch.Tensor, n_grid: int = 4) -> Callable[[tuple[int, ...]], torch.Tensor]:
+    """Index -> that layer's slice of ``stacked`` (grid modes first).
+
+    The slices come from one ``unbind``, whose backward stacks the layers' gradients once;
+    indexing each layer separately would make every backward step allocate a gradient the size
+    of the whole tensor.
+    """
+    grid = stacked.shape[:n_grid]
+    slices = stacked.reshape(-1, *stacked.shape[n_grid:]).unbind(0)
+
+    def at(index: tuple[int, ...]) -> torch.Tensor:
+        flat = 0
+        for i, size in zip(index, grid):
+            flat = flat * size + i
+        return slices[flat]
+
+    return at
 
 
 def _none(index: tuple[int, ...]) -> None:
