@@ -84,8 +84,10 @@ def main() -> int:
     if args.json:
         print(json.dumps({"ratios": report, "missed": missed}, indent=2))
     else:
-        print(f"training step / dense training step, paper configuration, {args.size}x{args.size},"
-              f" median of {args.rounds} interleaved rounds, {args.threads} threads")
+        print(
+            f"training step / dense training step, paper configuration, {args.size}x{args.size},"
+            f" median of {args.rounds} interleaved rounds, {args.threads} threads"
+        )
         for batch, ratios in report.items():
             print(f"batch {batch}: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
         for line in missed:

@@ -19,3 +19,7 @@ class MethodError(TcompressError):
 
 class OutputError(TcompressError):
     """An output path that cannot be written as asked."""
+
+
+class DataError(TcompressError):
+    """A data set, annotation file or image that is missing, malformed or unreadable."""

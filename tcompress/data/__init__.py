@@ -1,0 +1,43 @@
+"""Data for training, fine-tuning and evaluating pose networks, in the MPII joint set.
+
+Every labelled data set yields dicts of ``image`` (3, H, W) normalised with ``MEAN`` / ``STD``,
+``heatmaps`` (16, h, w), ``joints`` (16, 2) in heatmap pixels, ``visible`` (16,), ``head_size``
+() in heatmap pixels and ``index``; :class:`ImageFolder` yields ``image`` and ``index`` only.
+"""
+
+from tcompress.data.factory import make_dataset
+from tcompress.data.figure import Figure, render_pose, sample_figure
+from tcompress.data.images import ImageFolder, read_image
+from tcompress.data.mpii import MPIIDataset
+from tcompress.data.png import read_png, write_png
+from tcompress.data.skeleton import FLIP_PAIRS, FLIP_PERMUTATION, JOINTS, N_JOINTS, PARENTS
+from tcompress.data.synthetic import SyntheticConfig, SyntheticPose
+from tcompress.data.targets import default_sigma, gaussian_heatmaps
+from tcompress.data.transforms import MEAN, STD, denormalize, flip_heatmaps, flip_joints, normalize
+
+__all__ = [
+    "FLIP_PAIRS",
+    "Figure",
+    "FLIP_PERMUTATION",
+    "JOINTS",
+    "MEAN",
+    "N_JOINTS",
+    "PARENTS",
+    "STD",
+    "ImageFolder",
+    "MPIIDataset",
+    "SyntheticConfig",
+    "SyntheticPose",
+    "default_sigma",
+    "denormalize",
+    "flip_heatmaps",
+    "flip_joints",
+    "gaussian_heatmaps",
+    "make_dataset",
+    "normalize",
+    "read_image",
+    "read_png",
+    "render_pose",
+    "sample_figure",
+    "write_png",
+]

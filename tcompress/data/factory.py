@@ -1,0 +1,85 @@
+"""Build a data set from a short spec: ``"synthetic"`` or a path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torch.utils.data import Dataset, Subset
+
+from tcompress.data.images import IMAGE_EXTENSIONS, ImageFolder, list_images
+from tcompress.data.mpii import MPIIDataset
+from tcompress.data.synthetic import SyntheticPose
+from tcompress.errors import DataError
+
+__all__ = ["SYNTHETIC_SIZES", "make_dataset"]
+
+#: Samples in a synthetic split when ``n`` is not given.
+SYNTHETIC_SIZES = {"train": 10000, "val": 1000}
+
+_EXPECTED = (
+    "expected 'synthetic', an MPII-style JSON annotation file, a directory holding "
+    f"annotations.json, or a directory of images ({', '.join(IMAGE_EXTENSIONS)})"
+)
+
+
+def make_dataset(
+    spec: str | os.PathLike,
+    split: str = "train",
+    image_size: int = 256,
+    heatmap_size: int = 64,
+    n: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """The data set a spec names; augmentation is on for ``split="train"`` only.
+
+    Parameters
+    ----------
+    spec : str or path-like
+        - ``"synthetic"``: :class:`SyntheticPose` of ``n`` samples (``SYNTHETIC_SIZES`` if None;
+          write ``./synthetic`` for a folder of that name);
+        - a ``.json`` file: :class:`MPIIDataset`, images relative to the file's directory;
+        - a directory with ``annotations.json``: :class:`MPIIDataset` rooted there;
+        - a directory of images: :class:`ImageFolder` (unlabeled; ``split``, ``heatmap_size``
+          unused).
+    split : {"train", "val"}
+    image_size, heatmap_size : int
+        Sides of the square input image and of the target heatmaps.
+    n : int, optional
+        Synthetic: the number of samples; paths: keep the first ``n`` samples (a ``Subset``).
+    seed : int
+        Generation / augmentation seed.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DataError
+        For a spec that is none of these, naming what was given and what was expected.
+    """
+    if split not in ("train", "val"):
+        raise DataError(f"split {split!r} is not one of ('train', 'val')")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        raise DataError(f"n must be a non-negative integer or None, got {n!r}")
+    augment = split == "train"
+    if str(spec) == "synthetic":
+        size = SYNTHETIC_SIZES[split] if n is None else n
+        return SyntheticPose(
+            size, image_size, heatmap_size, seed=seed, split=split, augment=augment
+        )
+    path = Path(spec)
+    if path.is_file() and path.suffix.lower() == ".json":
+        data = MPIIDataset(path.parent, path, split, image_size, heatmap_size, augment, seed)
+    elif path.is_dir() and (path / "annotations.json").is_file():
+        data = MPIIDataset(
+            path, path / "annotations.json", split, image_size, heatmap_size, augment, seed
+        )
+    elif path.is_dir() and list_images(path):
+        data = ImageFolder(path, image_size)
+    elif not path.exists():
+        raise DataError(f"data set {str(spec)!r} does not exist; {_EXPECTED}")
+    else:
+        raise DataError(f"data set {str(spec)!r} is not usable; {_EXPECTED}")
+    return data if n is None or n >= len(data) else Subset(data, range(n))
