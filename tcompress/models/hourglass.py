@@ -109,7 +109,12 @@ class Hourglass(nn.Module):
             x = level.down(F.max_pool2d(x, 2))
         x = self.innermost(x)
         for level, skip in zip(reversed(self.levels), reversed(skips)):
-            x = skip + F.interpolate(level.up(x), size=skip.shape[-2:], mode="nearest")
+            up = level.up(x)
+            if skip.shape[-2:] == tuple(2 * s for s in up.shape[-2:]):
+                # A constant scale keeps exported graphs free of run-time shape arithmetic.
+                x = skip + F.interpolate(up, scale_factor=2.0, mode="nearest")
+            else:  # odd sizes: max-pooling floored, so match the skip exactly
+                x = skip + F.interpolate(up, size=skip.shape[-2:], mode="nearest")
         return x
 
 
