@@ -45,3 +45,4 @@ from tcompress.cli import demo as _demo  # noqa: E402,F401
 from tcompress.cli import evaluate as _evaluate  # noqa: E402,F401
 from tcompress.cli import export as _export  # noqa: E402,F401
 from tcompress.cli import info as _info  # noqa: E402,F401
+from tcompress.cli import recalibrate as _recalibrate  # noqa: E402,F401

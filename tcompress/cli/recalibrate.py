@@ -1,0 +1,82 @@
+"""``tcompress recalibrate``: re-estimate BatchNorm statistics from unlabeled images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tcompress.cli import handle_errors, main
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    required=True,
+    help="A folder of images (no labels needed), 'synthetic', or an MPII-style set.",
+)
+@click.option(
+    "-n",
+    "--n",
+    "n",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Number of images to run.",
+)
+@click.option("--batch-size", type=click.IntRange(min=2), default=16, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=16), default=256, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic data set.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True)
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@handle_errors
+def recalibrate(model, data, n, batch_size, image_size, device, seed, output, force, as_json):
+    """Re-estimate every BatchNorm's running statistics of MODEL (dense or T-Net) from forward
+    passes over unlabeled images; weights are unchanged.
+
+    \b
+    Examples:
+      tcompress recalibrate tnet.pt --data images/ -o tnet-recal.pt
+      tcompress recalibrate tnet.pt --data synthetic -n 256 -o tnet-recal.pt
+    """
+    import torch
+
+    from tcompress.checkpoint import check_output, save_torch
+    from tcompress.cli.render import print_json, quiet_status, stderr, stdout
+    from tcompress.data import make_dataset
+    from tcompress.serialize import load, save
+    from tcompress.tnet import TNet
+    from tcompress.train import recalibrate_batchnorm
+
+    out = check_output(output, force=force, inputs=(model,))
+    net = load(model, device=device)
+    dataset = make_dataset(data, "train", image_size, image_size // 4, n=n, seed=seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    status = quiet_status() if as_json else stderr().status("Re-estimating", spinner="dots")
+    with status:
+        report = recalibrate_batchnorm(
+            net,
+            loader,
+            device=device,
+            progress=lambda done: status.update(f"Re-estimating: batch {done}/{len(loader)}"),
+        )
+        if isinstance(net, TNet):
+            save(net, out)
+        else:
+            save_torch({k: v.cpu() for k, v in net.state_dict().items()}, out)
+    summary = {
+        "batchnorms": report.batchnorms,
+        "images": report.images,
+        "batches": report.batches,
+        "output": str(out),
+    }
+    if as_json:
+        print_json(summary)
+    else:
+        stdout().print(
+            f"re-estimated {report.batchnorms} BatchNorms from {report.images} images "
+            f"({report.batches} batches); wrote {out}"
+        )
