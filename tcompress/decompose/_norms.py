@@ -17,6 +17,7 @@ from torch import Tensor
 from tcompress.errors import RankError
 
 __all__ = [
+    "balanced",
     "balancing_scale",
     "check_decomposable",
     "relative_error_from_energy",
@@ -162,3 +163,14 @@ def relative_error_from_energy(norm_sq: float, kept_sq: float, dtype: torch.dtyp
     if rel_sq < _CANCELLATION_EPS * torch.finfo(dtype).eps:
         return None
     return math.sqrt(rel_sq)
+
+
+def balanced(tensor: Tensor) -> tuple[Tensor, float, float]:
+    """(contiguous detached W times 2^k, its squared norm, 2^k): extreme magnitudes are scaled by
+    an exact power of two so that Gram matrices cannot overflow; k = 0 for ordinary weights."""
+    w = tensor.detach().contiguous()
+    norm_sq = squared_norm(w)
+    scale = balancing_scale(norm_sq, w.numel(), w.dtype)
+    if scale != 1.0:
+        w, norm_sq = w * scale, norm_sq * scale * scale
+    return w, norm_sq, scale

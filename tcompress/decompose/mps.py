@@ -21,7 +21,7 @@ from torch import Tensor
 
 from tcompress.decompose._grams import gram_columns, leading_eigh
 from tcompress.decompose._norms import (
-    balancing_scale,
+    balanced,
     check_decomposable,
     relative_error_from_energy,
     squared_distance,
@@ -225,12 +225,7 @@ def tensor_train(tensor: Tensor, ranks: Sequence[int]) -> MPSDecomposition:
     ranks = _check_input(tensor, ranks)
     shape = tuple(tensor.shape)
     with torch.no_grad():
-        w = tensor.detach().contiguous()
-        norm_sq = squared_norm(w)
-        scale = balancing_scale(norm_sq, w.numel(), w.dtype)
-        if scale != 1.0:
-            # Extreme magnitudes: decompose 2^k W (exact), whose Grams cannot overflow.
-            w, norm_sq = w * scale, norm_sq * scale * scale
+        w, norm_sq, scale = balanced(tensor)
         cores: list[Tensor] = []
         remainder = w
         r_prev = 1

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from tcompress.decompose._grams import block_mode_grams, leading_left_singular_vectors
 from tcompress.decompose._norms import (
-    balancing_scale,
+    balanced,
     check_decomposable,
     relative_error_from_energy,
     squared_distance,
@@ -183,12 +183,7 @@ def tucker(tensor: Tensor, ranks: Sequence[int], *, n_iter: int = 0) -> TuckerDe
     if n_iter < 0:
         raise ValueError(f"n_iter must be >= 0, got {n_iter}")
     with torch.no_grad():
-        w = tensor.detach().contiguous()
-        norm_sq = squared_norm(w)
-        scale = balancing_scale(norm_sq, w.numel(), w.dtype)
-        if scale != 1.0:
-            # Extreme magnitudes: decompose 2^k W (exact), whose Grams cannot overflow.
-            w, norm_sq = w * scale, norm_sq * scale * scale
+        w, norm_sq, scale = balanced(tensor)
         factors = _hosvd_factors(w, ranks)
         core = multi_mode_product(w, factors)
         errors = [_relative_error(w, core, factors, norm_sq)]
