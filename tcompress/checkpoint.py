@@ -145,15 +145,18 @@ def strip_prefixes(state: Mapping[str, Any], path: str) -> dict[str, torch.Tenso
 def check_finite(state: Mapping[str, torch.Tensor], path: str, skip: Container[str] = ()) -> None:
     """Refuse NaN or Inf in any floating-point tensor (parameters and buffers alike) whose key is
     not in ``skip``."""
-    floats = [v for k, v in state.items() if v.is_floating_point() and v.numel() and k not in skip]
+    checked = {
+        k: v for k, v in state.items() if k not in skip and v.is_floating_point() and v.numel()
+    }
+    if not checked:
+        return
     # One fused check: a sum is finite when every entry is (barring overflow, which the exact
     # per-tensor search below then clears); the search only runs when the sum is not finite.
-    if not floats:
+    sums = torch.stack([v.sum(dtype=torch.float64) for v in checked.values()])
+    if bool(torch.isfinite(sums.sum())):
         return
-    if bool(torch.isfinite(torch.stack([v.sum(dtype=torch.float64) for v in floats]).sum())):
-        return
-    for key, value in state.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+    for key, value in checked.items():
+        if not bool(torch.isfinite(value).all()):
             n_nan = int(torch.isnan(value).sum())
             n_inf = int(torch.isinf(value).sum())
             kinds = " and ".join(

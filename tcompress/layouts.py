@@ -68,23 +68,24 @@ class StateSpec:
     entries: dict[str, tuple[tuple[int, ...], bool]]
     n_params: int
 
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> StateSpec:
+        """The state_dict ``model`` expects (it may live on the meta device)."""
+        entries = {
+            k: (tuple(v.shape), v.is_floating_point()) for k, v in model.state_dict().items()
+        }
+        return cls(entries, sum(p.numel() for p in model.parameters()))
+
 
 @functools.lru_cache(maxsize=16)
 def state_spec(config: HourglassConfig) -> StateSpec:
-    model = skeleton(config)
-    entries = {k: (tuple(v.shape), v.is_floating_point()) for k, v in model.state_dict().items()}
-    return StateSpec(entries, sum(p.numel() for p in model.parameters()))
+    """The dense hourglass's :class:`StateSpec`, built once per configuration."""
+    return StateSpec.of(skeleton(config))
 
 
-def check_state_matches(
-    expected: StateSpec | torch.nn.Module, state: Mapping[str, torch.Tensor], path: str
-) -> None:
+def check_state_matches(expected: StateSpec, state: Mapping[str, torch.Tensor], path: str) -> None:
     """Every key present with the expected shape, and no other key; else one line saying which."""
-    if isinstance(expected, torch.nn.Module):
-        state_dict = expected.state_dict()
-        entries = {k: (tuple(v.shape), v.is_floating_point()) for k, v in state_dict.items()}
-    else:
-        entries = expected.entries
+    entries = expected.entries
     missing = [k for k in entries if k not in state]
     unexpected = [k for k in state if k not in entries]
     if missing or unexpected:

@@ -19,7 +19,7 @@ from torch import nn
 from tcompress import __version__
 from tcompress.checkpoint import check_finite, read_checkpoint, save_torch
 from tcompress.errors import CheckpointError
-from tcompress.layouts import check_state_matches, dense_from_state
+from tcompress.layouts import StateSpec, check_state_matches, dense_from_state
 from tcompress.models import HourglassConfig
 from tcompress.stacking import MODE_NAMES
 from tcompress.tnet import MPSTensor, TNet, TuckerTensor, tnet_skeleton
@@ -92,7 +92,7 @@ def from_payload(payload: dict, path: str, *, forward: str | None = None) -> TNe
     net = tnet_skeleton(config)
     tensor = _empty_tensor(method, shape, ranks, path)
     tnet = TNet(net, tensor, forward=forward or payload.get("forward", "reconstructed"))
-    check_state_matches(tnet, state, path)
+    check_state_matches(StateSpec.of(tnet), state, path)
     check_finite(state, path)
     tnet.load_state_dict(state, strict=True, assign=True)
     tnet.meta = {"architecture": payload["architecture"], "summary": payload.get("summary", {})}

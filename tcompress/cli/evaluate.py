@@ -54,7 +54,7 @@ def evaluate(model, data, split, n, image_size, batch_size, flip, device, seed, 
     from tcompress.evaluation.run import evaluate as run_evaluation
     from tcompress.evaluation.run import load_for_evaluation
 
-    loaded, _ = load_for_evaluation(model)  # load errors come before any progress display
+    loaded = load_for_evaluation(model)  # load errors come before any progress display
     name = str(model)
     kwargs = dict(
         data=data,

@@ -57,18 +57,15 @@ def export(file, form, opset, input_size, atol, rtol, no_validate, output, force
       tcompress export hg.pth --form dense -o hg.onnx       # the uncompressed baseline
     """
     from tcompress.checkpoint import check_output
-    from tcompress.cli.render import print_json, stderr, stdout, validation_table
+    from tcompress.cli.render import print_json, quiet_status, stderr, stdout, validation_table
     from tcompress.export.onnx import export_onnx
     from tcompress.serialize import load
 
     out = check_output(output, force=force, inputs=(file,))
-    status = stderr().status("Loading", spinner="dots") if not as_json else None
-    if status:
-        status.start()
-    try:
+    status = quiet_status() if as_json else stderr().status("Loading", spinner="dots")
+    with status:
         model = load(file)
-        if status:
-            status.update(f"Exporting the {form} form and validating it")
+        status.update(f"Exporting the {form} form and validating it")
         report = export_onnx(
             model,
             out,
@@ -79,9 +76,6 @@ def export(file, form, opset, input_size, atol, rtol, no_validate, output, force
             rtol=rtol,
             validate=not no_validate,
         )
-    finally:
-        if status:
-            status.stop()
     if as_json:
         print_json(report.to_dict())
         return

@@ -172,8 +172,6 @@ class _Quiet:
     def update(self, *args, **kwargs):
         pass
 
-    start = stop = update
-
 
 def quiet_status() -> _Quiet:
     return _Quiet()

@@ -60,18 +60,25 @@ class OnnxModel:
         return [torch.from_numpy(o) for o in outputs]
 
 
-def load_for_evaluation(path: str | os.PathLike) -> tuple[nn.Module | Callable, str]:
-    """(model, kind) of a dense checkpoint, a T-Net file or an ONNX file."""
+def load_for_evaluation(path: str | os.PathLike) -> nn.Module | OnnxModel:
+    """The model in a dense checkpoint, a T-Net file or an ONNX file."""
     path = os.fspath(path)
     if path.endswith(".onnx"):
         if not os.path.exists(path):
             raise EvaluationError(f"ONNX file '{path}' does not exist")
-        return OnnxModel(path), "onnx"
+        return OnnxModel(path)
     from tcompress.serialize import load
+
+    return load(path)
+
+
+def model_kind(model: nn.Module | OnnxModel) -> str:
+    """``"onnx"``, ``"tnet"`` or ``"dense"``."""
     from tcompress.tnet import TNet
 
-    model = load(path)
-    return model, ("tnet" if isinstance(model, TNet) else "dense")
+    if isinstance(model, OnnxModel):
+        return "onnx"
+    return "tnet" if isinstance(model, TNet) else "dense"
 
 
 def evaluate(
@@ -101,19 +108,11 @@ def evaluate(
     from tcompress.data import make_dataset
 
     if isinstance(model, nn.Module | OnnxModel):
-        from tcompress.tnet import TNet
-
         name = getattr(model, "path", "model")
-        kind = (
-            "onnx"
-            if isinstance(model, OnnxModel)
-            else "tnet"
-            if isinstance(model, TNet)
-            else ("dense")
-        )
     else:
         name = os.fspath(model)
-        model, kind = load_for_evaluation(model)
+        model = load_for_evaluation(model)
+    kind = model_kind(model)
     if image_size is None:
         image_size = getattr(model, "image_size", None) or 256
     if isinstance(model, nn.Module):

@@ -63,20 +63,24 @@ def deployable(model: nn.Module, form: str) -> nn.Module:
     """
     if form not in FORMS:
         raise ExportError(f"form {form!r} is unknown; expected one of {', '.join(FORMS)}")
+    _check_exportable(model)
     if isinstance(model, TNet):
         rewritten = materialize(model) if form == "dense" else factorize(model)
-    elif isinstance(model, StackedHourglass):
-        if form == "factorized":
-            raise ExportError(
-                "an uncompressed hourglass has no factorized form; export it with form='dense' "
-                "or convert it to a T-Net first"
-            )
-        rewritten = model
+    elif form == "factorized":
+        raise ExportError(
+            "an uncompressed hourglass has no factorized form; export it with form='dense' "
+            "or convert it to a T-Net first"
+        )
     else:
+        rewritten = model
+    return fold_batchnorm(rewritten).eval()
+
+
+def _check_exportable(model: nn.Module) -> None:
+    if not isinstance(model, TNet | StackedHourglass):
         raise ExportError(
             f"model is a {type(model).__name__}; expected a T-Net or a StackedHourglass"
         )
-    return fold_batchnorm(rewritten).eval()
 
 
 def export_onnx(
@@ -124,10 +128,7 @@ def export_onnx(
         from tcompress.serialize import load
 
         model = load(model)
-    if not isinstance(model, TNet | StackedHourglass):
-        raise ExportError(
-            f"model is a {type(model).__name__}; expected a T-Net or a StackedHourglass"
-        )
+    _check_exportable(model)
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     config = model.config
     step = 4 * 2**config.depth

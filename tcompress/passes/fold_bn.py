@@ -73,11 +73,8 @@ def _fold(conv_like: nn.Module, bn: nn.Module, uses: Counter) -> nn.Module:
     conv = _last_conv(conv_like)
     if conv is None or bn.running_var is None:
         return bn
-    scale = (
-        bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        if bn.affine
-        else (1 / torch.sqrt(bn.running_var + bn.eps))
-    )
+    inv_std = torch.rsqrt(bn.running_var + bn.eps)
+    scale = bn.weight * inv_std if bn.affine else inv_std
     shift = (bn.bias if bn.affine else 0) - scale * bn.running_mean
     if uses[id(conv.weight)] > 1 and tuple(conv.kernel_size) != (1, 1):
         return ChannelAffine(scale.detach().clone(), shift.detach().clone())
