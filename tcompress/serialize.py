@@ -35,6 +35,14 @@ def save(tnet: TNet, path: str | os.PathLike) -> None:
     save_torch(to_payload(tnet), path)
 
 
+def save_model(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write a T-Net with :func:`save`, a dense hourglass as its plain state dict (atomically)."""
+    if isinstance(model, TNet):
+        save(model, path)
+    else:
+        save_torch({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+
+
 def to_payload(tnet: TNet) -> dict:
     return {
         "format": FORMAT,

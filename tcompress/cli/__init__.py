@@ -46,3 +46,4 @@ from tcompress.cli import evaluate as _evaluate  # noqa: E402,F401
 from tcompress.cli import export as _export  # noqa: E402,F401
 from tcompress.cli import info as _info  # noqa: E402,F401
 from tcompress.cli import recalibrate as _recalibrate  # noqa: E402,F401
+from tcompress.cli import train as _train  # noqa: E402,F401

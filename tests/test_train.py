@@ -1,0 +1,292 @@
+"""Training and fine-tuning: losses, the schedule, sharding, exact resume, distillation, CLI."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tcompress.cli import main
+from tcompress.data import SyntheticPose, write_png
+from tcompress.errors import CheckpointError, DataError, TcompressError
+from tcompress.models import StackedHourglass
+from tcompress.serialize import load
+from tcompress.train import (
+    TrainSettings,
+    distillation_loss,
+    fit,
+    heatmap_loss,
+    read_state,
+)
+from tcompress.train.distributed import ShardSampler
+
+TINY = dict(n_stacks=2, depth=2, block_depth=1, features=8, n_joints=16)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return StackedHourglass(**TINY)
+
+
+class Cached(torch.utils.data.Dataset):
+    """A few synthetic samples at 64 x 64, generated once (fast steps for the tests)."""
+
+    def __init__(self, n=8, split="train", labels=True):
+        source = SyntheticPose(n, 64, 16, seed=3, split=split)
+        self.items = [source[i] for i in range(n)]
+        if not labels:
+            self.items = [{"image": s["image"], "index": s["index"]} for s in self.items]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return Cached()
+
+
+def state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_heatmap_loss_sums_the_mse_of_every_stack():
+    target = torch.zeros(1, 2, 4, 4)
+    a, b = torch.full_like(target, 1.0), torch.full_like(target, 2.0)
+    assert heatmap_loss([a, b], target).item() == pytest.approx(1.0 + 4.0)
+    assert heatmap_loss(a, target).item() == pytest.approx(1.0)
+
+
+def test_distillation_pairs_stacks_or_uses_the_teachers_last():
+    s = [torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)]
+    assert distillation_loss(s, [torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)]).item() == 0
+    # one teacher stack: both student stacks are compared with it
+    assert distillation_loss(s, [torch.ones(1, 1, 2, 2)]).item() == pytest.approx(1.0)
+
+
+def test_default_schedule_is_multi_step_at_60_and_85_percent():
+    assert TrainSettings(steps=1000).schedule == (600, 850)
+    assert TrainSettings(steps=10, milestones=(3,)).schedule == (3,)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(steps=0), "steps must be a positive integer, got 0"),
+        (dict(steps=5, optimizer="lbfgs"), "optimizer 'lbfgs' is not one of"),
+        (dict(steps=5, lr=-1.0), "learning rate must be positive, got -1.0"),
+        (dict(steps=5, distill_weight=1.5), "distillation weight must be in [0, 1], got 1.5"),
+    ],
+)
+def test_settings_are_checked(kwargs, message):
+    with pytest.raises(TcompressError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        TrainSettings(**kwargs)
+
+
+def test_shards_are_disjoint_equal_and_cover_whole_batches():
+    shards = [list(ShardSampler(23, 3, rank=r, world=2, seed=1, epoch=4)) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 9  # 11 per rank, 3 whole batches
+    assert not set(shards[0]) & set(shards[1])
+    again = list(ShardSampler(23, 3, rank=0, world=2, seed=1, epoch=4))
+    assert again == shards[0]
+    assert list(ShardSampler(23, 3, rank=0, world=2, seed=1, epoch=5)) != shards[0]
+    assert list(ShardSampler(23, 3, rank=0, world=2, seed=1, epoch=4, skip=3)) == shards[0][3:]
+
+
+def test_a_few_steps_lower_the_loss(data):
+    model = tiny_model()
+    settings = TrainSettings(steps=30, batch_size=8, optimizer="adam", lr=3e-3, milestones=())
+    result = fit(model, data, settings, log_every=1)
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, data):
+    settings = TrainSettings(steps=6, batch_size=3, lr=1e-3)  # 2 batches per epoch
+    reference = tiny_model()
+    fit(reference, data, settings)
+
+    checkpoint, kept = tmp_path / "run.state", tmp_path / "step3.state"
+
+    def keep(event):
+        if event["kind"] == "save" and event["step"] == 3:
+            shutil.copy(checkpoint, kept)
+
+    interrupted = tiny_model()
+    fit(interrupted, data, settings, checkpoint=checkpoint, save_every=3, on_event=keep)
+    assert read_state(kept)["step"] == 3
+
+    resumed = tiny_model(seed=99)  # its own weights are replaced by the state's
+    result = fit(resumed, data, settings, resume=kept)
+    assert result.steps == 6
+    want, got = state(reference), state(resumed)
+    assert want.keys() == got.keys()
+    for key in want:
+        assert torch.equal(want[key], got[key]), key
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, data):
+    path = tmp_path / "run.state"
+    fit(tiny_model(), data, TrainSettings(steps=2, batch_size=4), checkpoint=path)
+    with pytest.raises(CheckpointError, match=r"other settings \(lr 0.00025 -> 0.001\)"):
+        fit(tiny_model(), data, TrainSettings(steps=2, batch_size=4, lr=1e-3), resume=path)
+
+
+def test_a_model_file_is_not_a_training_state(tmp_path):
+    path = tmp_path / "hg.pth"
+    torch.save(tiny_model().state_dict(), path)
+    with pytest.raises(CheckpointError, match="is not a training state to resume from"):
+        read_state(path)
+
+
+def test_unlabeled_data_needs_a_teacher():
+    images = Cached(4, labels=False)
+    with pytest.raises(DataError, match="the data has no heatmap labels"):
+        fit(tiny_model(), images, TrainSettings(steps=1, batch_size=2))
+    with pytest.raises(TcompressError, match="needs a teacher network"):
+        fit(tiny_model(), images, TrainSettings(steps=1, batch_size=2, distill_weight=1.0))
+
+
+def test_too_few_samples_for_one_batch(data):
+    with pytest.raises(DataError, match="8 samples do not fill one batch of 16 on each of 1"):
+        fit(tiny_model(), data, TrainSettings(steps=1, batch_size=16))
+
+
+def test_distillation_alone_moves_the_student_towards_the_teacher():
+    teacher, student = tiny_model(0), tiny_model(1)
+    images = Cached(8, labels=False)
+    batch = torch.stack([images[i]["image"] for i in range(8)])
+
+    def gap():
+        with torch.no_grad():
+            teacher.eval(), student.eval()
+            return distillation_loss(student(batch), teacher(batch)).item()
+
+    before = gap()
+    settings = TrainSettings(steps=25, batch_size=4, optimizer="adam", lr=3e-3, distill_weight=1)
+    fit(student, images, settings, teacher=teacher)
+    assert gap() < 0.5 * before
+    assert all(not p.requires_grad for p in teacher.parameters())
+
+
+def test_evaluation_as_it_goes(data):
+    val = Cached(4, split="val")
+    result = fit(
+        tiny_model(), data, TrainSettings(steps=4, batch_size=4), val_data=val, eval_every=2
+    )
+    assert [e["step"] for e in result.evaluations] == [2, 4]
+    assert all(0 <= e["pckh"] <= 100 for e in result.evaluations)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def run(args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result
+
+
+COMMON = ["--image-size", "64", "--batch-size", "4", "--eval-samples", "8"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    args = [
+        "train",
+        "--data",
+        "synthetic",
+        "--stacks",
+        "1",
+        "--depth",
+        "2",
+        "--block-depth",
+        "1",
+        "--features",
+        "8",
+        "--steps",
+        "4",
+        *COMMON,
+        "-o",
+        d / "hg.pth",
+        "--json",
+    ]
+    r = run(args)
+    assert r.exit_code == 0, r.output
+    return d, json.loads(r.output)
+
+
+def test_cli_train_writes_a_dense_checkpoint(trained):
+    d, summary = trained
+    assert summary["steps"] == 4 and summary["images"] == 16
+    assert summary["settings"]["optimizer"] == "rmsprop"
+    assert len(summary["evaluations"]) == 1
+    model = load(d / "hg.pth")
+    assert isinstance(model, StackedHourglass) and model.config.features == 8
+
+
+def test_cli_finetune_a_tnet_with_recalibration_and_resume(trained, tmp_path, monkeypatch):
+    d, _ = trained
+    tnet = tmp_path / "t.pt"
+    assert run(["convert", d / "hg.pth", "--ranks", "1,2,3,1,4,4,3,3", "-o", tnet]).exit_code == 0
+    args = ["finetune", tnet, "--data", "synthetic", "--steps", "4", *COMMON]
+    r = run([*args, "--recalibrate", "8", "-o", tmp_path / "a.pt", "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    assert summary["recalibrated_images"] == 8
+    assert load(tmp_path / "a.pt").method == "tucker"
+
+    # a run interrupted at step 3 (Ctrl-C) and resumed ends where an uninterrupted one does
+    r = run([*args, "-o", tmp_path / "whole.pt"])
+    assert r.exit_code == 0, r.output
+    from tcompress.cli import train as train_cli
+
+    original = train_cli._progress.event
+
+    def interrupt(self, event):
+        if event["kind"] == "step" and event["step"] == 3:
+            raise KeyboardInterrupt
+        original(self, event)
+
+    monkeypatch.setattr(train_cli._progress, "event", interrupt)
+    r = run([*args, "-o", tmp_path / "cut.pt", "--save-every", "2"])
+    assert r.exit_code != 0
+    assert not (tmp_path / "cut.pt").exists()
+    assert read_state(tmp_path / "cut.pt.state")["step"] == 2
+    monkeypatch.setattr(train_cli._progress, "event", original)
+    r = run([*args, "-o", tmp_path / "cut.pt", "--resume", tmp_path / "cut.pt.state"])
+    assert r.exit_code == 0, r.output
+    whole, resumed = (
+        load(tmp_path / "whole.pt").state_dict(),
+        load(tmp_path / "cut.pt").state_dict(),
+    )
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_cli_distills_from_unlabeled_images(trained, tmp_path):
+    d, _ = trained
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        write_png(folder / f"{i}.png", (rng.random((64, 64, 3)) * 255).astype(np.uint8))
+    tnet = tmp_path / "t.pt"
+    run(["convert", d / "hg.pth", "--ranks", "1,2,3,1,4,4,3,3", "-o", tnet])
+    base = ["finetune", tnet, "--data", folder, "--steps", "2", *COMMON]
+    r = run([*base, "-o", tmp_path / "no-teacher.pt"])
+    assert r.exit_code == 2
+    assert "Error: the data has no heatmap labels" in r.output
+    assert not (tmp_path / "no-teacher.pt").exists()
+    r = run([*base, "--distill-from", d / "hg.pth", "-o", tmp_path / "ft.pt", "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    assert summary["settings"]["distill_weight"] == 1.0
+    assert summary["evaluations"] == []  # no labels: nothing to evaluate
+    assert os.path.exists(tmp_path / "ft.pt")
