@@ -1,86 +1,174 @@
-"""The embedded default job behind ``tcompress demo``: a small seeded hourglass, converted with
-Tucker and MPS, saved, reloaded and checked against the original in both forward forms."""
+"""The embedded default job behind ``tcompress demo``: the whole life of a T-Net on the bundled
+pretrained hourglass.
+
+Convert it (and check that full rank is exact), re-estimate the BatchNorm statistics, fine-tune
+for a few minutes, evaluate PCKh on the held-out synthetic split after every stage, and export
+the original and the fine-tuned T-Net to ONNX to compare their latency in ONNX Runtime.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from tcompress.checkpoint import save_torch
 from tcompress.conversion import convert
-from tcompress.models import StackedHourglass, random_hourglass
-from tcompress.serialize import load, save
+from tcompress.serialize import save
 
-DEMO_CONFIG = dict(n_stacks=2, depth=3, block_depth=2, features=64, n_joints=16)
-DEMO_RUNS = (
-    ("tucker", "full"),
-    ("tucker", "2,3,3,2,32,32,3,3"),
-    ("mps", "full"),
-    ("mps", "2,6,18,36,32,9,3"),
-)
+#: Tucker ranks of the demo's T-Net on the bundled model (about 3x fewer parameters overall).
+DEMO_RANKS = "2,4,3,2,15,15,3,3"
+DEMO_STEPS = 150
 
 
 @dataclass
-class DemoRun:
-    method: str
-    ranks_spec: str
-    summary: dict
-    output_error: dict[str, float]  # forward form -> max |T-Net - original| / max |original|
+class Stage:
+    """One row of the demo's table."""
+
+    name: str
+    params: int
+    compression: float
+    pckh: float
+    onnx_speedup: float | None = None  # ONNX Runtime latency of the original / this model's
 
 
-def demo_model(seed: int = 0) -> StackedHourglass:
-    """The demo hourglass: seeded weights and non-trivial BatchNorm statistics, eval mode."""
-    return random_hourglass(seed, **DEMO_CONFIG)
+@dataclass
+class DemoReport:
+    config: dict
+    ranks: str
+    image_size: int
+    val_samples: int
+    full_rank_error: float  # max |T-Net - original| / max |original| at full rank
+    finetune_steps: int
+    finetune_seconds: float
+    recalibration_images: int
+    stages: list[Stage] = field(default_factory=list)
+    onnx: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def run_demo(out_dir: str, seed: int = 0, input_size: int = 128) -> list[DemoRun]:
-    """Convert the demo hourglass with each of :data:`DEMO_RUNS`; files go to ``out_dir``."""
-    model = demo_model(seed)
-    checkpoint = os.path.join(out_dir, "demo-hourglass.pth")
-    save_torch(model.state_dict(), checkpoint)
-    x = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        reference = model(x)
-    runs = []
-    for method, spec in DEMO_RUNS:
-        tnet = convert(checkpoint, method=method, ranks=spec)
-        tag = "full" if spec == "full" else "reduced"
-        path = os.path.join(out_dir, f"demo-{method}-{tag}.pt")
-        save(tnet, path)
-        errors = {}
-        for form in ("reconstructed", "factorized"):
-            loaded = load(path, forward=form).eval()
-            with torch.no_grad():
-                outputs = loaded(x)
-            errors[form] = max(
-                float((o - r).abs().max() / r.abs().max()) for o, r in zip(outputs, reference)
-            )
-        runs.append(DemoRun(method, spec, dict(tnet.meta["summary"], output=path), errors))
-    return runs
+class Materialized(Dataset):
+    """Every sample of a data set generated once and kept (repeated evaluations cost no
+    rendering)."""
+
+    def __init__(self, data: Dataset) -> None:
+        self.items = [data[i] for i in range(len(data))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
 
 
-def run_deployment(
-    out_dir: str, runs: list[DemoRun], input_size: int = 128, repeats: int = 10
-) -> list:
-    """Export the original network and the reduced-rank T-Nets to ONNX (validated), then measure
-    them in ONNX Runtime, each as a ratio to the original's export.
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
-    Returns the :class:`~tcompress.export.bench.BenchResult` of each file, the original first.
+
+def run_demo(
+    out_dir: str,
+    *,
+    model: nn.Module | None = None,
+    ranks: str = DEMO_RANKS,
+    steps: int = DEMO_STEPS,
+    lr: float = 2.5e-4,
+    batch_size: int = 16,
+    image_size: int = 256,
+    val_samples: int = 500,
+    recalibration_images: int = 256,
+    onnx_repeats: int = 10,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> DemoReport:
+    """Convert -> re-estimate BatchNorm -> fine-tune -> evaluate -> export, files in ``out_dir``.
+
+    Parameters
+    ----------
+    model
+        The dense hourglass to start from; default: the bundled pretrained one.
+    ranks
+        Tucker ranks of the T-Net.
+    steps, lr, batch_size
+        Fine-tuning: RMSprop, supervised heatmap loss on every stack, on fresh synthetic samples.
+    image_size, val_samples
+        Input side, and the size of the held-out synthetic split every stage is evaluated on.
     """
+    from tcompress.data import SyntheticPose
     from tcompress.export.bench import bench_onnx
     from tcompress.export.onnx import export_onnx
+    from tcompress.models import pretrained
+    from tcompress.train import TrainSettings, evaluate_pck, fit, recalibrate_batchnorm
 
-    checkpoint = os.path.join(out_dir, "demo-hourglass.pth")
-    files = [(checkpoint, "dense", os.path.join(out_dir, "demo-hourglass.onnx"))]
-    for run in runs:
-        if run.ranks_spec == "full":
-            continue
-        forms = ("dense", "factorized") if run.method == "tucker" else ("factorized",)
-        for form in forms:
-            target = os.path.join(out_dir, f"demo-{run.method}-reduced-{form}.onnx")
-            files.append((run.summary["output"], form, target))
-    for source, form, target in files:
-        export_onnx(source, target, form, input_size=input_size)
-    return bench_onnx([t for _, _, t in files], input_size=input_size, repeats=repeats)
+    say = progress or (lambda message: None)
+    original = pretrained() if model is None else model.eval()
+    checkpoint = os.path.join(out_dir, "hourglass.pth")
+    save_torch({k: v.detach().cpu() for k, v in original.state_dict().items()}, checkpoint)
+    heatmap = image_size // 4
+    say("Rendering the held-out synthetic split")
+    val = Materialized(SyntheticPose(val_samples, image_size, heatmap, seed=seed, split="val"))
+    train = SyntheticPose(max(steps * batch_size, 1), image_size, heatmap, seed=seed)
+
+    def pckh(net: nn.Module) -> float:
+        return evaluate_pck(net, val, batch_size=batch_size)["mean"]
+
+    say("Checking that conversion at full rank is exact")
+    full = convert(checkpoint, method="tucker", ranks="full").eval()
+    x = val[0]["image"][None]
+    with torch.no_grad():
+        reference, got = original(x), full(x)
+    full_error = max(float((g - r).abs().max() / r.abs().max()) for g, r in zip(got, reference))
+
+    dense_params = _params(original)
+    stages = []
+
+    def record(name: str, net: nn.Module) -> Stage:
+        say(f"Evaluating: {name}")
+        stage = Stage(name, _params(net), dense_params / _params(net), pckh(net))
+        stages.append(stage)
+        return stage
+
+    record("original", original)
+    say(f"Converting with Tucker ranks {ranks}")
+    tnet = convert(checkpoint, method="tucker", ranks=ranks, forward="factorized")
+    record("T-Net, as converted", tnet)
+    say("Re-estimating BatchNorm statistics from unlabeled images")
+    images = Subset(train, range(min(recalibration_images, len(train))))
+    report = recalibrate_batchnorm(tnet, DataLoader(images, batch_size=batch_size))
+    record("+ BatchNorm re-estimated", tnet)
+    say(f"Fine-tuning for {steps} steps")
+    settings = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    result = fit(
+        tnet,
+        train,
+        settings,
+        on_event=lambda e: e["kind"] == "step" and say(f"Fine-tuning: step {e['step']}/{steps}"),
+    )
+    tnet.eval()
+    record(f"+ fine-tuned {steps} steps", tnet)
+    tnet_path = os.path.join(out_dir, "tnet.pt")
+    save(tnet, tnet_path)
+
+    say("Exporting to ONNX and measuring in ONNX Runtime")
+    files = [os.path.join(out_dir, "hourglass.onnx"), os.path.join(out_dir, "tnet.onnx")]
+    export_onnx(checkpoint, files[0], "dense", input_size=image_size)
+    export_onnx(tnet_path, files[1], "factorized", input_size=image_size)
+    measured = bench_onnx(files, input_size=image_size, repeats=onnx_repeats)
+    stages[0].onnx_speedup, stages[-1].onnx_speedup = 1.0, measured[1].speedup
+    return DemoReport(
+        config=original.config.to_dict(),
+        ranks=ranks,
+        image_size=image_size,
+        val_samples=val_samples,
+        full_rank_error=full_error,
+        finetune_steps=result.steps,
+        finetune_seconds=result.seconds,
+        recalibration_images=report.images,
+        stages=stages,
+        onnx=[r.to_dict() for r in measured],
+    )

@@ -12,6 +12,8 @@ from click.testing import CliRunner
 
 import tcompress
 from tcompress.cli import main
+from tcompress.serialize import load
+from tcompress.tnet import TNet
 
 from .conftest import make_hourglass, outputs, scaled_error
 
@@ -212,17 +214,23 @@ def test_help_has_examples():
         assert r.exit_code == 0 and "Example" in r.output
 
 
-def test_demo(tmp_path):
-    r = cli("demo", "-o", tmp_path)
+def test_demo_runs_every_stage_on_the_bundled_model(tmp_path):
+    # a quick version of the whole demo: small inputs, 2 fine-tuning steps
+    args = ("--steps", "2", "--val-samples", "8", "--image-size", "64", "-o", tmp_path)
+    r = cli("demo", *args)
     assert r.exit_code == 0, r.output
-    assert "T-Net outputs vs the original" in r.stdout
-    assert "Deployment: ONNX exports" in r.stdout and "MAC bound" in r.stdout
-    assert {
-        "demo-hourglass.pth",
-        "demo-tucker-full.pt",
-        "demo-mps-reduced.pt",
-        "demo-hourglass.onnx",
-        "demo-tucker-reduced-dense.onnx",
-        "demo-tucker-reduced-factorized.onnx",
-        "demo-mps-reduced-factorized.onnx",
-    } <= set(os.listdir(tmp_path))
+    assert "PCKh@0.5" in r.stdout and "ONNX speed-up" in r.stdout
+    for stage in ("original", "T-Net, as converted", "BatchNorm re-estimated", "fine-tuned 2"):
+        assert stage in r.stdout
+    assert {"hourglass.pth", "tnet.pt", "hourglass.onnx", "tnet.onnx"} <= set(os.listdir(tmp_path))
+    assert isinstance(load(tmp_path / "tnet.pt"), TNet)
+
+
+@pytest.mark.slow
+def test_demo_default(tmp_path):
+    r = cli("demo", "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output)
+    original, *_, tuned = report["stages"]
+    assert tuned["compression"] > 2.5
+    assert tuned["pckh"] > original["pckh"] - 10

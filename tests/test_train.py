@@ -257,7 +257,8 @@ def test_cli_finetune_a_tnet_with_recalibration_and_resume(trained, tmp_path, mo
 
     monkeypatch.setattr(train_cli._progress, "event", interrupt)
     r = run([*args, "-o", tmp_path / "cut.pt", "--save-every", "2"])
-    assert r.exit_code != 0
+    assert r.exit_code == 130
+    assert "Interrupted; nothing written but" in r.output and "continue with --resume" in r.output
     assert not (tmp_path / "cut.pt").exists()
     assert read_state(tmp_path / "cut.pt.state")["step"] == 2
     monkeypatch.setattr(train_cli._progress, "event", original)

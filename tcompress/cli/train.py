@@ -308,6 +308,15 @@ def _run(
         if context.main:
             save_model(model.cpu().eval(), out)
         context.barrier()
+    except KeyboardInterrupt:
+        if context.main:
+            kept = state_path is not None and state_path.exists()
+            click.echo(
+                "Interrupted; nothing written"
+                + (f" but {state_path}: continue with --resume {state_path}" if kept else ""),
+                err=True,
+            )
+        raise SystemExit(130) from None
     finally:
         teardown(context)
     if not context.main:

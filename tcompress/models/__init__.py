@@ -1,4 +1,4 @@
-"""Reference networks that tcompress converts."""
+"""Reference networks that tcompress converts, and the bundled pretrained hourglass."""
 
 from tcompress.models.hourglass import (
     PATHWAYS,
@@ -6,5 +6,15 @@ from tcompress.models.hourglass import (
     StackedHourglass,
     random_hourglass,
 )
+from tcompress.models.pretrained import PRETRAINED, pretrained, pretrained_info, pretrained_path
 
-__all__ = ["PATHWAYS", "HourglassConfig", "StackedHourglass", "random_hourglass"]
+__all__ = [
+    "PATHWAYS",
+    "PRETRAINED",
+    "HourglassConfig",
+    "StackedHourglass",
+    "pretrained",
+    "pretrained_info",
+    "pretrained_path",
+    "random_hourglass",
+]

@@ -1,0 +1,118 @@
+"""Accuracy after compression, on the bundled model, with the command line a user would run.
+
+For each Tucker T-Net (about 2x and 3x whole-network compression): convert, re-estimate
+BatchNorm and fine-tune with ``tcompress finetune --recalibrate`` for a fixed number of steps,
+and evaluate with ``tcompress evaluate`` on the held-out synthetic split. The uncompressed
+model gets the same extra fine-tuning (same steps, data and settings), so that every T-Net is
+compared with a baseline that trained as long. One more run fine-tunes the 3x T-Net by
+distillation alone, from a folder of unlabeled images (PNG files rendered from the synthetic
+training split, their labels thrown away).
+
+    python benchmarks/bench_finetune.py --steps 300 --out runs/finetune
+
+Prints a table and writes ``results.json`` in ``--out``; minutes are wall-clock times of the
+fine-tuning command on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+RANKS = {"2x": "2,4,3,2,20,20,3,3", "3x": "2,4,3,2,15,15,3,3"}
+
+
+def tcompress(*args: str) -> tuple[dict, float]:
+    started = time.perf_counter()
+    command = [sys.executable, "-m", "tcompress", *map(str, args), "--json"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout), time.perf_counter() - started
+
+
+def pckh(model: str, samples: int) -> float:
+    out, _ = tcompress("evaluate", model, "--data", "synthetic", "-n", samples)
+    return out["pckh"]["mean"]
+
+
+def unlabeled_folder(path: str, count: int, seed: int) -> None:
+    """PNG files of synthetic training images, without their labels."""
+    from tcompress.data import SyntheticPose, write_png
+
+    os.makedirs(path, exist_ok=True)
+    data = SyntheticPose(count, 256, 64, seed=seed + 1, split="train")
+    for i in range(count):
+        image = np.ascontiguousarray(data.scene(i).image.transpose(1, 2, 0))
+        write_png(os.path.join(path, f"{i:05d}.png"), (image * 255 + 0.5).astype(np.uint8))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--recalibrate", type=int, default=512)
+    parser.add_argument("--val-samples", type=int, default=1000)
+    parser.add_argument("--out", default="runs/finetune")
+    args = parser.parse_args()
+
+    from tcompress.models import pretrained_path
+
+    os.makedirs(args.out, exist_ok=True)
+    dense = str(pretrained_path())
+    common = ["--data", "synthetic", "--steps", args.steps, "--lr", args.lr, "--eval-samples", 8]
+    rows, results = [], {"steps": args.steps, "lr": args.lr, "runs": {}}
+
+    def run(name: str, source: str, extra: list, before: float | None) -> None:
+        out = os.path.join(args.out, f"{name}.pt")
+        summary, seconds = tcompress("finetune", source, *common, *extra, "-o", out, "--force")
+        after = pckh(out, args.val_samples)
+        results["runs"][name] = {
+            "before": before,
+            "after": after,
+            "minutes": seconds / 60,
+            "train_minutes": summary["seconds"] / 60,
+        }
+        rows.append((name, before, after, summary["seconds"] / 60))
+        print(
+            f"{name}: PCKh {before} -> {after:.2f} in {summary['seconds'] / 60:.1f} min", flush=True
+        )
+
+    base = pckh(dense, args.val_samples)
+    results["original"] = base
+    run("dense", dense, [], base)
+    for tag, ranks in RANKS.items():
+        tnet = os.path.join(args.out, f"tnet-{tag}.pt")
+        summary, _ = tcompress(
+            "convert", dense, "--ranks", ranks, "--forward", "factorized", "-o", tnet, "--force"
+        )
+        converted = pckh(tnet, args.val_samples)
+        results[f"convert-{tag}"] = {
+            "ranks": ranks,
+            "ratio": summary["compression_ratio"],
+            "pckh": converted,
+        }
+        run(f"tnet-{tag}", tnet, ["--recalibrate", args.recalibrate], converted)
+    folder = os.path.join(args.out, "unlabeled")
+    if not os.path.isdir(folder):
+        unlabeled_folder(folder, 2000, seed=0)
+    tnet = os.path.join(args.out, "tnet-3x.pt")
+    run(
+        "tnet-3x-distill",
+        tnet,
+        ["--data", folder, "--distill-from", dense, "--recalibrate", args.recalibrate],
+        results["convert-3x"]["pckh"],
+    )
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
