@@ -17,7 +17,7 @@ from tcompress.decompose import tensor_train, tucker
 from tcompress.errors import CheckpointError, TcompressError
 from tcompress.layouts import check_state_matches, infer_hourglass_config, state_spec
 from tcompress.models import HourglassConfig, StackedHourglass
-from tcompress.ranks import factorized_params, resolve_ranks
+from tcompress.ranks import check_method, factorized_params, fixed_ranks, resolve_ranks
 from tcompress.stacking import MODE_NAMES, block_key_set, block_keys, stack_hourglass
 from tcompress.tnet import MPSTensor, TNet, TuckerTensor, tnet_skeleton
 
@@ -45,6 +45,8 @@ class ConversionSummary:
     source: str | None = None
     source_sha256: str | None = None
     dtype: str = "float32"
+    target: str | None = None  # "ratio 4" / "energy 0.9" when the ranks were chosen from it
+    predicted_error: float | None = None  # the bound the chosen ranks were picked by
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +59,8 @@ def convert(
     *,
     refine: int = 0,
     forward: str = "reconstructed",
+    ratio: float | None = None,
+    energy: float | None = None,
     device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TNet:
@@ -72,8 +76,14 @@ def convert(
     ranks
         Tucker: 8 ranks (``None``/``"full"`` entries keep a mode), a dict of named modes, or a
         string in the CLI's forms; MPS: 7 bond ranks or one for all. ``None`` keeps full ranks.
+        With ``ratio`` or ``energy``: the ranks given are fixed and the others (``None``,
+        ``"full"``, ``"-"`` or not named) are chosen.
     refine
         HOOI sweeps after the HOSVD (Tucker only).
+    ratio, energy
+        Choose the ranks for a whole-network compression ratio (met within 3% above) or for a
+        fraction of ``||W||^2`` kept, greedily on the HOSVD / TT-SVD error bound
+        (:mod:`tcompress.rank_selection`).
     forward
         ``"reconstructed"`` or ``"factorized"``; switchable later with ``TNet.set_forward``.
     device
@@ -90,6 +100,11 @@ def convert(
     progress = progress or (lambda phase: None)
     progress("Reading the checkpoint")
     state, config, source, sha256, where = _dense_state(model)
+    choice = None
+    if ratio is not None or energy is not None:
+        progress("Choosing the ranks")
+        choice = _choose(state, config, method, ranks, ratio, energy)
+        ranks = choice.ranks
     resolved = resolve_ranks(ranks, method, _shape(state, config), MODE_NAMES)
     if not isinstance(refine, int) or isinstance(refine, bool) or refine < 0:
         raise TcompressError(f"refine is {refine!r}; expected a whole number of HOOI sweeps >= 0")
@@ -136,6 +151,8 @@ def convert(
         source=source,
         source_sha256=sha256,
         dtype=str(W.dtype).removeprefix("torch."),
+        target=choice.target if choice else None,
+        predicted_error=choice.predicted_error if choice else None,
     )
     summary.seconds = time.perf_counter() - start
     tnet.meta = {"architecture": _architecture(config), "summary": summary.to_dict()}
@@ -146,6 +163,26 @@ def convert(
         summary.compression_ratio,
     )
     return tnet
+
+
+def _choose(state, config: HourglassConfig, method: str, ranks, ratio, energy):
+    from tcompress.rank_selection import bond_spectra, choose_ranks, mode_spectra
+
+    method = check_method(method)
+    shape = _shape(state, config)
+    fixed = fixed_ranks(ranks, method, shape, MODE_NAMES)
+    with torch.no_grad():
+        W = stack_hourglass(state, config)
+        spectra = mode_spectra(W) if method == "tucker" else bond_spectra(W)
+    return choose_ranks(
+        method,
+        shape,
+        spectra,
+        ratio=ratio,
+        energy=energy,
+        fixed=fixed,
+        other_params=state_spec(config).n_params - W.numel(),
+    )
 
 
 def _dense_state(model) -> tuple[dict, HourglassConfig, str | None, str | None, str]:

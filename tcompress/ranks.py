@@ -103,6 +103,42 @@ def _mps(ranks, shape: tuple[int, ...]) -> ResolvedRanks:
     return ResolvedRanks("mps", tuple(bonds), tuple(notes))
 
 
+def fixed_ranks(
+    ranks, method: str, shape: Sequence[int], mode_names: Sequence[str]
+) -> list[int | None]:
+    """The ranks a user fixed when the rest are to be chosen (``--ranks`` with ``--ratio``):
+    one entry per rank, ``None`` where the value was ``full``, ``-`` or not named."""
+    method = check_method(method)
+    shape, names = tuple(int(s) for s in shape), tuple(mode_names)
+    limits = shape if method == "tucker" else max_tt_ranks(shape)
+    if ranks is None or (isinstance(ranks, str) and ranks.strip().lower() in ("", *_FULL)):
+        return [None] * len(limits)
+    if isinstance(ranks, str) and "=" in ranks:
+        if method != "tucker":
+            raise RankError("named modes apply to Tucker only")
+        ranks = _named(ranks, names)
+    if isinstance(ranks, Mapping):
+        unknown = [k for k in ranks if k not in names]
+        if unknown:
+            raise RankError(
+                f"unknown mode name(s) {', '.join(map(str, unknown))}; modes are {', '.join(names)}"
+            )
+        values = [ranks.get(name) for name in names]
+    else:
+        values = _items(ranks)
+    if len(values) != len(limits):
+        raise RankError(
+            f"got {len(values)} rank(s) ({_show(ranks)}); expected {len(limits)} for {method}, "
+            "with 'full' or '-' where the rank is to be chosen"
+        )
+    out: list[int | None] = []
+    for k, (v, limit) in enumerate(zip(values, limits)):
+        free = v is None or (isinstance(v, str) and v.strip().lower() in _FULL)
+        what = f"rank of mode {names[k]}" if method == "tucker" else f"MPS bond rank {k + 1}"
+        out.append(None if free else _one(v, what, limit))
+    return out
+
+
 def _named(text: str, names: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for part in text.split(","):

@@ -28,6 +28,19 @@ from tcompress.cli import handle_errors, main
     "ranks or one value for all bonds.",
 )
 @click.option(
+    "--ratio",
+    type=float,
+    default=None,
+    help="Choose the ranks for this whole-network compression ratio (met within 3%); ranks "
+    "given with --ranks stay fixed.",
+)
+@click.option(
+    "--energy",
+    type=float,
+    default=None,
+    help="Choose the fewest parameters keeping this fraction of ||W||^2 (e.g. 0.9).",
+)
+@click.option(
     "--refine",
     type=click.IntRange(min=0),
     default=0,
@@ -53,7 +66,9 @@ from tcompress.cli import handle_errors, main
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @handle_errors
-def convert(checkpoint, method, ranks, refine, forward, device, output, force, as_json):
+def convert(
+    checkpoint, method, ranks, ratio, energy, refine, forward, device, output, force, as_json
+):
     """Convert a dense stacked-hourglass CHECKPOINT into a T-Net.
 
     The architecture is read off the checkpoint's keys; the file is loaded with
@@ -64,14 +79,20 @@ def convert(checkpoint, method, ranks, refine, forward, device, output, force, a
       tcompress convert hg.pth --ranks 4,4,3,2,64,64,3,3 -o tnet.pt
       tcompress convert hg.pth --ranks f_in=64,f_out=64 --refine 2 -o tnet.pt
       tcompress convert hg.pth --method mps --ranks 4,16,48,96,64,9,3 -o tnet-mps.pt --json
+      tcompress convert hg.pth --ratio 4 -o tnet.pt
+      tcompress convert hg.pth --ratio 4 --ranks stack=1 --method tucker -o tnet.pt
+      tcompress convert hg.pth --method mps --energy 0.9 -o tnet-mps.pt
     """
     from tcompress.checkpoint import check_output
     from tcompress.cli.render import print_json, print_summary, quiet_status, stderr, stdout
     from tcompress.conversion import convert as convert_model
+    from tcompress.errors import RankError
     from tcompress.ranks import check_method
     from tcompress.serialize import save
 
     method = check_method(method)
+    if ratio is not None and energy is not None:
+        raise RankError("give --ratio or --energy, not both")
     if output is None:
         output = checkpoint.with_name(f"{checkpoint.stem}.{method}.pt")
     out = check_output(output, force=force, inputs=(checkpoint,))
@@ -81,6 +102,8 @@ def convert(checkpoint, method, ranks, refine, forward, device, output, force, a
             checkpoint,
             method=method,
             ranks=ranks,
+            ratio=ratio,
+            energy=energy,
             refine=refine,
             forward=forward,
             device=device,

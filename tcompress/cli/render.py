@@ -74,6 +74,11 @@ def print_summary(console: Console, summary: dict, out: str | None = None) -> No
     if summary.get("refine"):
         init += f" + {summary['refine']} HOOI sweep(s)"
     console.print(f"[bold]T-Net[/bold] {method}, initialised by {init}")
+    if summary.get("target"):
+        console.print(
+            f"ranks chosen for {summary['target']}: {','.join(map(str, summary['ranks']))} "
+            f"(predicted relative error at most {summary['predicted_error']:.4g})"
+        )
     console.print(modes_table(summary))
     if summary["method"] == "mps":
         console.print(bonds_table(summary))
