@@ -291,3 +291,36 @@ def test_cli_distills_from_unlabeled_images(trained, tmp_path):
     assert summary["settings"]["distill_weight"] == 1.0
     assert summary["evaluations"] == []  # no labels: nothing to evaluate
     assert os.path.exists(tmp_path / "ft.pt")
+
+
+def test_cli_finetune_on_an_mpii_style_set(trained, tmp_path):
+    from .test_data import _person
+
+    d, _ = trained
+    rng = np.random.default_rng(1)
+    for k in range(5):
+        write_png(tmp_path / f"im{k}.png", (rng.random((100, 120, 3)) * 255).astype(np.uint8))
+    joints = {0: (85, 50), 5: (40, 60), 8: (60, 30), 9: (60, 20), 15: (5, 50)}
+    entries = [_person(f"im{k}.png", joints, validation=int(k >= 3)) for k in range(5)]
+    (tmp_path / "annotations.json").write_text(json.dumps(entries))
+    r = run(
+        [
+            "finetune",
+            d / "hg.pth",
+            "--data",
+            tmp_path,
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--image-size",
+            "64",
+            "-o",
+            tmp_path / "ft.pth",
+            "--json",
+        ]
+    )
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    assert summary["images"] == 4 and len(summary["evaluations"]) == 1  # 2 validation people
+    assert isinstance(load(tmp_path / "ft.pth"), StackedHourglass)
