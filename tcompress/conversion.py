@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -14,12 +15,13 @@ from torch import nn
 from tcompress import __version__
 from tcompress.checkpoint import check_finite, read_checkpoint
 from tcompress.decompose import tensor_train, tucker
+from tcompress.decompose.cp import CP_ITERATIONS, cp_als
 from tcompress.errors import CheckpointError, TcompressError
 from tcompress.layouts import check_state_matches, infer_hourglass_config, state_spec
 from tcompress.models import HourglassConfig, StackedHourglass
 from tcompress.ranks import check_method, factorized_params, fixed_ranks, resolve_ranks
 from tcompress.stacking import MODE_NAMES, block_key_set, block_keys, stack_hourglass
-from tcompress.tnet import MPSTensor, TNet, TuckerTensor, tnet_skeleton
+from tcompress.tnet import CPTensor, MPSTensor, TNet, TuckerTensor, tnet_skeleton
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ def convert(
     forward: str = "reconstructed",
     ratio: float | None = None,
     energy: float | None = None,
+    seed: int = 0,
     device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TNet:
@@ -79,7 +82,10 @@ def convert(
         With ``ratio`` or ``energy``: the ranks given are fixed and the others (``None``,
         ``"full"``, ``"-"`` or not named) are chosen.
     refine
-        HOOI sweeps after the HOSVD (Tucker only).
+        Tucker: HOOI sweeps after the HOSVD; CP: ALS sweeps (0: the default budget,
+        :data:`~tcompress.decompose.cp.CP_ITERATIONS`).
+    seed
+        Seed of the random start columns of CP-ALS.
     ratio, energy
         Choose the ranks for a whole-network compression ratio (met within 3% above) or for a
         fraction of ``||W||^2`` kept, greedily on the HOSVD / TT-SVD error bound
@@ -108,8 +114,10 @@ def convert(
     resolved = resolve_ranks(ranks, method, _shape(state, config), MODE_NAMES)
     if not isinstance(refine, int) or isinstance(refine, bool) or refine < 0:
         raise TcompressError(f"refine is {refine!r}; expected a whole number of HOOI sweeps >= 0")
-    if refine and resolved.method != "tucker":
-        raise TcompressError(f"refine={refine} applies to Tucker only; method is {method!r}")
+    if refine and resolved.method == "mps":
+        raise TcompressError(
+            f"refine={refine} applies to Tucker (HOOI) and CP (ALS sweeps); method is {method!r}"
+        )
     device = torch.device(device) if device is not None else None
 
     progress(f"Decomposing W with {resolved.method}")
@@ -125,6 +133,10 @@ def convert(
         if resolved.method == "tucker":
             result = tucker(work, resolved.ranks, n_iter=refine)
             tensor = TuckerTensor(result.core.to(W.dtype), [u.to(W.dtype) for u in result.factors])
+            errors = list(result.errors)
+        elif resolved.method == "cp":
+            result = cp_als(work, resolved.ranks[0], n_iter=refine or CP_ITERATIONS, seed=seed)
+            tensor = CPTensor(result.weights.to(W.dtype), [u.to(W.dtype) for u in result.factors])
             errors = list(result.errors)
         else:
             result = tensor_train(work, resolved.ranks)
@@ -152,7 +164,7 @@ def convert(
         source_sha256=sha256,
         dtype=str(W.dtype).removeprefix("torch."),
         target=choice.target if choice else None,
-        predicted_error=choice.predicted_error if choice else None,
+        predicted_error=_finite_or_none(choice.predicted_error) if choice else None,
     )
     summary.seconds = time.perf_counter() - start
     tnet.meta = {"architecture": _architecture(config), "summary": summary.to_dict()}
@@ -165,6 +177,10 @@ def convert(
     return tnet
 
 
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
 def _choose(state, config: HourglassConfig, method: str, ranks, ratio, energy):
     from tcompress.rank_selection import bond_spectra, choose_ranks, mode_spectra
 
@@ -173,7 +189,10 @@ def _choose(state, config: HourglassConfig, method: str, ranks, ratio, energy):
     fixed = fixed_ranks(ranks, method, shape, MODE_NAMES)
     with torch.no_grad():
         W = stack_hourglass(state, config)
-        spectra = mode_spectra(W) if method == "tucker" else bond_spectra(W)
+        if method == "cp":
+            spectra = []
+        else:
+            spectra = mode_spectra(W) if method == "tucker" else bond_spectra(W)
     return choose_ranks(
         method,
         shape,

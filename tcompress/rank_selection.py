@@ -111,6 +111,8 @@ def choose_ranks(
     """
     if (ratio is None) == (energy is None):
         raise RankError("give one target: a compression ratio or an energy fraction")
+    if method == "cp":
+        return _cp_rank(shape, ratio, energy, other_params)
     shape = tuple(int(s) for s in shape)
     limits = shape if method == "tucker" else max_tt_ranks(shape)
     params = tucker_params if method == "tucker" else mps_params
@@ -215,6 +217,22 @@ def choose_ranks(
     kept = max(0.0, 1 - lost / total)
     target = f"ratio {ratio:g}" if ratio is not None else f"energy {energy:g}"
     return RankChoice(method, tuple(ranks), params(shape, ranks), kept, math.sqrt(1 - kept), target)
+
+
+def _cp_rank(shape: Sequence[int], ratio, energy, other_params: int) -> RankChoice:
+    """CP has no error bound to allocate on: the largest rank within the ratio's budget."""
+    if ratio is None:
+        raise RankError("an energy target needs tucker or mps; give CP a --ratio or --ranks")
+    per_rank = 1 + sum(shape)
+    before = math.prod(shape) + other_params
+    best = before / (per_rank + other_params)
+    if not 1 <= ratio <= best:
+        raise RankError(
+            f"compression ratio {ratio:g} is out of reach: with cp this network goes up to "
+            f"{best:.2f}x (rank 1)"
+        )
+    rank = max(1, int((before / ratio - other_params) // per_rank))
+    return RankChoice("cp", (rank,), rank * per_rank, math.nan, math.nan, f"ratio {ratio:g}")
 
 
 def _cap(bonds: Sequence[int], shape: Sequence[int]) -> list[int]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from tcompress.decompose import max_tt_ranks
 from tcompress.errors import MethodError, RankError
 
-METHODS = ("tucker", "mps")
+METHODS = ("tucker", "mps", "cp")
 _FULL = ("full", "-")
 
 
@@ -46,7 +46,23 @@ def resolve_ranks(
     shape = tuple(int(s) for s in shape)
     if method == "tucker":
         return ResolvedRanks(method, _tucker(ranks, shape, tuple(mode_names)))
+    if method == "cp":
+        return ResolvedRanks(method, (_cp(ranks, shape),))
     return _mps(ranks, shape)
+
+
+def _cp(ranks, shape: tuple[int, ...]) -> int:
+    """One CP rank R >= 1 (no 'full': a CP rank that represents W exactly is not known)."""
+    if ranks is None or isinstance(ranks, Mapping) or (isinstance(ranks, str) and "=" in ranks):
+        raise RankError(
+            f"CP needs one rank, the number of rank-one terms, e.g. --ranks 256; got {_show(ranks)}"
+        )
+    values = _items(ranks)
+    if len(values) != 1 or (isinstance(values[0], str) and values[0].lower() in _FULL):
+        raise RankError(
+            f"CP needs one rank, the number of rank-one terms, e.g. --ranks 256; got {_show(ranks)}"
+        )
+    return _one(values[0], "CP rank", math.prod(shape), cap=True)
 
 
 def _tucker(ranks, shape: tuple[int, ...], names: tuple[str, ...]) -> tuple[int, ...]:
@@ -212,5 +228,12 @@ def mps_params(shape: Sequence[int], bonds: Sequence[int]) -> int:
     return sum(r[k] * d * r[k + 1] for k, d in enumerate(shape))
 
 
+def cp_params(shape: Sequence[int], ranks: Sequence[int]) -> int:
+    """R (1 + sum D_k): the weights and every factor."""
+    return ranks[0] * (1 + sum(shape))
+
+
 def factorized_params(method: str, shape: Sequence[int], ranks: Sequence[int]) -> int:
+    if method == "cp":
+        return cp_params(shape, ranks)
     return tucker_params(shape, ranks) if method == "tucker" else mps_params(shape, ranks)

@@ -22,7 +22,7 @@ from tcompress.errors import CheckpointError
 from tcompress.layouts import StateSpec, check_state_matches, dense_from_state
 from tcompress.models import HourglassConfig
 from tcompress.stacking import MODE_NAMES
-from tcompress.tnet import MPSTensor, TNet, TuckerTensor, tnet_skeleton
+from tcompress.tnet import CPTensor, MPSTensor, TNet, TuckerTensor, tnet_skeleton
 
 FORMAT = "tcompress.tnet"
 FORMAT_VERSION = 1
@@ -116,4 +116,6 @@ def _empty_tensor(method: str, shape: list[int], ranks: list[int], path: str):
         if method == "mps":
             bonds = [1, *ranks, 1]
             return MPSTensor([torch.empty(bonds[k], d, bonds[k + 1]) for k, d in enumerate(shape)])
-    raise CheckpointError(f"T-Net file '{path}' has method {method!r}; expected tucker or mps")
+        if method == "cp" and len(ranks) == 1:
+            return CPTensor(torch.empty(ranks[0]), [torch.empty(d, ranks[0]) for d in shape])
+    raise CheckpointError(f"T-Net file '{path}' has method {method!r}; expected tucker, mps or cp")

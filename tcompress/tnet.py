@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tcompress.decompose import tt_to_tensor, tucker_to_tensor
+from tcompress.decompose.cp import cp_to_tensor
 from tcompress.models import HourglassConfig, StackedHourglass
 from tcompress.models.hourglass import dense_block_conv
 
@@ -87,6 +88,32 @@ class MPSTensor(nn.Module):
         return tt_to_tensor(list(self.cores))
 
 
+class CPTensor(nn.Module):
+    """W = sum_r lambda_r u_1[:, r] o ... o u_N[:, r] (a Tucker tensor with a diagonal core), with
+    trainable weights and factors.
+
+    Shapes
+    ------
+    weights: (R,); factors[k]: (D_k, R).
+    """
+
+    def __init__(self, weights: torch.Tensor, factors: Sequence[torch.Tensor]) -> None:
+        super().__init__()
+        self.weights = nn.Parameter(weights)
+        self.factors = nn.ParameterList(nn.Parameter(u) for u in factors)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(u.shape[0] for u in self.factors)
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return (self.weights.shape[0],)
+
+    def full(self) -> torch.Tensor:
+        return cp_to_tensor(self.weights, list(self.factors))
+
+
 def _mode_dot(x: torch.Tensor, u: torch.Tensor, mode: int) -> torch.Tensor:
     """x x_mode u: replace mode ``mode`` of size R by size D, with u of shape (D, R)."""
     return torch.movedim(torch.tensordot(x, u, dims=([mode], [1])), -1, mode)
@@ -134,7 +161,10 @@ class TensorConv2d(nn.Module):
         pre, kernel, post = self._weights
         if pre is not None:
             x = F.conv2d(x, pre)
-        x = F.conv2d(x, kernel, None, self.stride, self.padding, self.dilation)
+        if isinstance(kernel, tuple):  # CP: depthwise h x 1, then depthwise 1 x w
+            x = separable_depthwise(x, *kernel, self.stride, self.padding, self.dilation)
+        else:
+            x = F.conv2d(x, kernel, None, self.stride, self.padding, self.dilation)
         if post is not None:
             x = F.conv2d(x, post)
         return x
@@ -144,6 +174,23 @@ class TensorConv2d(nn.Module):
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, index={self.index}"
         )
+
+
+def separable_depthwise(
+    x: torch.Tensor,
+    vertical: torch.Tensor,
+    horizontal: torch.Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> torch.Tensor:
+    """A depthwise h x 1 then a depthwise 1 x w convolution, splitting the geometry of one h x w
+    convolution between them. Shapes: vertical (R, 1, h, 1), horizontal (R, 1, 1, w)."""
+    if isinstance(padding, str):
+        raise ValueError("CP T-Nets need integer padding")
+    groups = vertical.shape[0]
+    x = F.conv2d(x, vertical, None, (stride[0], 1), (padding[0], 0), (dilation[0], 1), groups)
+    return F.conv2d(x, horizontal, None, (1, stride[1]), (0, padding[1]), (1, dilation[1]), groups)
 
 
 class TNet(nn.Module):
@@ -183,6 +230,8 @@ class TNet(nn.Module):
 
     @property
     def method(self) -> str:
+        if isinstance(self.tensor, CPTensor):
+            return "cp"
         return "tucker" if isinstance(self.tensor, TuckerTensor) else "mps"
 
     @property
@@ -250,7 +299,21 @@ class TNet(nn.Module):
         ------
         Tucker: (R5, f_in, 1, 1) shared, (R6, R5, h, w) per layer, (f_out, R6, 1, 1) shared.
         MPS: (R5, f_in, 1, 1) per layer, (f_out, R5, h, w) shared, no 1x1 after.
+        CP: (R, f_in, 1, 1) shared, a pair of depthwise kernels (R, 1, h, 1) and (R, 1, 1, w)
+        shared, (f_out, R, 1, 1) per layer (U6 scaled by the layer's weights).
         """
+        if isinstance(self.tensor, CPTensor):
+            u = list(self.tensor.factors)
+            # Per-layer weights lambda * u1[s] * u2[d] * u3[p] * u4[b]: (stack, depth, ..., R)
+            scale = self.tensor.weights
+            for k in range(4):
+                scale = scale * u[k].reshape(*([1] * k), -1, *([1] * (3 - k)), u[k].shape[1])
+            last = (scale[..., None, :] * u[5])[..., None, None]  # (..., f_out, R, 1, 1)
+            first = u[4].t()[:, :, None, None]
+            vertical = u[6].t()[:, None, :, None]
+            horizontal = u[7].t()[:, None, None, :]
+            pair = (vertical.contiguous(), horizontal.contiguous())
+            return _constant(first), _constant(pair), _per_layer(last.contiguous())
         if isinstance(self.tensor, TuckerTensor):
             u_in, u_out = self.tensor.factors[4], self.tensor.factors[5]
             # Per-layer cores G_l x_7 U_7 x_8 U_8, laid out as Conv2d kernels (R6, R5, h, w).

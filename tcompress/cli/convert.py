@@ -16,7 +16,7 @@ from tcompress.cli import handle_errors, main
     "-m",
     default="tucker",
     show_default=True,
-    help="Decomposition of the shared tensor: tucker or mps.",
+    help="Decomposition of the shared tensor: tucker, mps or cp.",
 )
 @click.option(
     "--ranks",
@@ -25,7 +25,7 @@ from tcompress.cli import handle_errors, main
     show_default=True,
     help="Tucker: 8 ranks (stack,depth,pathway,block,f_in,f_out,h,w; 'full' or '-' "
     "keeps a mode), or named overrides such as f_in=64,f_out=64. MPS: 7 bond "
-    "ranks or one value for all bonds.",
+    "ranks or one value for all bonds. CP: one rank (the number of rank-one terms).",
 )
 @click.option(
     "--ratio",
@@ -45,7 +45,7 @@ from tcompress.cli import handle_errors, main
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="HOOI sweeps after the HOSVD (Tucker only).",
+    help="Tucker: HOOI sweeps after the HOSVD; CP: ALS sweeps [CP default: 25].",
 )
 @click.option(
     "--forward",
@@ -82,6 +82,7 @@ def convert(
       tcompress convert hg.pth --ratio 4 -o tnet.pt
       tcompress convert hg.pth --ratio 4 --ranks stack=1 --method tucker -o tnet.pt
       tcompress convert hg.pth --method mps --energy 0.9 -o tnet-mps.pt
+      tcompress convert hg.pth --method cp --ranks 512 -o tnet-cp.pt
     """
     from tcompress.checkpoint import check_output
     from tcompress.cli.render import print_json, print_summary, quiet_status, stderr, stdout

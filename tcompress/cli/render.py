@@ -27,7 +27,7 @@ def print_json(obj: dict) -> None:
 
 
 def modes_table(summary: dict, title: str = "Weight tensor W") -> Table:
-    is_mps = summary["method"] == "mps"
+    is_mps = summary["method"] in ("mps", "cp")  # no per-mode ranks
     table = Table(title=title, title_justify="left")
     table.add_column("mode")
     table.add_column("name")
@@ -69,15 +69,18 @@ def figures_table(summary: dict) -> Table:
 
 
 def print_summary(console: Console, summary: dict, out: str | None = None) -> None:
-    method = {"tucker": "Tucker", "mps": "MPS (tensor train)"}[summary["method"]]
-    init = "TT-SVD" if summary["method"] == "mps" else "HOSVD"
-    if summary.get("refine"):
+    method = {"tucker": "Tucker", "mps": "MPS (tensor train)", "cp": "CP"}[summary["method"]]
+    init = {"tucker": "HOSVD", "mps": "TT-SVD", "cp": "CP-ALS"}[summary["method"]]
+    if summary["method"] == "cp":
+        init += f" ({len(summary.get('errors') or [])} sweeps), rank {summary['ranks'][0]}"
+    elif summary.get("refine"):
         init += f" + {summary['refine']} HOOI sweep(s)"
     console.print(f"[bold]T-Net[/bold] {method}, initialised by {init}")
     if summary.get("target"):
+        bound = summary.get("predicted_error")
         console.print(
-            f"ranks chosen for {summary['target']}: {','.join(map(str, summary['ranks']))} "
-            f"(predicted relative error at most {summary['predicted_error']:.4g})"
+            f"ranks chosen for {summary['target']}: {','.join(map(str, summary['ranks']))}"
+            + (f" (predicted relative error at most {bound:.4g})" if bound is not None else "")
         )
     console.print(modes_table(summary))
     if summary["method"] == "mps":
@@ -85,7 +88,7 @@ def print_summary(console: Console, summary: dict, out: str | None = None) -> No
     console.print(figures_table(summary))
     errors = summary.get("errors") or []
     line = f"relative error ||W - W_hat|| / ||W||: [bold]{summary['relative_error']:.4g}[/bold]"
-    if len(errors) > 1:
+    if len(errors) > 1 and summary["method"] == "tucker":
         line += f" (HOSVD {errors[0]:.4g} -> after HOOI {errors[-1]:.4g})"
     console.print(line)
     for note in summary.get("notes") or []:

@@ -5,6 +5,8 @@ layer) -> h x w (R5 -> R6, the layer's core G_l x7 U7 x8 U8, original stride/pad
 1x1 (R6 -> f_out, weight U6, shared until a BatchNorm is folded into it).
 MPS: 1x1 (f_in -> R5, per layer, from the left cores) -> h x w (R5 -> f_out, shared by every layer,
 from the right cores).
+CP: 1x1 (f_in -> R, U5^T, shared) -> depthwise h x 1 (U7, shared) -> depthwise 1 x w (U8, shared)
+-> 1x1 (R -> f_out, U6 scaled by the layer's weights, per layer).
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ def factorize(tnet: TNet) -> nn.Module:
     for parent, name, conv in tensor_convs_with_parents(net):
         pre, kernel, post = first(conv.index), middle(conv.index), last(conv.index)
         layers = [] if pre is None else [_conv(parameter(pre))]
-        layers.append(_conv(parameter(kernel), conv))
+        if isinstance(kernel, tuple):  # CP: depthwise h x 1, then depthwise 1 x w
+            vertical, horizontal = kernel
+            layers.append(_depthwise(parameter(vertical), conv, 0))
+            layers.append(_depthwise(parameter(horizontal), conv, 1))
+        else:
+            layers.append(_conv(parameter(kernel), conv))
         if post is not None:
             layers.append(_conv(parameter(post)))
         setattr(parent, name, nn.Sequential(*layers))
@@ -55,6 +62,29 @@ def _conv(weight: nn.Parameter, geometry: TensorConv2d | None = None) -> nn.Conv
         stride=geometry.stride if geometry else 1,
         padding=geometry.padding if geometry else 0,
         dilation=geometry.dilation if geometry else 1,
+        bias=False,
+        device="meta",
+    )
+    conv.weight = weight
+    return conv
+
+
+def _depthwise(weight: nn.Parameter, geometry: TensorConv2d, axis: int) -> nn.Conv2d:
+    """One half of a CP layer's separable kernel: depthwise along the height (``axis`` 0) or the
+    width (1), with that axis's stride, padding and dilation."""
+
+    def along(value: tuple[int, int]) -> tuple[int, int]:
+        return (value[0], 1) if axis == 0 else (1, value[1])
+
+    channels, _, kh, kw = weight.shape
+    conv = nn.Conv2d(
+        channels,
+        channels,
+        (kh, kw),
+        stride=along(geometry.stride),
+        padding=(geometry.padding[0], 0) if axis == 0 else (0, geometry.padding[1]),
+        dilation=along(geometry.dilation),
+        groups=channels,
         bias=False,
         device="meta",
     )
