@@ -143,7 +143,7 @@ def bad_inputs(tmp_path, checkpoint):
             "is not a stacked hourglass tcompress knows: missing keys",
         ),
         "missing keys": ([d / "partial.pth", *T], "2 missing key(s) ('scores.1.weight'"),
-        "refine with mps": ([ck, "--method", "mps", "--refine", "2"], "applies to Tucker only"),
+        "refine with mps": ([ck, "--method", "mps", "--refine", "2"], "applies to Tucker (HOOI) and CP"),
     }
 
 

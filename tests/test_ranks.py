@@ -94,7 +94,7 @@ def test_mps_errors(spec, message):
 
 def test_unknown_method():
     with pytest.raises(
-        MethodError, match="method 'svd-magic' is unknown; expected one of tucker, mps"
+        MethodError, match="method 'svd-magic' is unknown; expected one of tucker, mps, cp"
     ):
         resolve_ranks("full", "svd-magic", SHAPE, MODE_NAMES)
 
