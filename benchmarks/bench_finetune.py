@@ -59,14 +59,28 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--recalibrate", type=int, default=512)
     parser.add_argument("--val-samples", type=int, default=1000)
+    parser.add_argument("--unlabeled", type=int, default=2000, help="images in the folder")
     parser.add_argument("--out", default="runs/finetune")
+    parser.add_argument("--checkpoint", default=None, help="[default: the bundled model]")
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
 
     from tcompress.models import pretrained_path
 
     os.makedirs(args.out, exist_ok=True)
-    dense = str(pretrained_path())
-    common = ["--data", "synthetic", "--steps", args.steps, "--lr", args.lr, "--eval-samples", 8]
+    dense = args.checkpoint or str(pretrained_path())
+    common = [
+        "--data",
+        "synthetic",
+        "--steps",
+        args.steps,
+        "--lr",
+        args.lr,
+        "--eval-samples",
+        8,
+        "--workers",
+        args.workers,
+    ]
     rows, results = [], {"steps": args.steps, "lr": args.lr, "runs": {}}
 
     def run(name: str, source: str, extra: list, before: float | None) -> None:
@@ -88,7 +102,7 @@ def main() -> None:
     results["original"] = base
     run("dense", dense, [], base)
     for tag, ranks in RANKS.items():
-        tnet = os.path.join(args.out, f"tnet-{tag}.pt")
+        tnet = os.path.join(args.out, f"converted-{tag}.pt")
         summary, _ = tcompress(
             "convert", dense, "--ranks", ranks, "--forward", "factorized", "-o", tnet, "--force"
         )
@@ -101,8 +115,8 @@ def main() -> None:
         run(f"tnet-{tag}", tnet, ["--recalibrate", args.recalibrate], converted)
     folder = os.path.join(args.out, "unlabeled")
     if not os.path.isdir(folder):
-        unlabeled_folder(folder, 2000, seed=0)
-    tnet = os.path.join(args.out, "tnet-3x.pt")
+        unlabeled_folder(folder, args.unlabeled, seed=0)
+    tnet = os.path.join(args.out, "converted-3x.pt")
     run(
         "tnet-3x-distill",
         tnet,

@@ -16,6 +16,7 @@ target is met from above, within a few percent even where single steps are coars
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -159,14 +160,14 @@ def choose_ranks(
         trial = _cap(trial, shape) if method == "mps" else trial
         return None if trial == rs else trial
 
-    def descend(rs: list[int], keep: int | None = None) -> list[int]:
+    def descend(rs: list[int], keep: int | None = None, modes=None) -> list[int]:
         """Lower the cheapest rank (energy per parameter) until the budget or the floor."""
         while True:
             p0, d0 = params(shape, rs), discarded(rs)
             if ratio is not None and p0 <= high:
                 return rs
             moves = []
-            for k in free:
+            for k in free if modes is None else modes:
                 trial = step(rs, k, -1) if k != keep else None
                 if trial is None or params(shape, trial) >= p0:
                     continue
@@ -177,12 +178,12 @@ def choose_ranks(
                 return rs
             rs = min(moves, key=lambda m: m[0])[1]
 
-    def grow(rs: list[int]) -> list[int]:
+    def grow(rs: list[int], modes=None) -> list[int]:
         """Spend what the budget has left on the ranks that regain the most per parameter."""
         while True:
             p0, d0 = params(shape, rs), discarded(rs)
             moves = []
-            for k in free:
+            for k in free if modes is None else modes:
                 trial = step(rs, k, +1)
                 if trial is None:
                     continue
@@ -213,10 +214,45 @@ def choose_ranks(
             if not closer:
                 break
             ranks = max(closer, key=lambda r: params(shape, r))
+        if method == "tucker" and not low <= params(shape, ranks) <= high:
+            ranks = _enumerate_small_modes(
+                ranks,
+                free,
+                limits,
+                descend,
+                grow,
+                discarded,
+                lambda r: low <= params(shape, r) <= high,
+            )
     lost = discarded(ranks)
     kept = max(0.0, 1 - lost / total)
     target = f"ratio {ratio:g}" if ratio is not None else f"energy {energy:g}"
     return RankChoice(method, tuple(ranks), params(shape, ranks), kept, math.sqrt(1 - kept), target)
+
+
+#: Tucker modes at most this size are enumerated when the greedy steps are too coarse to land.
+SMALL_MODE = 8
+MAX_COMBINATIONS = 4096
+
+
+def _enumerate_small_modes(ranks, free, limits, descend, grow, discarded, lands):
+    """Every rank combination of the small free modes (the large ones then allocated greedily);
+    the landing allocation that discards the least, or ``ranks`` if none lands."""
+    small = [k for k in free if limits[k] <= SMALL_MODE]
+    large = [k for k in free if limits[k] > SMALL_MODE]
+    if not small or math.prod(limits[k] for k in small) > MAX_COMBINATIONS:
+        return ranks
+    best = None
+    for combo in itertools.product(*(range(1, limits[k] + 1) for k in small)):
+        trial = list(ranks)
+        for k, r in zip(small, combo):
+            trial[k] = r
+        for k in large:
+            trial[k] = limits[k]
+        trial = grow(descend(trial, modes=large), modes=large) if large else trial
+        if lands(trial) and (best is None or discarded(trial) < discarded(best)):
+            best = trial
+    return best if best is not None else ranks
 
 
 def _cp_rank(shape: Sequence[int], ratio, energy, other_params: int) -> RankChoice:
