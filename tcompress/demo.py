@@ -20,9 +20,12 @@ from tcompress.checkpoint import save_torch
 from tcompress.conversion import convert
 from tcompress.serialize import save
 
-#: Tucker ranks of the demo's T-Net on the bundled model (about 3x fewer parameters overall).
-DEMO_RANKS = "2,4,3,2,15,15,3,3"
+#: Tucker ranks of the demo's T-Net on the bundled model: 3.06x fewer parameters overall, the
+#: ranks ``--ratio 3`` chooses. Reducing the kernel modes (h, w) keeps far more accuracy before
+#: fine-tuning than reducing the channel modes alone at the same ratio (README, Results).
+DEMO_RANKS = "2,4,3,2,31,32,2,1"
 DEMO_STEPS = 150
+FORMS = ("tnet-factorized", "tnet-dense")
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Stage:
     compression: float
     pckh: float
     onnx_speedup: float | None = None  # ONNX Runtime latency of the original / this model's
+    onnx_form: str | None = None  # the export measured: the faster of the two forms
 
 
 @dataclass
@@ -87,6 +91,9 @@ def run_demo(
     progress: Callable[[str], None] | None = None,
 ) -> DemoReport:
     """Convert -> re-estimate BatchNorm -> fine-tune -> evaluate -> export, files in ``out_dir``.
+
+    The fine-tuned T-Net is exported in both forms (factorized and fused dense) and the faster
+    one in ONNX Runtime is reported.
 
     Parameters
     ----------
@@ -155,11 +162,14 @@ def run_demo(
     save(tnet, tnet_path)
 
     say("Exporting to ONNX and measuring in ONNX Runtime")
-    files = [os.path.join(out_dir, "hourglass.onnx"), os.path.join(out_dir, "tnet.onnx")]
+    files = [os.path.join(out_dir, f"{name}.onnx") for name in ("hourglass", *FORMS)]
     export_onnx(checkpoint, files[0], "dense", input_size=image_size)
-    export_onnx(tnet_path, files[1], "factorized", input_size=image_size)
+    for form, path in zip(("factorized", "dense"), files[1:]):
+        export_onnx(tnet_path, path, form, input_size=image_size)
     measured = bench_onnx(files, input_size=image_size, repeats=onnx_repeats)
-    stages[0].onnx_speedup, stages[-1].onnx_speedup = 1.0, measured[1].speedup
+    best = max((1, 2), key=lambda i: measured[i].speedup)
+    stages[0].onnx_speedup, stages[0].onnx_form = 1.0, "dense"
+    stages[-1].onnx_speedup, stages[-1].onnx_form = measured[best].speedup, FORMS[best - 1][5:]
     return DemoReport(
         config=original.config.to_dict(),
         ranks=ranks,

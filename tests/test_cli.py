@@ -143,7 +143,10 @@ def bad_inputs(tmp_path, checkpoint):
             "is not a stacked hourglass tcompress knows: missing keys",
         ),
         "missing keys": ([d / "partial.pth", *T], "2 missing key(s) ('scores.1.weight'"),
-        "refine with mps": ([ck, "--method", "mps", "--refine", "2"], "applies to Tucker (HOOI) and CP"),
+        "refine with mps": (
+            [ck, "--method", "mps", "--refine", "2"],
+            "applies to Tucker (HOOI) and CP",
+        ),
     }
 
 
@@ -222,7 +225,14 @@ def test_demo_runs_every_stage_on_the_bundled_model(tmp_path):
     assert "PCKh@0.5" in r.stdout and "ONNX speed-up" in r.stdout
     for stage in ("original", "T-Net, as converted", "BatchNorm re-estimated", "fine-tuned 2"):
         assert stage in r.stdout
-    assert {"hourglass.pth", "tnet.pt", "hourglass.onnx", "tnet.onnx"} <= set(os.listdir(tmp_path))
+    files = {
+        "hourglass.pth",
+        "tnet.pt",
+        "hourglass.onnx",
+        "tnet-factorized.onnx",
+        "tnet-dense.onnx",
+    }
+    assert files <= set(os.listdir(tmp_path))
     assert isinstance(load(tmp_path / "tnet.pt"), TNet)
 
 

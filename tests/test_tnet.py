@@ -131,7 +131,9 @@ def test_hooi_refinement_lowers_the_error(hourglass, refine, better):
 
 
 def test_refine_is_tucker_only(hourglass):
-    with pytest.raises(tcompress.TcompressError, match=r"refine=2 applies to Tucker \(HOOI\) and CP"):
+    with pytest.raises(
+        tcompress.TcompressError, match=r"refine=2 applies to Tucker \(HOOI\) and CP"
+    ):
         tcompress.convert(hourglass, method="mps", refine=2)
 
 

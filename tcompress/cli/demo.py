@@ -94,15 +94,15 @@ def demo(output_dir, ranks, steps, val_samples, image_size, seed, as_json):
             f"{stage.params:,}",
             f"{stage.compression:.2f}x",
             f"{stage.pckh:.1f}%",
-            "" if stage.onnx_speedup is None else f"{stage.onnx_speedup:.2f}x",
+            "" if stage.onnx_speedup is None else f"{stage.onnx_speedup:.2f}x ({stage.onnx_form})",
         )
     console.print(table)
     console.print(
         f"BatchNorm re-estimated from {report.recalibration_images} unlabeled images; fine-tuned "
         f"{report.finetune_steps} steps of 16 images (RMSprop, heatmap loss on every stack) in "
-        f"{report.finetune_seconds / 60:.1f} min. ONNX speed-up: latency of the original's dense "
-        "export / the T-Net's factorized export, ONNX Runtime on the CPU, batch 1, median of "
-        "10 interleaved rounds."
+        f"{report.finetune_seconds / 60:.1f} min. ONNX speed-up: latency of the original's export "
+        "/ the T-Net's, in the faster of its two forms (factorized or fused dense), ONNX Runtime "
+        "on the CPU, batch 1, median of 10 interleaved rounds."
     )
     if output_dir:
         console.print(f"files kept in {output_dir}")
