@@ -324,3 +324,24 @@ def test_cli_finetune_on_an_mpii_style_set(trained, tmp_path):
     summary = json.loads(r.output)
     assert summary["images"] == 4 and len(summary["evaluations"]) == 1  # 2 validation people
     assert isinstance(load(tmp_path / "ft.pth"), StackedHourglass)
+
+
+def test_cli_unavailable_device_is_one_line(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    r = run(
+        [
+            "train",
+            "--data",
+            "synthetic",
+            "--steps",
+            "1",
+            "--device",
+            "cuda",
+            "-o",
+            tmp_path / "hg.pth",
+        ]
+    )
+    assert r.exit_code == 2
+    assert "Error: device 'cuda': CUDA is not available here; use --device cpu" in r.output
+    assert not (tmp_path / "hg.pth").exists()

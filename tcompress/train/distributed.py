@@ -55,7 +55,16 @@ def setup(device: str | torch.device = "cpu") -> Distributed:
 
     ``device="cuda"`` under ``torchrun`` means ``cuda:LOCAL_RANK``.
     """
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise TcompressError(
+            f"device {device!r} is not a device; expected cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TcompressError(
+            f"device {str(device)!r}: CUDA is not available here; use --device cpu"
+        )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Distributed(0, 1, device)
