@@ -107,7 +107,7 @@ def main() -> None:
     for tag, ranks in RANKS.items():
         tnet = os.path.join(args.out, f"converted-{tag}.pt")
         summary, _ = tcompress(
-            "convert", dense, "--ranks", ranks, "--forward", "factorized", "-o", tnet, "--force"
+            "convert", dense, "--ranks", ranks, "--forward", "reconstructed", "-o", tnet, "--force"
         )
         converted = pckh(tnet, args.val_samples)
         results[f"convert-{tag}"] = {
