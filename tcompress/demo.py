@@ -81,7 +81,7 @@ def run_demo(
     model: nn.Module | None = None,
     ranks: str = DEMO_RANKS,
     steps: int = DEMO_STEPS,
-    lr: float = 2.5e-4,
+    lr: float = 5e-4,
     batch_size: int = 16,
     image_size: int = 256,
     val_samples: int = 500,
