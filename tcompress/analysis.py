@@ -82,7 +82,7 @@ def analyze(
         About how many ranks of a large mode are swept (small modes: every rank).
     """
     from tcompress.conversion import _dense_state, convert
-    from tcompress.layouts import state_spec
+    from tcompress.layouts import dense_from_state, state_spec
     from tcompress.rank_selection import mode_spectra
 
     say = progress or (lambda message: None)
@@ -108,7 +108,7 @@ def analyze(
 
         say("Evaluating the original")
         val = make_dataset(data, "val", image_size, image_size // 4, n=val_samples, seed=seed)
-        dense = model if isinstance(model, nn.Module) else _load_dense(model)
+        dense = model if isinstance(model, nn.Module) else dense_from_state(state, str(model))
         result.original_pckh = evaluate_pck(dense.eval(), val)["mean"]
     for k, (name, size) in enumerate(zip(MODE_NAMES, shape)):
         for rank in sweep_ranks(size, points):
@@ -119,16 +119,10 @@ def analyze(
             point = SweepPoint(name, rank, ranks, after, params_before / after, error)
             if val is not None:
                 say(f"Evaluating {name} at rank {rank}")
-                tnet = convert(model, method="tucker", ranks=ranks).eval()
+                tnet = convert(state, method="tucker", ranks=ranks).eval()  # read once, above
                 point.pckh = evaluate_pck(tnet, val)["mean"]
             result.sweep.append(point)
     return result
-
-
-def _load_dense(path) -> nn.Module:
-    from tcompress.serialize import load
-
-    return load(path)
 
 
 def plot_analysis(analysis: Analysis, path: str | os.PathLike) -> None:

@@ -106,10 +106,15 @@ def convert(
     progress = progress or (lambda phase: None)
     progress("Reading the checkpoint")
     state, config, source, sha256, where = _dense_state(model)
+    with torch.no_grad():
+        W = stack_hourglass(state, config)
+        # A sum is finite when every entry is (barring overflow, which the exact search clears).
+        if not bool(torch.isfinite(W.sum())):
+            check_finite({k: state[k] for _, k in block_keys(config)}, where)
     choice = None
     if ratio is not None or energy is not None:
         progress("Choosing the ranks")
-        choice = _choose(state, config, method, ranks, ratio, energy)
+        choice = _choose(W, state, config, method, ranks, ratio, energy)
         ranks = choice.ranks
     resolved = resolve_ranks(ranks, method, _shape(state, config), MODE_NAMES)
     if not isinstance(refine, int) or isinstance(refine, bool) or refine < 0:
@@ -122,10 +127,6 @@ def convert(
 
     progress(f"Decomposing W with {resolved.method}")
     with torch.no_grad():
-        W = stack_hourglass(state, config)
-        # A sum is finite when every entry is (barring overflow, which the exact search clears).
-        if not bool(torch.isfinite(W.sum())):
-            check_finite({k: state[k] for _, k in block_keys(config)}, where)
         if device is not None:
             W = W.to(device)
         # Half-precision weights are decomposed in float32 and stored back in their own dtype.
@@ -181,14 +182,13 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _choose(state, config: HourglassConfig, method: str, ranks, ratio, energy):
+def _choose(W, state, config: HourglassConfig, method: str, ranks, ratio, energy):
     from tcompress.rank_selection import bond_spectra, choose_ranks, mode_spectra
 
     method = check_method(method)
     shape = _shape(state, config)
     fixed = fixed_ranks(ranks, method, shape, MODE_NAMES)
     with torch.no_grad():
-        W = stack_hourglass(state, config)
         if method == "cp":
             spectra = []
         else:

@@ -14,6 +14,7 @@ unfolding where the rank allows, random columns beyond. The iteration budget is 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -52,18 +53,11 @@ def cp_to_tensor(weights: Tensor, factors: Sequence[Tensor]) -> Tensor:
     shape = [u.shape[0] for u in factors]
     split = min(
         range(1, len(factors)),
-        key=lambda k: max(_numel(shape[:k]), _numel(shape[k:])),
+        key=lambda k: max(math.prod(shape[:k]), math.prod(shape[k:])),
     )
     left = _khatri_rao(factors[:split]) * weights
     right = _khatri_rao(factors[split:])
     return (left @ right.t()).reshape(shape)
-
-
-def _numel(sizes: Sequence[int]) -> int:
-    out = 1
-    for s in sizes:
-        out *= s
-    return out
 
 
 def _khatri_rao(factors: Sequence[Tensor]) -> Tensor:
