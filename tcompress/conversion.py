@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -22,6 +22,7 @@ from tcompress.models import HourglassConfig, StackedHourglass
 from tcompress.ranks import check_method, factorized_params, fixed_ranks, resolve_ranks
 from tcompress.stacking import MODE_NAMES, block_key_set, block_keys, stack_hourglass
 from tcompress.tnet import CPTensor, MPSTensor, TNet, TuckerTensor, tnet_skeleton
+from tcompress.train.data_aware import DATA_AWARE_ITERATIONS, block_statistics, refine_to_data
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class ConversionSummary:
     dtype: str = "float32"
     target: str | None = None  # "ratio 4" / "energy 0.9" when the ranks were chosen from it
     predicted_error: float | None = None  # the bound the chosen ranks were picked by
+    data_aware: dict | None = None  # DataAwareReport.to_dict() when the factors were fitted to data
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +66,9 @@ def convert(
     ratio: float | None = None,
     energy: float | None = None,
     seed: int = 0,
+    refine_data: str | os.PathLike | Iterable | None = None,
+    refine_samples: int = 256,
+    refine_iterations: int = DATA_AWARE_ITERATIONS,
     device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TNet:
@@ -90,6 +95,13 @@ def convert(
         Choose the ranks for a whole-network compression ratio (met within 3% above) or for a
         fraction of ``||W||^2`` kept, greedily on the HOSVD / TT-SVD error bound
         (:mod:`tcompress.rank_selection`).
+    refine_data
+        Images (a data spec such as ``"synthetic"`` or an image folder, or an iterable of image
+        batches) on which to fit the factors so that every block convolution's output stays close
+        to the original's (:mod:`tcompress.train.data_aware`), after the decomposition and any
+        ``refine`` sweeps; labels are not used.
+    refine_samples, refine_iterations
+        Images read from ``refine_data`` and L-BFGS iterations of that fit.
     forward
         ``"reconstructed"`` or ``"factorized"``; switchable later with ``TNet.set_forward``.
     device
@@ -143,6 +155,14 @@ def convert(
             result = tensor_train(work, resolved.ranks)
             tensor = MPSTensor([g.to(W.dtype) for g in result.cores])
             errors = [result.relative_error]
+    data_aware = None
+    if refine_data is not None:
+        progress("Fitting the factors to the data")
+        data_aware = _fit_to_data(
+            tensor, W, state, config, refine_data, refine_samples, refine_iterations, seed
+        )
+        with torch.no_grad():
+            final_error = float(torch.linalg.norm(tensor.full() - W) / torch.linalg.norm(W))
     net = _net_without_blocks(state, config, device)
     params_before = state_spec(config).n_params
     tnet = TNet(net, tensor, forward=forward)
@@ -157,7 +177,7 @@ def convert(
         params_before=params_before,
         params_after=params_after,
         compression_ratio=params_before / params_after,
-        relative_error=float(result.relative_error),
+        relative_error=final_error if data_aware else float(result.relative_error),
         refine=refine,
         errors=[float(e) for e in errors],
         notes=list(resolved.notes),
@@ -166,6 +186,7 @@ def convert(
         dtype=str(W.dtype).removeprefix("torch."),
         target=choice.target if choice else None,
         predicted_error=_finite_or_none(choice.predicted_error) if choice else None,
+        data_aware=data_aware,
     )
     summary.seconds = time.perf_counter() - start
     tnet.meta = {"architecture": _architecture(config), "summary": summary.to_dict()}
@@ -176,6 +197,31 @@ def convert(
         summary.compression_ratio,
     )
     return tnet
+
+
+def _fit_to_data(tensor, W, state, config, data, samples, iterations, seed) -> dict:
+    """Data-aware refinement of ``tensor`` in place; its report, with W's error before."""
+    from torch.utils.data import DataLoader
+
+    from tcompress.data import make_dataset
+
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise TcompressError(f"refine_samples is {samples!r}; expected a whole number >= 1")
+    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
+        raise TcompressError(f"refine_iterations is {iterations!r}; expected a whole number >= 1")
+    with torch.no_grad():
+        weight_error = float(torch.linalg.norm(tensor.full() - W) / torch.linalg.norm(W))
+    dense = StackedHourglass(**config.to_dict()).to(W.device)
+    dense.load_state_dict({k: v.to(W.device) for k, v in state.items()})
+    if isinstance(data, str | os.PathLike):
+        data = DataLoader(make_dataset(data, "train", n=samples, seed=seed), batch_size=16)
+    stats = block_statistics(dense, data, max_images=samples, seed=seed)
+    # Fit in float32 even for half-precision weights; the factors go back to their own dtype.
+    dtype = next(tensor.parameters()).dtype
+    work = tensor.float() if dtype not in (torch.float32, torch.float64) else tensor
+    report = refine_to_data(work, W, stats, iterations=iterations)
+    work.to(dtype)
+    return dict(report.to_dict(), weight_error_before=weight_error)
 
 
 def _finite_or_none(value: float) -> float | None:

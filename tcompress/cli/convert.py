@@ -48,6 +48,21 @@ from tcompress.cli import handle_errors, main
     help="Tucker: HOOI sweeps after the HOSVD; CP: ALS sweeps [CP default: 25].",
 )
 @click.option(
+    "--refine-data",
+    default=None,
+    metavar="DATA",
+    help="Fit the factors so that every block convolution's output on these images stays close "
+    "to the original's (data-aware refinement): 'synthetic', an image folder or an MPII-style "
+    "set; labels are not used.",
+)
+@click.option(
+    "--refine-samples",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Images read from --refine-data.",
+)
+@click.option(
     "--forward",
     "forward",
     type=click.Choice(["reconstructed", "factorized"]),
@@ -67,7 +82,19 @@ from tcompress.cli import handle_errors, main
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @handle_errors
 def convert(
-    checkpoint, method, ranks, ratio, energy, refine, forward, device, output, force, as_json
+    checkpoint,
+    method,
+    ranks,
+    ratio,
+    energy,
+    refine,
+    refine_data,
+    refine_samples,
+    forward,
+    device,
+    output,
+    force,
+    as_json,
 ):
     """Convert a dense stacked-hourglass CHECKPOINT into a T-Net.
 
@@ -106,6 +133,8 @@ def convert(
             ratio=ratio,
             energy=energy,
             refine=refine,
+            refine_data=refine_data,
+            refine_samples=refine_samples,
             forward=forward,
             device=device,
             progress=lambda phase: status.update(phase),

@@ -91,6 +91,14 @@ def print_summary(console: Console, summary: dict, out: str | None = None) -> No
     if len(errors) > 1 and summary["method"] == "tucker":
         line += f" (HOSVD {errors[0]:.4g} -> after HOOI {errors[-1]:.4g})"
     console.print(line)
+    fit = summary.get("data_aware")
+    if fit:
+        console.print(
+            f"data-aware refinement on {fit['images']} images: block output error "
+            f"{fit['error_before']:.4g} -> [bold]{fit['error_after']:.4g}[/bold] "
+            f"(||W - W_hat|| / ||W|| was {fit['weight_error_before']:.4g}), "
+            f"{fit['seconds']:.1f} s"
+        )
     for note in summary.get("notes") or []:
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(f"time: {summary['seconds']:.2f} s")
