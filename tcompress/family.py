@@ -179,7 +179,7 @@ def pattern_family(model: nn.Module, pattern: str) -> KernelFamily:
         if _geometry(conv) == chosen
     }
     values = [_ordered(cell[k] for cell in cells) for k in range(len(modes))]
-    values, dropped = _full_grid(cells, values)
+    values, dropped = _full_grid(cells, values, modes)
     left_out += [f"{cells[cell]} (outside the full grid: {why})" for cell, why in dropped]
     members = []
     for index in _row_major([len(v) for v in values]):
@@ -235,7 +235,7 @@ def _row_major(grid: Sequence[int]) -> list[tuple[int, ...]]:
     return indices
 
 
-def _full_grid(cells: Mapping[tuple, str], values: list[list[str]]):
+def _full_grid(cells: Mapping[tuple, str], values: list[list[str]], modes: Sequence[str]):
     """Remove mode values until every cell of the grid holds a kernel; (values, dropped cells
     with the reason)."""
     values = [list(v) for v in values]
@@ -257,7 +257,7 @@ def _full_grid(cells: Mapping[tuple, str], values: list[list[str]]):
         values[k].remove(value)
         for c in present:
             if c[k] == value:
-                dropped.append((c, f"{value!r} of mode {k + 1} lacks kernels in the grid"))
+                dropped.append((c, f"{modes[k]} {value!r} lacks kernels of the family's shape"))
 
 
 def tensorize(net: nn.Module, family: KernelFamily) -> nn.Module:
