@@ -415,3 +415,26 @@ def test_partial_public_checkpoint_names_what_is_missing():
         tcompress.convert(state)
     with pytest.raises(CheckpointError, match=r"other known layouts: BearpawHourglass"):
         tcompress.convert({"fc.weight": torch.zeros(2, 2)})
+
+
+@pytest.mark.parametrize("layout", [pytest.param("bearpaw", marks=pytest.mark.slow), "posenet"])
+def test_finetune_and_evaluate_accept_converted_public_layouts(tmp_path, layout):
+    from click.testing import CliRunner
+
+    from tcompress.cli import main
+
+    state, _, _ = (bearpaw_case if layout == "bearpaw" else posenet_case)(1)
+    tnet = tcompress.convert(
+        state, "tucker", (1, 2, 2, 2 if layout == "bearpaw" else 1, 3, 3, 3, 3)
+    )
+    tcompress.save(tnet, tmp_path / "t.pt")
+    args = ["finetune", str(tmp_path / "t.pt"), "--data", "synthetic", "--steps", "2"]
+    args += ["--batch-size", "2", "--image-size", "64", "--eval-samples", "2"]
+    r = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "ft.pt"), "--json"])
+    assert r.exit_code == 0, r.output
+    tuned = tcompress.load(tmp_path / "ft.pt")
+    assert type(tuned.net) is type(tnet.net)
+    r = CliRunner().invoke(
+        main, ["evaluate", str(tmp_path / "ft.pt"), "--n", "2", "--image-size", "64", "--json"]
+    )
+    assert r.exit_code == 0, r.output
