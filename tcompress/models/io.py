@@ -86,15 +86,14 @@ def model_io(model: nn.Module) -> ModelIO:
     )
 
 
-def to_model_input(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Channels-first ``images`` (N, C, H, W) in the layout ``model`` takes."""
-    return images.permute(0, 2, 3, 1) if model_io(model).channels_last else images
-
-
 def heatmaps_of(model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-    """Run ``model`` on channels-first ``images``; its outputs as a list of (N, J, h, w)."""
-    io = model_io(model)
-    out = model(images.permute(0, 2, 3, 1) if io.channels_last else images)
-    if io.stacked_output:
+    """Run ``model`` on channels-first ``images``; its outputs as a list of (N, J, h, w).
+
+    A network without an ``io`` attribute is called as it is (channels first; a list of
+    heatmaps, or one tensor taken as the only stack)."""
+    io = getattr(unwrap(model), "io", None)
+    channels_last = isinstance(io, ModelIO) and io.channels_last
+    out = model(images.permute(0, 2, 3, 1) if channels_last else images)
+    if isinstance(io, ModelIO) and io.stacked_output:
         return list(out.unbind(1))
     return list(out) if isinstance(out, list | tuple) else [out]
