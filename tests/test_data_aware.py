@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from tcompress import convert
 from tcompress.cli import main
+from tcompress.models import StackedHourglass
 from tcompress.serialize import load
 from tcompress.stacking import stack_hourglass
 from tcompress.train.data_aware import block_statistics, output_error, refine_to_data
@@ -15,6 +16,10 @@ from tcompress.train.data_aware import block_statistics, output_error, refine_to
 from .conftest import make_hourglass, outputs, scaled_error
 
 RANKS = "1,2,2,2,4,4,2,2"
+NAMES = [
+    StackedHourglass.block_key(index)[: -len(".weight")]
+    for index, _ in make_hourglass().block_convs()
+]
 
 
 def images(n=4, size=32, seed=3):
@@ -24,7 +29,7 @@ def images(n=4, size=32, seed=3):
 def test_objective_is_the_measured_normalised_output_error(hourglass):
     x = images()
     # 16x16 maps at the outer level: 256 positions per image, all of them used.
-    stats = block_statistics(hourglass, [x[:2], x[2:]], positions=10**6)
+    stats = block_statistics(hourglass, NAMES, [x[:2], x[2:]], positions=10**6)
     W = stack_hourglass(hourglass.state_dict(), hourglass.config)
     W_hat = W + 0.05 * torch.randn(W.shape, generator=torch.Generator().manual_seed(0))
     error, total = output_error(W_hat, W, stats)
@@ -57,7 +62,7 @@ def test_objective_is_the_measured_normalised_output_error(hourglass):
 
 
 def test_scales_are_the_batchnorms_after_each_conv(hourglass):
-    stats = block_statistics(hourglass, [images(2)])
+    stats = block_statistics(hourglass, NAMES, [images(2)])
     bn = hourglass.hourglasses[1].levels[0].down.bns[1]
     layer = [index for index, _ in hourglass.block_convs()].index((1, 0, 1, 1))
     expected = bn.weight / torch.sqrt(bn.running_var + bn.eps)
@@ -67,7 +72,7 @@ def test_scales_are_the_batchnorms_after_each_conv(hourglass):
 
 @pytest.mark.parametrize("method,ranks", [("tucker", RANKS), ("mps", "2,3,4,6,6,3,3"), ("cp", "6")])
 def test_refinement_lowers_the_output_error_for_every_method(hourglass, method, ranks):
-    stats = block_statistics(hourglass, [images()])
+    stats = block_statistics(hourglass, NAMES, [images()])
     W = stack_hourglass(hourglass.state_dict(), hourglass.config)
     tnet = convert(hourglass, method, ranks)
     report = refine_to_data(tnet.tensor, W, stats, iterations=30)

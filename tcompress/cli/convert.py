@@ -70,6 +70,20 @@ from tcompress.cli import handle_errors, main
     show_default=True,
     help="Forward form the saved T-Net uses by default.",
 )
+@click.option(
+    "--arch",
+    default=None,
+    metavar="MODULE:FACTORY",
+    help="For a network of another layout: a function (importable, no arguments) that builds "
+    "the dense network the checkpoint loads into. Needs --family.",
+)
+@click.option(
+    "--family",
+    default=None,
+    metavar="PATTERN",
+    help="With --arch: module names of the convolutions to stack, whose {named} parts become "
+    "the leading modes, e.g. 'layer{stage}.{block}.conv{conv}' ('*' matches within a part).",
+)
 @click.option("--device", default="cpu", show_default=True, help="Where to decompose (cpu, cuda).")
 @click.option(
     "--output",
@@ -91,14 +105,18 @@ def convert(
     refine_data,
     refine_samples,
     forward,
+    arch,
+    family,
     device,
     output,
     force,
     as_json,
 ):
-    """Convert a dense stacked-hourglass CHECKPOINT into a T-Net.
+    """Convert a dense CHECKPOINT into a T-Net.
 
-    The architecture is read off the checkpoint's keys; the file is loaded with
+    Stacked hourglasses of tcompress, of bearpaw/pytorch-pose (hg) and of princeton-vl
+    (PoseNet) are recognised from the keys (module. and model.module. prefixes, wrapped
+    dicts); any other network needs --arch and --family. The file is loaded with
     weights_only=True, so nothing in it can run.
 
     \b
@@ -110,6 +128,8 @@ def convert(
       tcompress convert hg.pth --ratio 4 --ranks stack=1 --method tucker -o tnet.pt
       tcompress convert hg.pth --method mps --energy 0.9 -o tnet-mps.pt
       tcompress convert hg.pth --method cp --ranks 512 -o tnet-cp.pt
+      tcompress convert resnet.pth --arch mymodels:resnet \\
+          --family 'layer{stage}.{block}.conv{conv}' --ranks conv=1,f_in=32 -o tnet.pt
     """
     from tcompress.checkpoint import check_output
     from tcompress.cli.render import print_json, print_summary, quiet_status, stderr, stdout
@@ -136,6 +156,8 @@ def convert(
             refine_data=refine_data,
             refine_samples=refine_samples,
             forward=forward,
+            arch=arch,
+            family=family,
             device=device,
             progress=lambda phase: status.update(phase),
         )

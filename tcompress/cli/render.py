@@ -75,7 +75,8 @@ def print_summary(console: Console, summary: dict, out: str | None = None) -> No
         init += f" ({len(summary.get('errors') or [])} sweeps), rank {summary['ranks'][0]}"
     elif summary.get("refine"):
         init += f" + {summary['refine']} HOOI sweep(s)"
-    console.print(f"[bold]T-Net[/bold] {method}, initialised by {init}")
+    architecture = summary.get("architecture") or "StackedHourglass"
+    console.print(f"[bold]T-Net[/bold] of a {architecture}: {method}, initialised by {init}")
     if summary.get("target"):
         bound = summary.get("predicted_error")
         console.print(
@@ -101,6 +102,14 @@ def print_summary(console: Console, summary: dict, out: str | None = None) -> No
         )
     for note in summary.get("notes") or []:
         console.print(f"[yellow]note:[/yellow] {note}")
+    left_out = summary.get("left_out") or []
+    if left_out:
+        console.print(
+            f"[yellow]{len(left_out)} matching convolution(s) left dense[/yellow] "
+            "(not in the tensor; counted in the figures):"
+        )
+        for entry in left_out:
+            console.print(f"  {entry}")
     console.print(f"time: {summary['seconds']:.2f} s")
     if out:
         console.print(f"wrote {out}")

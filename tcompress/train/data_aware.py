@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from tcompress.models import StackedHourglass
+from tcompress.models.io import heatmaps_of
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ class DataAwareReport:
 
 
 def block_statistics(
-    model: StackedHourglass,
+    model: nn.Module,
+    conv_names: Sequence[str],
     batches: Iterable[torch.Tensor | dict],
     *,
     max_images: int | None = None,
@@ -85,7 +87,9 @@ def block_statistics(
     Parameters
     ----------
     model
-        The dense hourglass the T-Net came from (in evaluation mode during the pass).
+        The dense network the T-Net came from (in evaluation mode during the pass).
+    conv_names
+        The convolutions stacked into W, in W's row-major order (``KernelFamily.names``).
     batches
         Image batches, or dicts with an ``"image"`` entry; labels are not used.
     max_images
@@ -97,10 +101,10 @@ def block_statistics(
     progress
         Called with the number of images seen so far.
     """
-    convs = list(model.block_convs())
-    device = convs[0][1].weight.device
+    convs = [model.get_submodule(name) for name in conv_names]
+    device = convs[0].weight.device
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    size = convs[0][1].weight[0].numel()
+    size = convs[0].weight[0].numel()
     moments = torch.zeros(len(convs), size, size, dtype=torch.float64, device=device)
     counts = [0] * len(convs)
 
@@ -118,7 +122,7 @@ def block_statistics(
 
         return gather
 
-    handles = [conv.register_forward_hook(hook(i, conv)) for i, (_, conv) in enumerate(convs)]
+    handles = [conv.register_forward_hook(hook(i, conv)) for i, conv in enumerate(convs)]
     was_training = model.training
     model.eval()
     seen = 0
@@ -128,7 +132,7 @@ def block_statistics(
                 images = batch["image"] if isinstance(batch, dict) else batch
                 if max_images is not None:
                     images = images[: max_images - seen]
-                model(images.to(device))
+                heatmaps_of(model, images.to(device))
                 seen += images.shape[0]
                 if progress is not None:
                     progress(seen)
@@ -142,10 +146,37 @@ def block_statistics(
         raise ValueError("batches gave no images; data-aware refinement needs at least one")
     moments /= torch.tensor(counts, dtype=torch.float64, device=device)[:, None, None]
     scales = []
-    for index, _ in convs:
-        bn = model.get_submodule(StackedHourglass.block_key(index).replace(".convs.", ".bns.")[:-7])
-        scales.append(bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps))
+    for name, conv in zip(conv_names, convs):
+        bn = batchnorm_after(model, name)
+        if bn is None or bn.running_var is None:
+            scales.append(torch.ones(conv.out_channels, device=device))
+        else:
+            gamma = bn.weight.detach() if bn.affine else 1.0
+            scales.append(gamma / torch.sqrt(bn.running_var + bn.eps))
     return BlockStatistics(moments.float(), torch.stack(scales).float(), seen)
+
+
+def batchnorm_after(model: nn.Module, conv_name: str) -> nn.BatchNorm2d | None:
+    """The BatchNorm that directly follows the convolution ``conv_name`` in ``model``, if any:
+    ``bns[i]`` after ``convs[i]`` of a basic block, a pair a module declares in its
+    ``bn_after_conv``, or the next module of an ``nn.Sequential``."""
+    parts = conv_name.split(".")
+    for cut in range(len(parts) - 1, -1, -1):
+        parent = model.get_submodule(".".join(parts[:cut]))
+        rest = ".".join(parts[cut:])
+        for conv, bn in getattr(parent, "bn_after_conv", ()):
+            if conv == rest:
+                found = parent.get_submodule(bn)
+                return found if isinstance(found, nn.modules.batchnorm._BatchNorm) else None
+    parent = model.get_submodule(".".join(parts[:-1]))
+    if parts[-2:-1] == ["convs"] and hasattr(model.get_submodule(".".join(parts[:-2])), "bns"):
+        return model.get_submodule(".".join([*parts[:-2], "bns", parts[-1]]))
+    if isinstance(parent, nn.Sequential):
+        children = list(parent)
+        i = next(k for k, child in enumerate(children) if child is model.get_submodule(conv_name))
+        if i + 1 < len(children) and isinstance(children[i + 1], nn.BatchNorm2d):
+            return children[i + 1]
+    return None
 
 
 def output_error(
