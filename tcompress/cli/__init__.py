@@ -41,6 +41,7 @@ def main() -> None:
 
 from tcompress.cli import analyze as _analyze  # noqa: E402,F401
 from tcompress.cli import bench as _bench  # noqa: E402,F401
+from tcompress.cli import compare as _compare  # noqa: E402,F401
 from tcompress.cli import convert as _convert  # noqa: E402,F401  (registers commands)
 from tcompress.cli import demo as _demo  # noqa: E402,F401
 from tcompress.cli import evaluate as _evaluate  # noqa: E402,F401

@@ -135,6 +135,9 @@ class PCKAccumulator:
         MPII ones, else none.
     name
         Metric name carried into the result (``"PCKh"``, ``"PCK"``).
+    keep_samples
+        Also keep, per sample, the hits and visible counts over the joints of the mean
+        (``sample_hits``, ``sample_counts``), for confidence intervals by resampling images.
     """
 
     def __init__(
@@ -145,6 +148,7 @@ class PCKAccumulator:
         *,
         mean_excludes: Sequence[str] | None = None,
         name: str = "PCKh",
+        keep_samples: bool = False,
     ) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
             raise EvaluationError(f"threshold {threshold!r}; expected a positive number")
@@ -174,6 +178,7 @@ class PCKAccumulator:
         self.joint_names = names
         self.mean_excludes = excludes
         self.name = str(name)
+        self.keep_samples = bool(keep_samples)
         self.reset()
 
     @property
@@ -185,6 +190,18 @@ class PCKAccumulator:
         self.hits = torch.zeros(self.n_joints, dtype=torch.int64)
         self.counts = torch.zeros(self.n_joints, dtype=torch.int64)
         self.n_samples = 0
+        self._sample_hits: list[Tensor] = []
+        self._sample_counts: list[Tensor] = []
+
+    @property
+    def sample_hits(self) -> Tensor:
+        """(N,) hits over the mean's joints of every sample seen (``keep_samples=True``)."""
+        return torch.cat(self._sample_hits) if self._sample_hits else torch.zeros(0, dtype=int)
+
+    @property
+    def sample_counts(self) -> Tensor:
+        """(N,) visible joints counted in the mean, per sample (``keep_samples=True``)."""
+        return torch.cat(self._sample_counts) if self._sample_counts else torch.zeros(0, dtype=int)
 
     def update(self, pred, joints, visible, normalizer) -> None:
         """Add a batch.
@@ -232,6 +249,10 @@ class PCKAccumulator:
         self.hits += hit.sum(dim=0)
         self.counts += visible.sum(dim=0)
         self.n_samples += int(used.sum())
+        if self.keep_samples:
+            kept = torch.tensor([s not in self.mean_excludes for s in self.joint_names])
+            self._sample_hits.append(hit[:, kept].sum(dim=1))
+            self._sample_counts.append(visible[:, kept].sum(dim=1))
 
     def merge(self, other: PCKAccumulator) -> PCKAccumulator:
         """Add another accumulator's counts (same threshold, joints, name); returns ``self``."""

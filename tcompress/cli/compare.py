@@ -1,0 +1,211 @@
+"""``tcompress compare``: every compression method at every ratio, fine-tuned alike."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from tcompress.cli import handle_errors, main
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}; expected comma-separated numbers such as 1.5,2,3.7"
+        ) from None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}; expected comma-separated integers such as 0,1,2"
+        ) from None
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    default="synthetic",
+    show_default=True,
+    help="Labelled data: 'synthetic' or an MPII-style set (its validation split is held out).",
+)
+@click.option(
+    "--ratios", default="1.5,2,3.7,5", show_default=True, help="Whole-network compression ratios."
+)
+@click.option(
+    "--methods",
+    default="tucker,mps,layerwise-tucker,layerwise-cp,tai,trimmed",
+    show_default=True,
+    help="tucker, mps, cp (T-Nets), layerwise-tucker, "
+    "layerwise-cp, tai, and trimmed (fewer features, trained from scratch).",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Fine-tuning steps, the same for every method.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-4, show_default=True)
+@click.option(
+    "--seeds",
+    default="0,1,2",
+    show_default=True,
+    help="Fine-tuning seeds (data order); the accuracy is their mean.",
+)
+@click.option("--val-samples", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option(
+    "--recalibrate",
+    type=click.IntRange(min=0),
+    default=256,
+    show_default=True,
+    help="Images for BatchNorm re-estimation after conversion.",
+)
+@click.option(
+    "--refine-data",
+    is_flag=True,
+    help="Fit the T-Nets' factors to the data before fine-tuning (data-aware).",
+)
+@click.option("--image-size", type=click.IntRange(min=16), default=256, show_default=True)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Resamples of the held-out images for the 95% intervals.",
+)
+@click.option(
+    "--onnx-repeats",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Timed ONNX Runtime rounds per exported model.",
+)
+@click.option("--device", default="cpu", show_default=True)
+@click.option(
+    "--output-dir",
+    "-o",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where compare.json, compare.png and the ONNX files go "
+    "[default: CHECKPOINT's name + .compare].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@handle_errors
+def compare(
+    checkpoint,
+    data,
+    ratios,
+    methods,
+    steps,
+    batch_size,
+    lr,
+    seeds,
+    val_samples,
+    recalibrate,
+    refine_data,
+    image_size,
+    bootstrap,
+    onnx_repeats,
+    device,
+    output_dir,
+    as_json,
+):
+    """Does one tensor for the whole network beat decomposing each layer? Converts CHECKPOINT
+    with every method at every ratio, re-estimates BatchNorm, fine-tunes each model with the same
+    budget from every seed, and reports PCKh@0.5 before and after with 95% bootstrap intervals
+    (paired: the same resampled images for every row), parameters, and the ONNX speed-up of the
+    factorized form over the uncompressed model.
+
+    \b
+    Examples:
+      tcompress compare hg.pth --ratios 2,3 --methods tucker,layerwise-cp --steps 50
+      tcompress compare hg.pth --data mpii/ --steps 500 --seeds 0,1,2 -o comparison/
+    """
+
+    from tcompress.checkpoint import atomic_write
+    from tcompress.cli.render import print_json, quiet_status, stderr, stdout
+    from tcompress.compare import CompareSettings, plot_comparison
+    from tcompress.compare import compare as run_compare
+
+    settings = CompareSettings(
+        ratios=_floats(ratios),
+        methods=tuple(m.strip() for m in methods.split(",")),
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seeds=_ints(seeds),
+        val_samples=val_samples,
+        recalibrate=recalibrate,
+        refine_data=refine_data,
+        image_size=image_size,
+        bootstrap=bootstrap,
+        onnx_repeats=onnx_repeats,
+    )
+    out_dir = output_dir or checkpoint.with_name(checkpoint.name + ".compare")
+    status = quiet_status() if as_json else stderr().status("Comparing", spinner="dots")
+    with status:
+        report = run_compare(
+            checkpoint, data, settings, out_dir=out_dir, device=device, progress=status.update
+        )
+    json_path, png_path = out_dir / "compare.json", out_dir / "compare.png"
+    text = json.dumps(report.to_dict(), indent=1)
+    atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
+    try:
+        plot_comparison(report, png_path)
+        figure = str(png_path)
+    except ImportError:
+        figure = None
+    if as_json:
+        print_json(dict(report.to_dict(), json=str(json_path), png=figure))
+        return
+    console = stdout()
+    console.print(comparison_table(report.to_dict()))
+    console.print(f"wrote {json_path}" + (f" and {png_path}" if figure else ""))
+    if figure is None:
+        console.print(
+            "[yellow]note:[/yellow] no figure: matplotlib is not installed "
+            "(pip install 'tcompress[plot]')"
+        )
+
+
+def comparison_table(report: dict):
+    """One row per method and ratio: ranks, parameters, ratio, PCKh before and after fine-tuning
+    (95% interval), ONNX speed-up."""
+    from rich.table import Table
+
+    s = report["settings"]
+    table = Table(
+        title=f"PCKh@0.5 on {s['val_samples']} held-out images; fine-tuning {s['steps']} steps x "
+        f"{s['batch_size']}, mean of {len(s['seeds'])} seeds [95% interval]",
+        title_justify="left",
+    )
+    for column in ("method", "target", "ranks", "params", "ratio", "before", "after", "ONNX"):
+        table.add_column(column, justify="left" if column in ("method", "ranks") else "right")
+
+    def pck(a):
+        return "-" if a is None else f"{a['mean']:.1f} [{a['low']:.1f}, {a['high']:.1f}]"
+
+    for r in report["rows"]:
+        if r["error"]:
+            table.add_row(r["method"], f"{r['target']:g}x", f"[red]{r['error']}[/red]", *[""] * 5)
+            continue
+        table.add_row(
+            r["method"],
+            "-" if r["target"] is None else f"{r['target']:g}x",
+            "-" if r["ranks"] is None else ",".join(map(str, r["ranks"])),
+            f"{r['params']:,}",
+            f"{r['ratio']:.2f}x",
+            pck(r["before"]),
+            pck(r["after"]),
+            "-" if r["onnx_speedup"] is None else f"{r['onnx_speedup']:.2f}x ({r['onnx_form']})",
+        )
+    return table

@@ -1,0 +1,386 @@
+"""Compression methods side by side on one model: the paper's comparison in miniature.
+
+For every compression ratio and every method, :func:`compare` converts the model (the ranks chosen
+by ``ratio``), re-estimates its BatchNorm statistics, evaluates it, fine-tunes it with the same
+budget from several seeds and evaluates it again; the uncompressed model gets the same fine-tuning
+and a network trimmed to the same size (fewer features) is trained from scratch with it. Every
+model is evaluated on the same held-out images, so accuracies are compared *paired*: confidence
+intervals come from one set of bootstrap resamples of those images, shared by every row, and the
+seeds are averaged inside each resample.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from tcompress.errors import TcompressError
+
+log = logging.getLogger(__name__)
+
+TNET_METHODS = ("tucker", "mps", "cp")
+#: Methods ``compare`` knows: the converters' methods and ``trimmed`` (a narrower hourglass
+#: trained from scratch with the same budget).
+COMPARE_METHODS = (*TNET_METHODS, "layerwise-tucker", "layerwise-cp", "tai", "trimmed")
+DEFAULT_METHODS = ("tucker", "mps", "layerwise-tucker", "layerwise-cp", "tai", "trimmed")
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """What :func:`compare` runs. Every method gets the same fine-tuning: ``steps`` RMSprop steps
+    of ``batch_size`` images at learning rate ``lr`` (milestones at 60% and 85%), after BatchNorm
+    re-estimation on ``recalibrate`` training images, once per seed."""
+
+    ratios: tuple[float, ...] = (1.5, 2.0, 3.7, 5.0)
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    steps: int = 100
+    batch_size: int = 16
+    lr: float = 5e-4
+    seeds: tuple[int, ...] = (0, 1, 2)
+    val_samples: int = 500
+    recalibrate: int = 256
+    refine_data: bool = False
+    image_size: int = 256
+    bootstrap: int = 1000
+    onnx_repeats: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.ratios or any(not (r > 1) or not math.isfinite(r) for r in self.ratios):
+            raise TcompressError(f"ratios {list(self.ratios)!r}; expected numbers above 1")
+        unknown = [m for m in self.methods if m not in COMPARE_METHODS]
+        if not self.methods or unknown:
+            raise TcompressError(
+                f"methods {list(self.methods)!r}; expected some of {', '.join(COMPARE_METHODS)}"
+            )
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise TcompressError(f"seeds {list(self.seeds)!r}; expected distinct integers")
+        for name in ("steps", "batch_size", "val_samples", "image_size", "bootstrap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TcompressError(f"{name} is {value!r}; expected a whole number >= 1")
+        if self.image_size % 4:
+            raise TcompressError(f"image_size is {self.image_size}; expected a multiple of 4")
+        if not self.lr > 0:
+            raise TcompressError(f"lr is {self.lr!r}; expected a positive number")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Accuracy:
+    """PCKh@0.5 in percent: the value on the whole split (the mean over seeds after
+    fine-tuning), its 95% bootstrap interval, and each seed's value."""
+
+    mean: float
+    low: float
+    high: float
+    seeds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class CompareRow:
+    method: str
+    target: float | None  # the ratio asked for; None for the uncompressed model
+    ranks: list[int] | None
+    params: int
+    ratio: float
+    before: Accuracy | None  # converted and BatchNorm re-estimated, before fine-tuning
+    after: Accuracy | None
+    onnx_speedup: float | None = None  # uncompressed ONNX latency / this model's
+    onnx_form: str = "dense"  # the exported form timed (for T-Nets the faster of the two)
+    convert_seconds: float = 0.0
+    finetune_seconds: float = 0.0  # mean over seeds
+    error: str | None = None  # why the row could not be measured (e.g. an unreachable ratio)
+
+
+@dataclass
+class CompareReport:
+    settings: CompareSettings
+    checkpoint: str
+    params: int
+    rows: list[CompareRow]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {
+            "settings": self.settings.to_dict(),
+            "checkpoint": self.checkpoint,
+            "params": self.params,
+            "rows": [asdict(r) for r in self.rows],
+            "seconds": self.seconds,
+        }
+
+
+class _Materialized(Dataset):
+    """Every sample generated once and kept (repeated evaluations cost no rendering)."""
+
+    def __init__(self, data: Dataset) -> None:
+        self.items = [data[i] for i in range(len(data))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+
+def sample_hits(model: nn.Module, data: Dataset, batch_size: int = 16) -> tuple[torch.Tensor, ...]:
+    """Per-sample (hits, visible counts) over the PCKh mean's joints.
+
+    Shapes
+    ------
+    returns: (N,), (N,) for the N samples of ``data``, in order.
+    """
+    from tcompress.evaluation import PCKAccumulator, predict
+
+    device = next(model.parameters()).device
+    accumulator = PCKAccumulator(threshold=0.5, keep_samples=True)
+    for batch in DataLoader(data, batch_size=batch_size):
+        coords, _ = predict(model, batch["image"].to(device))
+        accumulator.update(coords.cpu(), batch["joints"], batch["visible"], batch["head_size"])
+    return accumulator.sample_hits, accumulator.sample_counts
+
+
+def bootstrap_accuracy(
+    hits: torch.Tensor, counts: torch.Tensor, resamples: torch.Tensor
+) -> Accuracy:
+    """PCKh and its 95% interval from per-seed, per-sample hits and shared image resamples.
+
+    Shapes
+    ------
+    hits: (seeds, N); counts: (N,); resamples: (B, N) image indices.
+    """
+    hits, counts = hits.double(), counts.double()
+    per_seed = 100 * hits.sum(1) / counts.sum()
+    drawn = 100 * hits[:, resamples].mean(0).sum(-1) / counts[resamples].sum(-1)  # (B,)
+    # A resample without a visible joint has no accuracy; it is left out.
+    low, high = torch.nanquantile(drawn, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return Accuracy(float(per_seed.mean()), float(low), float(high), per_seed.tolist())
+
+
+def trimmed_features(config, ratio: float) -> tuple[int, int]:
+    """(features, parameters) of the hourglass like ``config`` but narrower whose parameter
+    count is nearest ``params(config) / ratio`` on a log scale."""
+    from tcompress.models import StackedHourglass
+
+    def params(features: int) -> int:
+        with torch.device("meta"):
+            net = StackedHourglass(**{**config.to_dict(), "features": features})
+        return sum(p.numel() for p in net.parameters())
+
+    # The count is a quadratic in the width (kernels f x f, norms and biases f, heads f x J),
+    # so three counts give every other; the one returned is counted again.
+    f = config.features
+    if f < 4:
+        raise TcompressError(f"features is {f}; a trimmed network needs at least 4 to narrow")
+    x = torch.tensor([1.0, f / 2, f], dtype=torch.float64)
+    y = torch.tensor([params(int(v)) for v in (1, f // 2, f)], dtype=torch.float64)
+    x[1] = f // 2
+    coefficients = torch.linalg.solve(torch.stack((x**2, x, torch.ones(3, dtype=x.dtype)), 1), y)
+    target = float(y[2]) / ratio
+    widths = torch.arange(1, f, dtype=torch.float64)
+    counts = coefficients[0] * widths**2 + coefficients[1] * widths + coefficients[2]
+    best = int(widths[torch.argmin((counts.log() - math.log(target)).abs())])
+    return best, params(best)
+
+
+def compare(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike = "synthetic",
+    settings: CompareSettings | None = None,
+    *,
+    out_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    progress: Callable[[str], None] | None = None,
+) -> CompareReport:
+    """Convert, re-calibrate, fine-tune and evaluate ``checkpoint`` with every method at every
+    ratio of ``settings`` (see the module docstring); ONNX files and the fine-tuned models of the
+    first seed go to ``out_dir``.
+
+    A method that cannot reach a ratio (too coarse ranks) gets a row with ``error`` set instead
+    of stopping the comparison.
+    """
+    from tcompress.conversion import convert
+    from tcompress.data import make_dataset
+    from tcompress.export.bench import bench_onnx
+    from tcompress.export.onnx import export_onnx
+    from tcompress.models import StackedHourglass
+    from tcompress.serialize import load
+    from tcompress.train import TrainSettings, fit, recalibrate_batchnorm
+
+    settings = settings or CompareSettings()
+    say = progress or (lambda message: None)
+    start = time.perf_counter()
+    os.makedirs(out_dir, exist_ok=True)
+    size, heatmap = settings.image_size, settings.image_size // 4
+    original = load(checkpoint).to(device).eval()
+    if not isinstance(original, StackedHourglass):
+        raise TcompressError(
+            f"checkpoint '{os.fspath(checkpoint)}' is a {type(original).__name__}; compare takes "
+            "a dense tcompress StackedHourglass"
+        )
+    dense_params = sum(p.numel() for p in original.parameters())
+    say("Rendering the held-out split")
+    val = _Materialized(make_dataset(data, "val", size, heatmap, n=settings.val_samples))
+    train = make_dataset(data, "train", size, heatmap)
+    generator = torch.Generator().manual_seed(0)
+    resamples = torch.randint(len(val), (settings.bootstrap, len(val)), generator=generator)
+    dense_onnx = os.path.join(out_dir, "uncompressed.onnx")
+    export_onnx(original, dense_onnx, "dense", input_size=size)
+
+    def finetune(model: nn.Module, label: str) -> tuple[Accuracy, float]:
+        hits, seconds = [], []
+        for seed in settings.seeds:
+            say(f"{label}: fine-tuning, seed {seed}")
+            net = copy.deepcopy(model)
+            train_settings = TrainSettings(
+                steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr, seed=seed
+            )
+            seconds.append(fit(net, train, train_settings).seconds)
+            net.eval()
+            hits.append(sample_hits(net, val)[0])
+        return bootstrap_accuracy(torch.stack(hits), counts, resamples), sum(seconds) / len(seconds)
+
+    def accuracy(model: nn.Module) -> Accuracy:
+        return bootstrap_accuracy(sample_hits(model, val)[0][None], counts, resamples)
+
+    def recalibrated(model: nn.Module) -> nn.Module:
+        images = Subset(train, range(min(settings.recalibrate, len(train))))
+        if settings.recalibrate:
+            recalibrate_batchnorm(model, DataLoader(images, batch_size=settings.batch_size))
+        return model.eval()
+
+    def speedup(model: nn.Module, name: str, forms: Sequence[str]) -> tuple[float | None, str]:
+        """The ONNX speed-up of the fastest of ``forms`` over the uncompressed model."""
+        paths = []
+        for form in forms:
+            paths.append(os.path.join(out_dir, f"{name}-{form}.onnx"))
+            export_onnx(model, paths[-1], form, input_size=size)
+        measured = bench_onnx([dense_onnx, *paths], input_size=size, repeats=settings.onnx_repeats)
+        best = max(range(1, len(measured)), key=lambda i: measured[i].speedup)
+        return measured[best].speedup, forms[best - 1]
+
+    say("Evaluating the uncompressed model")
+    reference_hits, counts = sample_hits(original, val)
+    after, finetune_seconds = finetune(original, "uncompressed")
+    before = bootstrap_accuracy(reference_hits[None], counts, resamples)
+    rows = [
+        CompareRow(
+            "uncompressed",
+            None,
+            None,
+            dense_params,
+            1.0,
+            before,
+            after,
+            onnx_speedup=1.0,
+            finetune_seconds=finetune_seconds,
+        )
+    ]
+    for ratio in settings.ratios:
+        for method in settings.methods:
+            label = f"{method} at {ratio:g}x"
+            say(f"{label}: converting")
+            began = time.perf_counter()
+            try:
+                if method == "trimmed":
+                    features, params = trimmed_features(original.config, ratio)
+                    torch.manual_seed(settings.seeds[0])
+                    config = {**original.config.to_dict(), "features": features}
+                    model, ranks = StackedHourglass(**config).to(device), [features]
+                else:
+                    fit_data = settings.refine_data and method in TNET_METHODS
+                    model = convert(
+                        checkpoint,
+                        method=method,
+                        ratio=ratio,
+                        refine_data=data if fit_data else None,
+                        device=device,
+                    )
+                    ranks, params = list(model.summary["ranks"]), model.summary["params_after"]
+            except TcompressError as e:
+                rows.append(CompareRow(method, ratio, None, 0, math.nan, None, None, error=str(e)))
+                log.warning("%s: %s", label, e)
+                continue
+            converted = time.perf_counter() - began
+            say(f"{label}: re-estimating BatchNorm and evaluating")
+            model = recalibrated(model) if method != "trimmed" else model.eval()
+            before = accuracy(model)
+            after, finetune_seconds = finetune(model, label)
+            say(f"{label}: ONNX latency")
+            forms = {"trimmed": ("dense",), **dict.fromkeys(TNET_METHODS, ("factorized", "dense"))}
+            forms = forms.get(method, ("factorized",))
+            rows.append(
+                CompareRow(
+                    method,
+                    ratio,
+                    ranks,
+                    params,
+                    dense_params / params,
+                    before,
+                    after,
+                    *speedup(model, f"{method}-{ratio:g}x", forms),
+                    converted,
+                    finetune_seconds,
+                )
+            )
+    return CompareReport(
+        settings, os.fspath(checkpoint), dense_params, rows, time.perf_counter() - start
+    )
+
+
+def plot_comparison(report: CompareReport, path: str | os.PathLike) -> None:
+    """PCKh after fine-tuning against whole-network compression ratio, one line per method,
+    with the 95% intervals as error bars and the fine-tuned uncompressed model as a dashed
+    line. Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    reference = next((r for r in report.rows if r.method == "uncompressed" and r.after), None)
+    if reference is not None:
+        axes.axhline(reference.after.mean, color="black", linestyle="--", linewidth=1)
+        axes.axhspan(reference.after.low, reference.after.high, color="black", alpha=0.08)
+    for method in report.settings.methods:
+        rows = sorted(
+            (r for r in report.rows if r.method == method and r.after is not None),
+            key=lambda r: r.ratio,
+        )
+        if not rows:
+            continue
+        y = [r.after.mean for r in rows]
+        spread = [
+            [a - r.after.low for a, r in zip(y, rows)],
+            [r.after.high - a for a, r in zip(y, rows)],
+        ]
+        axes.errorbar([r.ratio for r in rows], y, yerr=spread, marker="o", capsize=3, label=method)
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
+    axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes.set_xticks(sorted({r.ratio for r in report.rows if r.after is not None and r.ratio > 1}))
+    axes.set_xlabel("whole-network compression ratio")
+    axes.set_ylabel("PCKh@0.5 after fine-tuning (%)")
+    s = report.settings
+    axes.set_title(
+        f"{s.steps} steps x {s.batch_size} images, {len(s.seeds)} seeds, "
+        f"{s.val_samples} held-out images (dashed: uncompressed, same fine-tuning)",
+        fontsize=9,
+    )
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
