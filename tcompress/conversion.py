@@ -16,10 +16,17 @@ from tcompress import __version__
 from tcompress.checkpoint import check_finite, read_checkpoint
 from tcompress.decompose import tensor_train, tucker
 from tcompress.decompose.cp import CP_ITERATIONS, cp_als
-from tcompress.errors import CheckpointError, TcompressError
-from tcompress.layouts import check_state_matches, infer_hourglass_config, state_spec
+from tcompress.errors import CheckpointError, RankError, TcompressError
+from tcompress.layerwise import LAYER_MODE_NAMES, LayerwiseNet
+from tcompress.layouts import check_state_matches, infer_hourglass_config, skeleton, state_spec
 from tcompress.models import HourglassConfig, StackedHourglass
-from tcompress.ranks import check_method, factorized_params, fixed_ranks, resolve_ranks
+from tcompress.ranks import (
+    LAYERWISE_METHODS,
+    check_method,
+    factorized_params,
+    fixed_ranks,
+    resolve_ranks,
+)
 from tcompress.stacking import MODE_NAMES, block_key_set, block_keys, stack_hourglass
 from tcompress.tnet import CPTensor, MPSTensor, TNet, TuckerTensor, tnet_skeleton
 
@@ -49,6 +56,7 @@ class ConversionSummary:
     dtype: str = "float32"
     target: str | None = None  # "ratio 4" / "energy 0.9" when the ranks were chosen from it
     predicted_error: float | None = None  # the bound the chosen ranks were picked by
+    layers: int | None = None  # layer-wise methods: how many block convolutions were decomposed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,8 +74,8 @@ def convert(
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
-) -> TNet:
-    """Convert a dense stacked hourglass into a T-Net.
+) -> TNet | LayerwiseNet:
+    """Convert a dense stacked hourglass into a T-Net, or into a layer-wise compressed network.
 
     Parameters
     ----------
@@ -75,7 +83,13 @@ def convert(
         A :class:`~tcompress.models.StackedHourglass`, its state_dict, or a checkpoint path (bare or
         wrapped state_dict; the architecture is read off the keys).
     method
-        ``"tucker"`` (HOSVD, optionally refined by HOOI) or ``"mps"`` (TT-SVD).
+        ``"tucker"`` (HOSVD, optionally refined by HOOI), ``"mps"`` (TT-SVD) or ``"cp"`` (ALS):
+        a T-Net. ``"layerwise-tucker"``, ``"layerwise-cp"`` or ``"tai"``: every block
+        convolution decomposed on its own (:mod:`tcompress.passes.layerwise`), a
+        :class:`~tcompress.layerwise.LayerwiseNet`; ``ranks`` are then per-layer ranks
+        (:func:`~tcompress.ranks.resolve_layer_ranks`), ``ratio`` picks the per-layer rank whose
+        whole-network ratio is nearest, ``refine`` counts HOOI (Tucker) or ALS (CP) sweeps per
+        layer, and ``forward`` does not apply.
     ranks
         Tucker: 8 ranks (``None``/``"full"`` entries keep a mode), a dict of named modes, or a
         string in the CLI's forms; MPS: 7 bond ranks or one for all. ``None`` keeps full ranks.
@@ -99,11 +113,15 @@ def convert(
 
     Returns
     -------
-    TNet
-        With ``tnet.summary`` (a :class:`ConversionSummary`) describing the conversion.
+    TNet or LayerwiseNet
+        With ``.summary`` (a :class:`ConversionSummary`, as a dict) describing the conversion.
     """
     start = time.perf_counter()
     progress = progress or (lambda phase: None)
+    if isinstance(method, str) and method.lower() in LAYERWISE_METHODS:
+        return _convert_layerwise(
+            model, method.lower(), ranks, refine, ratio, energy, seed, device, progress, start
+        )
     progress("Reading the checkpoint")
     state, config, source, sha256, where = _dense_state(model)
     with torch.no_grad():
@@ -178,6 +196,72 @@ def convert(
     return tnet
 
 
+def _convert_layerwise(
+    model, method, ranks, refine, ratio, energy, seed, device, progress, start
+) -> LayerwiseNet:
+    from tcompress.passes.layerwise import (
+        LayerwiseConfig,
+        block_kernel_shape,
+        choose_layer_ranks,
+        decompose_layers,
+    )
+
+    if energy is not None:
+        raise RankError(
+            f"an energy target applies to T-Nets (tucker, mps); give {method} --ranks or --ratio"
+        )
+    progress("Reading the checkpoint")
+    state, config, source, sha256, where = _dense_state(model)
+    check_finite({k: state[k] for _, k in block_keys(config)}, where)
+    dense = skeleton(config)
+    dense.load_state_dict(dict(state), strict=True, assign=True)
+    if device is not None:
+        dense = dense.to(device)
+    kernel_shape = block_kernel_shape(dense)
+    n_layers = len(block_keys(config))
+    params_before = state_spec(config).n_params
+    kernel_params = n_layers * math.prod(kernel_shape)
+    if ratio is not None:
+        if not (ranks is None or (isinstance(ranks, str) and ranks.strip().lower() == "full")):
+            raise RankError(
+                f"ranks {ranks!r} and ratio {ratio!r} both given; a layer-wise method takes "
+                "--ranks or --ratio (the same rank for every layer), not both"
+            )
+        progress("Choosing the ranks")
+        ranks = choose_layer_ranks(
+            method, kernel_shape, n_layers, params_before - kernel_params, ratio
+        )
+    layer_config = LayerwiseConfig(method, ranks, n_iter=refine, seed=seed)
+    progress(f"Decomposing {n_layers} block convolutions with {method}")
+    net, squared = decompose_layers(dense, layer_config)
+    norms = [float(conv.weight.detach().double().square().sum()) for _, conv in dense.block_convs()]
+    params_after = sum(p.numel() for p in net.parameters())
+    summary = ConversionSummary(
+        method=method,
+        ranks=list(net.ranks),
+        mode_names=list(LAYER_MODE_NAMES),
+        mode_sizes=list(kernel_shape),
+        tensor_params_before=kernel_params,
+        tensor_params_after=params_after - (params_before - kernel_params),
+        params_before=params_before,
+        params_after=params_after,
+        compression_ratio=params_before / params_after,
+        relative_error=math.sqrt(sum(squared) / max(sum(norms), 1e-300)),
+        refine=refine,
+        errors=[math.sqrt(e / max(n, 1e-300)) for e, n in zip(squared, norms)],
+        notes=net.meta.pop("notes", []),
+        source=source,
+        source_sha256=sha256,
+        dtype=str(next(iter(dense.block_convs()))[1].weight.dtype).removeprefix("torch."),
+        target=f"ratio {ratio:g}" if ratio is not None else None,
+        layers=n_layers,
+    )
+    summary.seconds = time.perf_counter() - start
+    net.meta = {"architecture": _architecture(config), "summary": summary.to_dict()}
+    log.info("converted with %s, ranks %s: %.2fx", method, summary.ranks, summary.compression_ratio)
+    return net
+
+
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -209,8 +293,11 @@ def _dense_state(model) -> tuple[dict, HourglassConfig, str | None, str | None, 
     if isinstance(model, StackedHourglass):
         state, config, source, sha256 = model.state_dict(), model.config, None, None
         where = "model"
-    elif isinstance(model, TNet):
-        raise CheckpointError("the model is already a T-Net; convert takes a dense hourglass")
+    elif isinstance(model, TNet | LayerwiseNet):
+        raise CheckpointError(
+            f"the model is already compressed ({type(model).__name__}); convert takes a dense "
+            "hourglass"
+        )
     elif isinstance(model, nn.Module):
         raise CheckpointError(
             f"model is a {type(model).__name__}; expected a tcompress StackedHourglass, "
@@ -223,8 +310,9 @@ def _dense_state(model) -> tuple[dict, HourglassConfig, str | None, str | None, 
         ckpt = read_checkpoint(model)
         if ckpt.is_tnet:
             raise CheckpointError(
-                f"checkpoint '{ckpt.path}' is already a tcompress T-Net; convert takes the "
-                "uncompressed hourglass it came from"
+                f"checkpoint '{ckpt.path}' is already compressed by tcompress (method "
+                f"{ckpt.payload.get('method')!r}); convert takes the uncompressed hourglass it "
+                "came from"
             )
         state, where, source, sha256 = ckpt.state_dict, ckpt.path, ckpt.path, ckpt.sha256
         config = infer_hourglass_config(state, where)

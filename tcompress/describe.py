@@ -7,6 +7,7 @@ import os
 
 from tcompress.checkpoint import check_finite, read_checkpoint
 from tcompress.layouts import dense_from_state
+from tcompress.ranks import LAYERWISE_METHODS
 from tcompress.serialize import from_payload
 from tcompress.stacking import MODE_NAMES, block_keys
 
@@ -21,7 +22,7 @@ def describe(path: str | os.PathLike) -> dict:
         summary["params_after"] = sum(p.numel() for p in tnet.parameters())
         return {
             "file": ckpt.path,
-            "kind": "tnet",
+            "kind": "layerwise" if payload["method"] in LAYERWISE_METHODS else "tnet",
             "sha256": ckpt.sha256,
             "tcompress_version": payload.get("tcompress_version"),
             "architecture": payload["architecture"],

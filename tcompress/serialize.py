@@ -7,6 +7,10 @@ The file is a dict of plain values and tensors::
      "method": "tucker", "ranks": [...], "mode_names": [...], "mode_sizes": [...],
      "forward": "reconstructed", "summary": {... conversion figures, source path and sha256 ...},
      "state_dict": {...}}
+
+A layer-wise compressed network (:class:`~tcompress.layerwise.LayerwiseNet`) is saved in the same
+format: its method (``layerwise-tucker``, ``layerwise-cp``, ``tai``) and per-layer ranks, with
+the block kernel's modes (f_out, f_in, h, w) as ``mode_names`` / ``mode_sizes``.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from torch import nn
 
 from tcompress import __version__
 from tcompress.checkpoint import check_finite, read_checkpoint, save_torch
-from tcompress.errors import CheckpointError
+from tcompress.errors import CheckpointError, TcompressError
+from tcompress.layerwise import LAYER_MODE_NAMES, LayerwiseNet, layerwise_skeleton
 from tcompress.layouts import StateSpec, check_state_matches, dense_from_state
 from tcompress.models import HourglassConfig
+from tcompress.ranks import LAYERWISE_METHODS, resolve_layer_ranks
 from tcompress.stacking import MODE_NAMES
 from tcompress.tnet import CPTensor, MPSTensor, TNet, TuckerTensor, tnet_skeleton
 
@@ -28,22 +34,25 @@ FORMAT = "tcompress.tnet"
 FORMAT_VERSION = 1
 
 
-def save(tnet: TNet, path: str | os.PathLike) -> None:
-    """Write ``tnet`` to ``path`` atomically (a temporary file renamed into place)."""
-    if not isinstance(tnet, TNet):
-        raise TypeError(f"save expects a TNet, got {type(tnet).__name__}")
+def save(tnet: TNet | LayerwiseNet, path: str | os.PathLike) -> None:
+    """Write a T-Net or a layer-wise compressed network to ``path`` atomically (a temporary file
+    renamed into place)."""
+    if not isinstance(tnet, TNet | LayerwiseNet):
+        raise TypeError(f"save expects a TNet or a LayerwiseNet, got {type(tnet).__name__}")
     save_torch(to_payload(tnet), path)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write a T-Net with :func:`save`, a dense hourglass as its plain state dict (atomically)."""
-    if isinstance(model, TNet):
+    """Write a compressed network with :func:`save`, a dense hourglass as its plain state dict
+    (atomically)."""
+    if isinstance(model, TNet | LayerwiseNet):
         save(model, path)
     else:
         save_torch({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
 
 
-def to_payload(tnet: TNet) -> dict:
+def to_payload(tnet: TNet | LayerwiseNet) -> dict:
+    layerwise = isinstance(tnet, LayerwiseNet)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -51,8 +60,8 @@ def to_payload(tnet: TNet) -> dict:
         "architecture": {"name": "StackedHourglass", "config": tnet.config.to_dict()},
         "method": tnet.method,
         "ranks": list(tnet.ranks),
-        "mode_names": list(MODE_NAMES),
-        "mode_sizes": list(tnet.tensor.shape),
+        "mode_names": list(LAYER_MODE_NAMES if layerwise else MODE_NAMES),
+        "mode_sizes": list(tnet.summary["mode_sizes"] if layerwise else tnet.tensor.shape),
         "forward": tnet.forward_form,
         "summary": dict(tnet.meta.get("summary", {})),
         "state_dict": {k: v.detach().cpu() for k, v in tnet.state_dict().items()},
@@ -73,7 +82,9 @@ def load(
 
     Returns
     -------
-    TNet for a T-Net file; :class:`~tcompress.models.StackedHourglass` for a dense checkpoint.
+    TNet for a T-Net file, :class:`~tcompress.layerwise.LayerwiseNet` for a layer-wise one (which
+    has one forward form, ``forward`` does not apply); :class:`~tcompress.models.StackedHourglass`
+    for a dense checkpoint.
     """
     ckpt = read_checkpoint(path)
     if not ckpt.is_tnet:
@@ -83,7 +94,7 @@ def load(
     return from_payload(ckpt.payload, ckpt.path, forward=forward).to(device)
 
 
-def from_payload(payload: dict, path: str, *, forward: str | None = None) -> TNet:
+def from_payload(payload: dict, path: str, *, forward: str | None = None) -> TNet | LayerwiseNet:
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -97,14 +108,30 @@ def from_payload(payload: dict, path: str, *, forward: str | None = None) -> TNe
         state = payload["state_dict"]
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"T-Net file '{path}' lacks its description ({e})") from None
-    net = tnet_skeleton(config)
-    tensor = _empty_tensor(method, shape, ranks, path)
-    tnet = TNet(net, tensor, forward=forward or payload.get("forward", "reconstructed"))
+    if method in LAYERWISE_METHODS:
+        _check_layer_ranks(method, ranks, shape, path)
+        tnet = layerwise_skeleton(config, method, ranks)
+    else:
+        tensor = _empty_tensor(method, shape, ranks, path)
+        forward = forward or payload.get("forward", "reconstructed")
+        tnet = TNet(tnet_skeleton(config), tensor, forward=forward)
     check_state_matches(StateSpec.of(tnet), state, path)
     check_finite(state, path)
     tnet.load_state_dict(state, strict=True, assign=True)
     tnet.meta = {"architecture": payload["architecture"], "summary": payload.get("summary", {})}
     return tnet
+
+
+def _check_layer_ranks(method: str, ranks: list[int], shape: list[int], path: str) -> None:
+    try:
+        fits = resolve_layer_ranks(ranks, method, shape).ranks == tuple(ranks)
+    except TcompressError:
+        fits = False
+    if not fits or len(shape) != 4:
+        raise CheckpointError(
+            f"T-Net file '{path}' has ranks {ranks} that do not fit method {method!r} on kernels "
+            f"of shape {tuple(shape)}"
+        )
 
 
 def _empty_tensor(method: str, shape: list[int], ranks: list[int], path: str):
@@ -118,4 +145,7 @@ def _empty_tensor(method: str, shape: list[int], ranks: list[int], path: str):
             return MPSTensor([torch.empty(bonds[k], d, bonds[k + 1]) for k, d in enumerate(shape)])
         if method == "cp" and len(ranks) == 1:
             return CPTensor(torch.empty(ranks[0]), [torch.empty(d, ranks[0]) for d in shape])
-    raise CheckpointError(f"T-Net file '{path}' has method {method!r}; expected tucker, mps or cp")
+    raise CheckpointError(
+        f"T-Net file '{path}' has method {method!r}; expected tucker, mps, cp, "
+        + ", ".join(LAYERWISE_METHODS)
+    )

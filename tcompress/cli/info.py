@@ -14,7 +14,7 @@ from tcompress.cli import handle_errors, main
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @handle_errors
 def info(file, as_json):
-    """Describe FILE: a dense stacked-hourglass checkpoint or a T-Net.
+    """Describe FILE: a dense stacked-hourglass checkpoint, a T-Net or a layer-wise network.
 
     \b
     Examples:
@@ -42,10 +42,13 @@ def info(file, as_json):
             f"({description['tensor_params']:,} entries)"
         )
         return
-    console.print(
-        f"T-Net saved by tcompress {description['tcompress_version']}, "
-        f"default forward form: {description['forward']}"
-    )
+    if description["kind"] == "layerwise":
+        console.print(f"layer-wise network saved by tcompress {description['tcompress_version']}")
+    else:
+        console.print(
+            f"T-Net saved by tcompress {description['tcompress_version']}, "
+            f"default forward form: {description['forward']}"
+        )
     source = description["summary"].get("source")
     if source:
         console.print(
