@@ -233,7 +233,7 @@ def _convert_layerwise(
         )
     layer_config = LayerwiseConfig(method, ranks, n_iter=refine, seed=seed)
     progress(f"Decomposing {n_layers} block convolutions with {method}")
-    net, squared = decompose_layers(dense, layer_config)
+    net, squared = decompose_layers(dense, layer_config, progress)
     norms = [float(conv.weight.detach().double().square().sum()) for _, conv in dense.block_convs()]
     params_after = sum(p.numel() for p in net.parameters())
     summary = ConversionSummary(

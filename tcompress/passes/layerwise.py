@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -74,9 +74,13 @@ class LayerwiseConfig:
 
 
 def decompose_layers(
-    model: StackedHourglass, config: LayerwiseConfig
+    model: StackedHourglass,
+    config: LayerwiseConfig,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[LayerwiseNet, list[float]]:
     """A copy of ``model`` with every block convolution replaced by its decomposed chain.
+
+    ``progress``, if given, is called with a short description before each layer.
 
     Returns
     -------
@@ -86,8 +90,11 @@ def decompose_layers(
     resolved = resolve_layer_ranks(config.ranks, config.method, kernel_shape)
     net = copy.deepcopy(model)
     squared = []
+    convs = list(net.block_convs())
     with torch.no_grad():
-        for (s, d, p, c), conv in list(net.block_convs()):
+        for i, ((s, d, p, c), conv) in enumerate(convs):
+            if progress is not None:
+                progress(f"Decomposing block convolution {i + 1}/{len(convs)} ({config.method})")
             layers = decompose_conv(conv, config.method, resolved.ranks, config)
             block = getattr(net.hourglasses[s].levels[d], PATHWAYS[p])
             block.convs[c] = layers
