@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from tcompress.ranks import tucker_params
-from tcompress.stacking import MODE_NAMES, stack_hourglass
 
 __all__ = ["Analysis", "SweepPoint", "analyze", "plot_analysis", "sweep_ranks"]
 
@@ -81,26 +80,28 @@ def analyze(
     points
         About how many ranks of a large mode are swept (small modes: every rank).
     """
-    from tcompress.conversion import _dense_state, convert
-    from tcompress.layouts import dense_from_state, state_spec
+    from tcompress.conversion import convert, read_source
+    from tcompress.layouts import dense_from_state
     from tcompress.rank_selection import mode_spectra
 
     say = progress or (lambda message: None)
     say("Reading the checkpoint")
-    state, config, *_ = _dense_state(model)
+    src = read_source(model)
+    state, mode_names = src.state, src.family.all_mode_names
     with torch.no_grad():
-        W = stack_hourglass(state, config)
+        W = src.family.stack(state)
     say("Computing the spectrum of every mode")
     spectra = mode_spectra(W)
     shape = list(W.shape)
     total = float(spectra[0].sum()) or 1.0
     energy = {
         name: [float(v) for v in (s.cumsum(0) / total).clamp(max=1.0)]
-        for name, s in zip(MODE_NAMES, spectra)
+        for name, s in zip(mode_names, spectra)
     }
-    params_before = state_spec(config).n_params
+    params_before = src.params_before
     other = params_before - W.numel()
-    result = Analysis(config.to_dict(), list(MODE_NAMES), shape, params_before, W.numel(), energy)
+    config = dict(src.architecture["config"])
+    result = Analysis(config, list(mode_names), shape, params_before, W.numel(), energy)
     val = None
     if data is not None:
         from tcompress.data import make_dataset
@@ -110,7 +111,7 @@ def analyze(
         val = make_dataset(data, "val", image_size, image_size // 4, n=val_samples, seed=seed)
         dense = model if isinstance(model, nn.Module) else dense_from_state(state, str(model))
         result.original_pckh = evaluate_pck(dense.eval(), val)["mean"]
-    for k, (name, size) in enumerate(zip(MODE_NAMES, shape)):
+    for k, (name, size) in enumerate(zip(mode_names, shape)):
         for rank in sweep_ranks(size, points):
             ranks = list(shape)
             ranks[k] = rank

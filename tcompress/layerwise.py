@@ -1,6 +1,7 @@
-"""Layer-wise compressed hourglasses: every block convolution decomposed on its own.
+"""Layer-wise compressed networks: every convolution of the kernel family decomposed on its own.
 
-The baselines the T-Net paper compares with: the same block convolutions a T-Net stacks into W, but
+The baselines the T-Net paper compares with: the same convolutions a T-Net stacks into W (the block
+convolutions of a hourglass, or the members of any :class:`~tcompress.family.KernelFamily`), but
 each replaced by a small chain of plain convolutions with its own parameters (nothing is shared):
 
 - ``layerwise-tucker`` (Kim et al. 2016): 1x1 (f_in -> R_in, U_in^T) -> h x w (R_in -> R_out, the
@@ -11,22 +12,23 @@ each replaced by a small chain of plain convolutions with its own parameters (no
   1x1 (R -> f_out);
 - ``tai`` (Tai et al. 2016): h x 1 (f_in -> K) -> 1 x w (K -> f_out).
 
-The block BatchNorms stay as they are (trainable, dense); an export folds each into the last
-convolution of its chain, as for a T-Net. A :class:`LayerwiseNet` is an ordinary module: it
-fine-tunes, saves (:func:`tcompress.save`), loads and exports like a T-Net.
+The BatchNorms stay as they are (trainable, dense); an export folds each one that follows a
+decomposed convolution into the last convolution of its chain, as for a T-Net. A
+:class:`LayerwiseNet` is an ordinary module: it fine-tunes, saves (:func:`tcompress.save`), loads
+and exports like a T-Net.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Sequence
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tcompress.models import HourglassConfig, StackedHourglass
-from tcompress.models.hourglass import dense_block_conv
+from tcompress.family import KernelFamily
 from tcompress.ranks import LAYERWISE_METHODS
 
 #: The modes of one block kernel, the tensor each layer-wise method decomposes.
@@ -89,7 +91,7 @@ def _conv(
         if geometry is None:
             return 1 if value != "padding" else 0
         v = getattr(geometry, value)
-        if axis is None:
+        if axis is None or isinstance(v, str):  # padding "same" / "valid" applies per axis
             return v
         neutral = 0 if value == "padding" else 1
         return (v[0], neutral) if axis == 0 else (neutral, v[1])
@@ -182,30 +184,53 @@ def layer_kernel(method: str, layers: nn.Sequential) -> torch.Tensor:
     raise ValueError(f"method {method!r} is not layer-wise; expected one of {LAYERWISE_METHODS}")
 
 
+def chain_geometry(method: str, layers: nn.Sequential) -> SimpleNamespace:
+    """Stride, padding and dilation of the convolution a chain replaced (the inverse of the split
+    :func:`layer_skeleton` makes): those of the h x w convolution, or of the vertical convolution
+    along the height and the horizontal one along the width."""
+    if method == "layerwise-tucker":
+        middle = layers[1]
+        return SimpleNamespace(
+            stride=middle.stride, padding=middle.padding, dilation=middle.dilation
+        )
+    vertical, horizontal = (layers[1], layers[2]) if method == "layerwise-cp" else tuple(layers)
+
+    def joined(value):
+        v, h = getattr(vertical, value), getattr(horizontal, value)
+        return v if isinstance(v, str) else (v[0], h[1])
+
+    return SimpleNamespace(**{k: joined(k) for k in ("stride", "padding", "dilation")})
+
+
 class LayerwiseNet(nn.Module):
-    """A stacked hourglass whose block convolutions are each decomposed on their own.
+    """A network whose kernel-family convolutions are each decomposed on their own.
 
     Parameters
     ----------
     net
-        The hourglass, every block convolution replaced by its :func:`layer_skeleton` chain.
+        The network (a stacked hourglass of a known layout, or any network with a kernel family),
+        every family member replaced by its :func:`layer_skeleton` chain.
     method
         ``"layerwise-tucker"``, ``"layerwise-cp"`` or ``"tai"``.
     ranks
         The ranks of every layer (see :func:`tcompress.ranks.resolve_layer_ranks`).
+    family
+        The decomposed convolutions: module names of ``net`` and their index.
     meta
         What :func:`tcompress.save` records besides the tensors (architecture, summary).
 
     Shapes
     ------
-    input: (N, in_channels, H, W); output: list of ``n_stacks`` heatmaps (N, n_joints, H/4, W/4).
+    input and output: those of ``net`` (a :class:`~tcompress.models.StackedHourglass`: (N,
+    in_channels, H, W) -> list of ``n_stacks`` heatmaps (N, n_joints, H/4, W/4)).
     """
 
     def __init__(
         self,
-        net: StackedHourglass,
+        net: nn.Module,
         method: str,
         ranks: Sequence[int],
+        family: KernelFamily,
         *,
         meta: dict | None = None,
     ) -> None:
@@ -217,11 +242,13 @@ class LayerwiseNet(nn.Module):
         self.net = net
         self.method = method
         self.ranks = tuple(int(r) for r in ranks)
+        self.family = family
         self.meta = dict(meta or {})
 
     @property
-    def config(self) -> HourglassConfig:
-        return self.net.config
+    def config(self):
+        """The network's configuration (None for a network built by a user's factory)."""
+        return getattr(self.net, "config", None)
 
     @property
     def summary(self) -> dict:
@@ -233,65 +260,96 @@ class LayerwiseNet(nn.Module):
         """Always ``"factorized"``: each layer runs as its chain of small convolutions."""
         return "factorized"
 
-    def block_layers(self) -> Iterator[tuple[tuple[int, int, int, int], nn.Sequential]]:
-        """(stack, depth, pathway, conv) index and chain of every decomposed block convolution."""
-        return self.net.block_convs()
+    @property
+    def kernel_shape(self) -> tuple[int, int, int, int]:
+        """(f_out, f_in, h, w) of the decomposed kernels (all alike in a family)."""
+        _, layers = next(iter(self.block_layers()))
+        with torch.no_grad():
+            return tuple(layer_kernel(self.method, layers).shape)
+
+    def block_layers(self) -> Iterator[tuple[tuple[int, ...], nn.Sequential]]:
+        """Index and chain of every decomposed convolution, in W's row-major order."""
+        for index, name in self.family.members:
+            yield index, self.net.get_submodule(name)
 
     def kernels(self) -> list[torch.Tensor]:
-        """The dense block kernels the chains compute, in W's order (f_out, f_in, h, w each)."""
+        """The dense kernels the chains compute, in W's order (f_out, f_in, h, w each)."""
         return [layer_kernel(self.method, layers) for _, layers in self.block_layers()]
 
     def extra_repr(self) -> str:
         return f"method={self.method}, ranks={self.ranks}"
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.net(x)
+    def forward(self, *args, **kwargs):
+        return self.net(*args, **kwargs)
 
 
-def layerwise_skeleton(config: HourglassConfig, method: str, ranks: Sequence[int]) -> LayerwiseNet:
-    """A :class:`LayerwiseNet` without storage (meta device), to load a state_dict into."""
-    reference = dense_block_conv(config.features).to("meta")
+class StackedChains(nn.Module):
+    """The chains of a :class:`LayerwiseNet` seen as one tensor: :meth:`full` stacks the kernels
+    they compute into W's layout, so what fits a T-Net's tensor to W (data-aware refinement) fits
+    the chains too. The chains are shared with the network, not copied.
 
-    def block_conv(features: int, index: tuple[int, int, int, int] | None) -> nn.Module:
-        if index is None:
-            return dense_block_conv(features)
-        return layer_skeleton(method, ranks, reference)
+    Shapes
+    ------
+    full(): (*grid, f_in, f_out, h, w).
+    """
 
-    with torch.device("meta"):
-        net = StackedHourglass(**config.to_dict(), block_conv=block_conv)
-    return LayerwiseNet(net, method, ranks)
+    def __init__(self, model: LayerwiseNet) -> None:
+        super().__init__()
+        self.method = model.method
+        self.grid = tuple(model.family.grid)
+        self.chains = nn.ModuleList(layers for _, layers in model.block_layers())
+
+    def full(self) -> torch.Tensor:
+        kernels = torch.stack([layer_kernel(self.method, layers) for layers in self.chains])
+        stacked = kernels.transpose(1, 2)  # (L, f_in, f_out, h, w)
+        return stacked.reshape(*self.grid, *stacked.shape[1:])
 
 
-def dense_layers(model: LayerwiseNet) -> StackedHourglass:
-    """The dense hourglass a :class:`LayerwiseNet` stands for: every chain becomes one
+def layerwise_skeleton(
+    net: nn.Module, family: KernelFamily, method: str, ranks: Sequence[int]
+) -> LayerwiseNet:
+    """A :class:`LayerwiseNet` from the dense ``net`` (changed in place; built on the meta device
+    for a known layout), every family member replaced by an uninitialised chain, to load a
+    state_dict into with ``assign=True``."""
+    for _, name in family.members:
+        conv = net.get_submodule(name)
+        net.set_submodule(name, layer_skeleton(method, ranks, conv, device="meta"))
+    return LayerwiseNet(net, method, ranks, family)
+
+
+def dense_layers(model: LayerwiseNet) -> nn.Module:
+    """The dense network a :class:`LayerwiseNet` stands for: every chain becomes one
     ``nn.Conv2d`` holding its rebuilt kernel (same state_dict layout as an uncompressed model)."""
     net = copy.deepcopy(model.net)
-    geometry = dense_block_conv(model.config.features).to("meta")
     with torch.no_grad():
-        for (s, d, p, c), layers in list(net.block_convs()):
+        for _, name in model.family.members:
+            layers = net.get_submodule(name)
             kernel = layer_kernel(model.method, layers)
+            geometry = chain_geometry(model.method, layers)
+            bias = layers[-1].bias
             conv = _conv(
-                kernel.shape[1], kernel.shape[0], kernel.shape[2:], geometry, device="meta"
+                kernel.shape[1],
+                kernel.shape[0],
+                kernel.shape[2:],
+                geometry,
+                bias=bias is not None,
+                device="meta",
             )
             conv.weight = nn.Parameter(kernel.clone())
-            _block(net, (s, d, p)).convs[c] = conv
+            if bias is not None:
+                conv.bias = nn.Parameter(bias.detach().clone())
+            net.set_submodule(name, conv)
     return net.train(model.training)
 
 
-def plain_layers(model: LayerwiseNet) -> StackedHourglass:
+def plain_layers(model: LayerwiseNet) -> nn.Module:
     """The network with standard convolutions only (Tucker-4 middles rebuilt as ``nn.Conv2d``),
     for export; each chain stays a chain."""
     net = copy.deepcopy(model.net)
     with torch.no_grad():
-        for _, layers in net.block_convs():
+        for _, name in model.family.members:
+            layers = net.get_submodule(name)
             for i, layer in enumerate(layers):
                 if isinstance(layer, SpatialTuckerConv2d):
                     layers[i] = layer.to_conv()
     return net.train(model.training)
-
-
-def _block(net: StackedHourglass, index: tuple[int, int, int]):
-    from tcompress.models import PATHWAYS
-
-    s, d, p = index
-    return getattr(net.hourglasses[s].levels[d], PATHWAYS[p])

@@ -1,20 +1,29 @@
 """Checkpoint layouts: recognise the architecture from a state_dict's keys and shapes, build it.
 
 The user passes no configuration: the number of stacks, levels, convolutions per block, width,
-joints and input channels are all read off the keys and shapes.
+joints and input channels are all read off the keys and shapes. Three layouts are known:
+
+- ``StackedHourglass``: tcompress's own (``hourglasses.0.levels.0.skip.convs.0.weight``);
+- ``BearpawHourglass``: the ``hg`` model of bearpaw/pytorch-pose (``hg.0.hg.3.1.0.conv2.weight``);
+- ``PoseNet``: princeton-vl/pytorch_stacked_hourglass (``hgs.0.0.low2.up1.conv2.conv.weight``).
+
+Wrapper prefixes (``module.``, ``model.module.``) are removed before detection
+(:func:`tcompress.checkpoint.strip_prefixes`).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 
 from tcompress.errors import CheckpointError
 from tcompress.models import HourglassConfig, StackedHourglass
+from tcompress.models.bearpaw import BearpawConfig, BearpawHourglass
+from tcompress.models.posenet import PoseNet, PoseNetConfig
 
 _BLOCK_KEY = re.compile(
     r"^hourglasses\.(\d+)\.levels\.(\d+)\.(skip|down|up)\.convs\.(\d+)\.weight$"
@@ -58,6 +67,206 @@ def infer_hourglass_config(state: Mapping[str, torch.Tensor], path: str) -> Hour
         n_joints=int(score.shape[0]),
         in_channels=int(stem.shape[1]),
     )
+
+
+_BEARPAW_KEY = re.compile(r"^hg\.(\d+)\.hg\.(\d+)\.(\d+)\.(\d+)\.conv2\.weight$")
+_POSENET_KEY = re.compile(r"^hgs\.(\d+)\.0\.((?:low2\.)*)up1\.conv2\.conv\.weight$")
+
+
+def infer_bearpaw_config(state: Mapping[str, torch.Tensor], path: str) -> BearpawConfig:
+    """Read a :class:`BearpawConfig` off a state_dict of bearpaw/pytorch-pose's ``hg`` model."""
+    stacks, levels, blocks = set(), set(), set()
+    for key in state:
+        m = _BEARPAW_KEY.match(key)
+        if m:
+            stacks.add(int(m.group(1)))
+            levels.add(int(m.group(2)))
+            if m.group(2) == "0" and m.group(3) == "0":
+                blocks.add(int(m.group(4)))
+    conv1, bottleneck, score = (
+        _need(state, key, path, "the bearpaw/pytorch-pose hg layout")
+        for key in ("conv1.weight", "hg.0.hg.0.0.0.conv3.weight", "score.0.weight")
+    )
+    return BearpawConfig(
+        n_stacks=max(stacks) + 1,
+        n_blocks=max(blocks) + 1,
+        n_joints=int(score.shape[0]),
+        depth=max(levels) + 1,
+        features=int(bottleneck.shape[0]),
+        stem_features=int(conv1.shape[0]),
+        in_channels=int(conv1.shape[1]),
+    )
+
+
+def infer_posenet_config(state: Mapping[str, torch.Tensor], path: str) -> PoseNetConfig:
+    """Read a :class:`PoseNetConfig` off a state_dict of princeton-vl's ``PoseNet``."""
+    stacks, levels = set(), set()
+    for key in state:
+        m = _POSENET_KEY.match(key)
+        if m:
+            stacks.add(int(m.group(1)))
+            levels.add(m.group(2).count("low2."))
+    what = "the princeton-vl PoseNet layout"
+    pre, stem, outer, down, outs = (
+        _need(state, key, path, what)
+        for key in (
+            "pre.0.conv.weight",
+            "pre.1.conv3.conv.weight",
+            "hgs.0.0.up1.conv3.conv.weight",
+            "hgs.0.0.low1.conv3.conv.weight",
+            "outs.0.conv.weight",
+        )
+    )
+    if down.shape[0] != outer.shape[0]:
+        raise CheckpointError(
+            f"checkpoint '{path}': 'hgs.0.0.low1.conv3.conv.weight' has {down.shape[0]} output "
+            f"channels and the hourglass {outer.shape[0]}; a PoseNet trained with increase="
+            f"{down.shape[0] - outer.shape[0]} has levels of different widths, expected "
+            "increase=0"
+        )
+    return PoseNetConfig(
+        n_stacks=max(stacks) + 1,
+        depth=max(levels) + 1,
+        features=int(outer.shape[0]),
+        n_joints=int(outs.shape[0]),
+        stem_features=int(pre.shape[0]),
+        stem_width=int(stem.shape[0]),
+        in_channels=int(pre.shape[1]),
+    )
+
+
+def _need(state: Mapping[str, torch.Tensor], key: str, path: str, what: str) -> torch.Tensor:
+    value = state.get(key)
+    if value is None or value.dim() != 4:
+        found = "missing" if value is None else f"of shape {tuple(value.shape)}"
+        raise CheckpointError(
+            f"checkpoint '{path}': key '{key}' is {found}; expected a 4-d convolution kernel "
+            f"in {what}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A network tcompress can build: its model class, configuration class and how to read the
+    configuration off a state_dict."""
+
+    name: str
+    model: type[torch.nn.Module]
+    config: type
+    infer: Callable[[Mapping[str, torch.Tensor], str], object]
+    marker: re.Pattern
+    example_key: str
+
+
+ARCHITECTURES = {
+    a.name: a
+    for a in (
+        Architecture(
+            "StackedHourglass",
+            StackedHourglass,
+            HourglassConfig,
+            lambda state, path: infer_hourglass_config(state, path),
+            re.compile(r"^(hourglasses\.\d+\.|stem\.conv\.)"),
+            "hourglasses.0.levels.0.skip.convs.0.weight",
+        ),
+        Architecture(
+            "BearpawHourglass",
+            BearpawHourglass,
+            BearpawConfig,
+            infer_bearpaw_config,
+            re.compile(r"^hg\.\d+\.hg\."),
+            "hg.0.hg.3.1.0.conv2.weight",
+        ),
+        Architecture(
+            "PoseNet",
+            PoseNet,
+            PoseNetConfig,
+            infer_posenet_config,
+            re.compile(r"^hgs\.\d+\.0\."),
+            "hgs.0.0.low2.up1.conv2.conv.weight",
+        ),
+    )
+}
+
+
+def detect_architecture(
+    state: Mapping[str, torch.Tensor], path: str
+) -> tuple[Architecture, object]:
+    """The architecture whose keys ``state`` has, and its configuration read off the shapes."""
+    for arch in ARCHITECTURES.values():
+        if any(arch.marker.match(key) for key in state):
+            return arch, arch.infer(state, path)
+    others = ", ".join(
+        f"{a.name} ('{a.example_key}')"
+        for a in ARCHITECTURES.values()
+        if a.name != "StackedHourglass"
+    )
+    try:
+        infer_hourglass_config(state, path)
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"{e}; other known layouts: {others}; any other network converts with --arch and "
+            "--family"
+        ) from None
+    raise AssertionError("unreachable: a StackedHourglass state has its marker keys")
+
+
+#: The architecture name of networks built by a user's factory (``--arch MODULE:FACTORY``).
+CUSTOM = "custom"
+KNOWN_MODELS = (StackedHourglass, BearpawHourglass, PoseNet)
+
+
+def build_factory(spec: str) -> torch.nn.Module:
+    """Import ``MODULE:FACTORY`` and call it without arguments: the user's dense network.
+
+    Only names the user passes are imported; a T-Net file never makes tcompress import code by
+    itself (:func:`tcompress.load` asks for the factory again).
+    """
+    import importlib
+
+    module_name, sep, attr = str(spec).partition(":")
+    if not sep or not module_name or not attr:
+        raise CheckpointError(
+            f"arch is {spec!r}; expected MODULE:FACTORY, e.g. 'mymodels:resnet' (a function "
+            "that builds the dense network without arguments)"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise CheckpointError(
+            f"arch {spec!r}: module {module_name!r} cannot be imported ({e}); expected an "
+            "importable module (is it on PYTHONPATH?)"
+        ) from None
+    factory = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+    if not callable(factory):
+        raise CheckpointError(
+            f"arch {spec!r}: module {module_name!r} has no callable {attr!r}; expected a "
+            "function that builds the dense network"
+        )
+    model = factory()
+    if not isinstance(model, torch.nn.Module):
+        raise CheckpointError(
+            f"arch {spec!r} returned a {type(model).__name__}; expected a torch.nn.Module"
+        )
+    return model
+
+
+def build(name: str, config: Mapping | object, *, meta: bool = True) -> torch.nn.Module:
+    """The dense network ``name`` with ``config`` (a dict or the config dataclass); on the meta
+    device (no storage, no time spent on initialisation) unless ``meta`` is False."""
+    arch = ARCHITECTURES.get(name)
+    if arch is None:
+        raise CheckpointError(
+            f"architecture {name!r} is unknown; expected one of {', '.join(ARCHITECTURES)}"
+        )
+    values = dict(config) if isinstance(config, Mapping) else config.to_dict()
+    if not meta:
+        return arch.model(**values)
+    with torch.device("meta"):
+        return arch.model(**values)
 
 
 @dataclass(frozen=True)
@@ -118,11 +327,11 @@ def skeleton(config: HourglassConfig) -> StackedHourglass:
         return StackedHourglass(**config.to_dict())
 
 
-def dense_from_state(state: Mapping[str, torch.Tensor], path: str) -> StackedHourglass:
-    """Build the dense hourglass a state_dict describes and load it strictly."""
-    config = infer_hourglass_config(state, path)
-    check_state_matches(state_spec(config), state, path)
-    model = skeleton(config)
+def dense_from_state(state: Mapping[str, torch.Tensor], path: str) -> torch.nn.Module:
+    """Build the dense network a state_dict describes (any known layout) and load it strictly."""
+    arch, config = detect_architecture(state, path)
+    model = build(arch.name, config)
+    check_state_matches(StateSpec.of(model), state, path)
     model.load_state_dict(dict(state), strict=True, assign=True)
     return model
 

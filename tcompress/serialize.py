@@ -3,14 +3,21 @@
 The file is a dict of plain values and tensors::
 
     {"format": "tcompress.tnet", "format_version": 1, "tcompress_version": "...",
-     "architecture": {"name": "StackedHourglass", "config": {...}},
+     "architecture": {"name": "StackedHourglass", "config": {...}, "family": {...}},
      "method": "tucker", "ranks": [...], "mode_names": [...], "mode_sizes": [...],
      "forward": "reconstructed", "summary": {... conversion figures, source path and sha256 ...},
      "state_dict": {...}}
 
+``architecture.name`` is one of the known layouts (``StackedHourglass``, ``BearpawHourglass``,
+``PoseNet``; rebuilt from ``config``) or ``custom``: a network built by the user's factory, recorded
+as ``architecture.factory = "MODULE:FACTORY"`` with the stacked modules in ``architecture.family``.
+Loading a custom T-Net needs ``arch=`` (CLI: ``--arch``) naming that factory again: a file never
+makes tcompress import code by itself.
+
 A layer-wise compressed network (:class:`~tcompress.layerwise.LayerwiseNet`) is saved in the same
-format: its method (``layerwise-tucker``, ``layerwise-cp``, ``tai``) and per-layer ranks, with
-the block kernel's modes (f_out, f_in, h, w) as ``mode_names`` / ``mode_sizes``.
+format, with the same architecture record: its method (``layerwise-tucker``, ``layerwise-cp``,
+``tai``) and per-layer ranks, with the kernel's modes (f_out, f_in, h, w) as ``mode_names`` /
+``mode_sizes``.
 """
 
 from __future__ import annotations
@@ -23,12 +30,20 @@ from torch import nn
 from tcompress import __version__
 from tcompress.checkpoint import check_finite, read_checkpoint, save_torch
 from tcompress.errors import CheckpointError, TcompressError
+from tcompress.family import KernelFamily, layout_family, tensorize
 from tcompress.layerwise import LAYER_MODE_NAMES, LayerwiseNet, layerwise_skeleton
-from tcompress.layouts import StateSpec, check_state_matches, dense_from_state
-from tcompress.models import HourglassConfig
+from tcompress.layouts import (
+    ARCHITECTURES,
+    CUSTOM,
+    StateSpec,
+    build,
+    build_factory,
+    check_state_matches,
+    dense_from_state,
+)
 from tcompress.ranks import LAYERWISE_METHODS, resolve_layer_ranks
 from tcompress.stacking import MODE_NAMES
-from tcompress.tnet import CPTensor, MPSTensor, TNet, TuckerTensor, tnet_skeleton
+from tcompress.tnet import CPTensor, MPSTensor, TNet, TuckerTensor
 
 FORMAT = "tcompress.tnet"
 FORMAT_VERSION = 1
@@ -43,7 +58,7 @@ def save(tnet: TNet | LayerwiseNet, path: str | os.PathLike) -> None:
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write a compressed network with :func:`save`, a dense hourglass as its plain state dict
+    """Write a compressed network with :func:`save`, a dense network as its plain state dict
     (atomically)."""
     if isinstance(model, TNet | LayerwiseNet):
         save(model, path)
@@ -53,15 +68,37 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> None:
 
 def to_payload(tnet: TNet | LayerwiseNet) -> dict:
     layerwise = isinstance(tnet, LayerwiseNet)
+    architecture = dict(tnet.meta.get("architecture") or {})
+    if not architecture:
+        if tnet.config is None:
+            raise CheckpointError(
+                f"the {type(tnet).__name__} records no architecture and its network "
+                f"({type(tnet.net).__name__}) has no config; convert with arch='MODULE:FACTORY' "
+                "and family='PATTERN' so that the file can rebuild the network"
+            )
+        architecture = {"name": type(tnet.net).__name__, "config": tnet.config.to_dict()}
+        if layerwise:
+            architecture["family"] = tnet.family.to_dict()
+    if architecture.get("name") == CUSTOM and not architecture.get("factory"):
+        raise CheckpointError(
+            "the T-Net's architecture records no factory; convert with arch='MODULE:FACTORY' "
+            "so that the file can rebuild the network"
+        )
+    family = architecture.get("family")
+    if layerwise:
+        mode_names, mode_sizes = LAYER_MODE_NAMES, tnet.kernel_shape
+    else:
+        mode_names = KernelFamily.from_dict(family).all_mode_names if family else MODE_NAMES
+        mode_sizes = tnet.tensor.shape
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "tcompress_version": __version__,
-        "architecture": {"name": "StackedHourglass", "config": tnet.config.to_dict()},
+        "architecture": architecture,
         "method": tnet.method,
         "ranks": list(tnet.ranks),
-        "mode_names": list(LAYER_MODE_NAMES if layerwise else MODE_NAMES),
-        "mode_sizes": list(tnet.summary["mode_sizes"] if layerwise else tnet.tensor.shape),
+        "mode_names": list(mode_names),
+        "mode_sizes": list(mode_sizes),
         "forward": tnet.forward_form,
         "summary": dict(tnet.meta.get("summary", {})),
         "state_dict": {k: v.detach().cpu() for k, v in tnet.state_dict().items()},
@@ -69,9 +106,13 @@ def to_payload(tnet: TNet | LayerwiseNet) -> dict:
 
 
 def load(
-    path: str | os.PathLike, *, forward: str | None = None, device: str | torch.device = "cpu"
+    path: str | os.PathLike,
+    *,
+    forward: str | None = None,
+    device: str | torch.device = "cpu",
+    arch: str | None = None,
 ) -> nn.Module:
-    """Load a T-Net saved by :func:`save` (or a dense hourglass checkpoint).
+    """Load a T-Net saved by :func:`save` (or a dense checkpoint of a known layout).
 
     Parameters
     ----------
@@ -79,22 +120,29 @@ def load(
         ``"reconstructed"`` or ``"factorized"``; default: the form the file was saved with.
     device
         Where the parameters go.
+    arch
+        ``"MODULE:FACTORY"`` for a T-Net converted with ``arch``/``family``: the factory that
+        builds its dense network (the file records which one it was converted with; it is not
+        imported unless named here).
 
     Returns
     -------
     TNet for a T-Net file, :class:`~tcompress.layerwise.LayerwiseNet` for a layer-wise one (which
-    has one forward form, ``forward`` does not apply); :class:`~tcompress.models.StackedHourglass`
-    for a dense checkpoint.
+    has one forward form, ``forward`` does not apply); the dense network
+    (:class:`~tcompress.models.StackedHourglass`, :class:`~tcompress.models.BearpawHourglass` or
+    :class:`~tcompress.models.PoseNet`) for a dense checkpoint.
     """
     ckpt = read_checkpoint(path)
     if not ckpt.is_tnet:
         model = dense_from_state(ckpt.state_dict, ckpt.path)
         check_finite(ckpt.state_dict, ckpt.path)
         return model.to(device)
-    return from_payload(ckpt.payload, ckpt.path, forward=forward).to(device)
+    return from_payload(ckpt.payload, ckpt.path, forward=forward, arch=arch).to(device)
 
 
-def from_payload(payload: dict, path: str, *, forward: str | None = None) -> TNet | LayerwiseNet:
+def from_payload(
+    payload: dict, path: str, *, forward: str | None = None, arch: str | None = None
+) -> TNet | LayerwiseNet:
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -102,19 +150,20 @@ def from_payload(payload: dict, path: str, *, forward: str | None = None) -> TNe
             f"({__version__}) reads version {FORMAT_VERSION}"
         )
     try:
-        config = HourglassConfig(**payload["architecture"]["config"])
+        architecture = payload["architecture"]
         method, ranks = payload["method"], [int(r) for r in payload["ranks"]]
         shape = [int(s) for s in payload["mode_sizes"]]
         state = payload["state_dict"]
+        net, family = _dense_skeleton(architecture, path, arch)
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"T-Net file '{path}' lacks its description ({e})") from None
     if method in LAYERWISE_METHODS:
         _check_layer_ranks(method, ranks, shape, path)
-        tnet = layerwise_skeleton(config, method, ranks)
+        tnet = layerwise_skeleton(net, family, method, ranks)
     else:
         tensor = _empty_tensor(method, shape, ranks, path)
         forward = forward or payload.get("forward", "reconstructed")
-        tnet = TNet(tnet_skeleton(config), tensor, forward=forward)
+        tnet = TNet(tensorize(net, family), tensor, forward=forward)
     check_state_matches(StateSpec.of(tnet), state, path)
     check_finite(state, path)
     tnet.load_state_dict(state, strict=True, assign=True)
@@ -122,12 +171,34 @@ def from_payload(payload: dict, path: str, *, forward: str | None = None) -> TNe
     return tnet
 
 
+def _dense_skeleton(architecture: dict, path: str, arch: str | None):
+    """The dense network a T-Net file describes (meta device for the known layouts) and its
+    kernel family."""
+    name = architecture["name"]
+    if name == CUSTOM:
+        recorded = architecture["factory"]
+        if arch is None:
+            raise CheckpointError(
+                f"T-Net file '{path}' was converted from the network of {recorded!r}; pass "
+                f"arch={recorded!r} (CLI: --arch {recorded}) to load it: tcompress does not "
+                "import code a file names"
+            )
+        return build_factory(arch), KernelFamily.from_dict(architecture["family"])
+    if name not in ARCHITECTURES:
+        raise CheckpointError(
+            f"T-Net file '{path}' has architecture {name!r}; expected one of "
+            f"{', '.join([*ARCHITECTURES, CUSTOM])}"
+        )
+    net = build(name, architecture["config"])
+    return net, layout_family(net)
+
+
 def _check_layer_ranks(method: str, ranks: list[int], shape: list[int], path: str) -> None:
     try:
-        fits = resolve_layer_ranks(ranks, method, shape).ranks == tuple(ranks)
+        fits = len(shape) == 4 and resolve_layer_ranks(ranks, method, shape).ranks == tuple(ranks)
     except TcompressError:
         fits = False
-    if not fits or len(shape) != 4:
+    if not fits:
         raise CheckpointError(
             f"T-Net file '{path}' has ranks {ranks} that do not fit method {method!r} on kernels "
             f"of shape {tuple(shape)}"

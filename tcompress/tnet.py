@@ -143,9 +143,12 @@ class TensorConv2d(nn.Module):
         stride: int | tuple[int, int] = 1,
         padding: int | tuple[int, int] | str = 0,
         dilation: int | tuple[int, int] = 1,
+        bias: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
+        # A bias is the layer's own (dense) parameter, never part of the shared tensor.
+        self.bias = None if bias is None else nn.Parameter(bias)
         self.kernel_size = _pair(kernel_size)
         self.index = tuple(index)
         self.stride, self.dilation = _pair(stride), _pair(dilation)
@@ -167,12 +170,15 @@ class TensorConv2d(nn.Module):
             x = F.conv2d(x, kernel, None, self.stride, self.padding, self.dilation)
         if post is not None:
             x = F.conv2d(x, post)
+        if self.bias is not None:
+            x = x + self.bias[:, None, None]
         return x
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, index={self.index}"
+            f"stride={self.stride}, padding={self.padding}, index={self.index}, "
+            f"bias={self.bias is not None}"
         )
 
 
@@ -194,15 +200,16 @@ def separable_depthwise(
 
 
 class TNet(nn.Module):
-    """A stacked hourglass whose block convolutions are slices of one factorized tensor.
+    """A network whose stacked convolutions are slices of one factorized tensor.
 
     Parameters
     ----------
     net
-        The hourglass, its block convolutions already replaced by :class:`TensorConv2d`.
+        The network (a stacked hourglass, or any network with a kernel family), its stacked
+        convolutions already replaced by :class:`TensorConv2d`.
     tensor
-        The shared :class:`TuckerTensor` or :class:`MPSTensor` of shape (stack, depth, pathway,
-        block, f_in, f_out, h, w).
+        The shared :class:`TuckerTensor`, :class:`MPSTensor` or :class:`CPTensor` of shape
+        (grid modes..., f_in, f_out, h, w): for a hourglass (stack, depth, pathway, block, ...).
     forward
         ``"reconstructed"`` or ``"factorized"``.
     meta
@@ -211,8 +218,8 @@ class TNet(nn.Module):
 
     def __init__(
         self,
-        net: StackedHourglass,
-        tensor: TuckerTensor | MPSTensor,
+        net: nn.Module,
+        tensor: TuckerTensor | MPSTensor | CPTensor,
         *,
         forward: str = "reconstructed",
         meta: dict | None = None,
@@ -225,8 +232,9 @@ class TNet(nn.Module):
 
     # -- description ---------------------------------------------------------------------------
     @property
-    def config(self) -> HourglassConfig:
-        return self.net.config
+    def config(self) -> HourglassConfig | None:
+        """The network's configuration (None for a network built by a user's factory)."""
+        return getattr(self.net, "config", None)
 
     @property
     def method(self) -> str:
@@ -255,6 +263,11 @@ class TNet(nn.Module):
     def tensor_convs(self) -> list[TensorConv2d]:
         return [m for m in self.net.modules() if isinstance(m, TensorConv2d)]
 
+    @property
+    def n_grid(self) -> int:
+        """Number of leading (grid) modes of the tensor: the modes before f_in, f_out, h, w."""
+        return len(self.tensor.shape) - 4
+
     def full_tensor(self) -> torch.Tensor:
         """W rebuilt from the factors, (stack, depth, pathway, block, f_in, f_out, h, w)."""
         return self.tensor.full()
@@ -281,15 +294,16 @@ class TNet(nn.Module):
         """(1x1 before, kernel, 1x1 after) of each layer, as functions of its index, for the
         reconstructed form: no 1x1s, the kernel is the layer's slice of W."""
         # (stack, depth, pathway, block, f_out, f_in, h, w): each slice is a Conv2d kernel.
+        g = self.n_grid
         if isinstance(self.tensor, TuckerTensor):
             # Rebuild W with f_in and f_out already swapped (a view of the core, the two factors
             # exchanged) instead of transposing the rebuilt W: one W-sized copy less per step.
             factors = list(self.tensor.factors)
-            factors[4], factors[5] = factors[5], factors[4]
-            kernels = tucker_to_tensor(self.tensor.core.transpose(4, 5), factors)
+            factors[g], factors[g + 1] = factors[g + 1], factors[g]
+            kernels = tucker_to_tensor(self.tensor.core.transpose(g, g + 1), factors)
         else:
-            kernels = self.tensor.full().transpose(4, 5).contiguous()
-        return _none, _per_layer(kernels), _none
+            kernels = self.tensor.full().transpose(g, g + 1).contiguous()
+        return _none, _per_layer(kernels, g), _none
 
     def factorized_weights(self) -> tuple[Callable, Callable, Callable]:
         """(1x1 before, h x w kernel, 1x1 after) of each layer, as functions of its index, for the
@@ -302,37 +316,39 @@ class TNet(nn.Module):
         CP: (R, f_in, 1, 1) shared, a pair of depthwise kernels (R, 1, h, 1) and (R, 1, 1, w)
         shared, (f_out, R, 1, 1) per layer (U6 scaled by the layer's weights).
         """
+        g = self.n_grid  # the modes f_in, f_out, h, w are g, g + 1, g + 2, g + 3
         if isinstance(self.tensor, CPTensor):
             u = list(self.tensor.factors)
             # Per-layer weights lambda * u1[s] * u2[d] * u3[p] * u4[b]: (stack, depth, ..., R)
             scale = self.tensor.weights
-            for k in range(4):
-                scale = scale * u[k].reshape(*([1] * k), -1, *([1] * (3 - k)), u[k].shape[1])
-            last = (scale[..., None, :] * u[5])[..., None, None]  # (..., f_out, R, 1, 1)
-            first = u[4].t()[:, :, None, None]
-            vertical = u[6].t()[:, None, :, None]
-            horizontal = u[7].t()[:, None, None, :]
+            for k in range(g):
+                shape = (*([1] * k), -1, *([1] * (g - 1 - k)), u[k].shape[1])
+                scale = scale * u[k].reshape(shape)
+            last = (scale[..., None, :] * u[g + 1])[..., None, None]  # (..., f_out, R, 1, 1)
+            first = u[g].t()[:, :, None, None]
+            vertical = u[g + 2].t()[:, None, :, None]
+            horizontal = u[g + 3].t()[:, None, None, :]
             pair = (vertical.contiguous(), horizontal.contiguous())
-            return _constant(first), _constant(pair), _per_layer(last.contiguous())
+            return _constant(first), _constant(pair), _per_layer(last.contiguous(), g)
         if isinstance(self.tensor, TuckerTensor):
-            u_in, u_out = self.tensor.factors[4], self.tensor.factors[5]
+            u_in, u_out = self.tensor.factors[g], self.tensor.factors[g + 1]
             # Per-layer cores G_l x_7 U_7 x_8 U_8, laid out as Conv2d kernels (R6, R5, h, w).
-            cores = self.tensor.layer_cores(4, (6, 7)).transpose(4, 5).contiguous()
+            cores = self.tensor.layer_cores(g, (g + 2, g + 3)).transpose(g, g + 1).contiguous()
             first = u_in.t()[:, :, None, None]  # 1x1 conv f_in -> R5, shared by every layer
             last = u_out[:, :, None, None]  # 1x1 conv R6 -> f_out, shared by every layer
-            return _constant(first), _per_layer(cores), _constant(last)
+            return _constant(first), _per_layer(cores, g), _constant(last)
         cores = list(self.tensor.cores)
         # Left part G_1..G_5 gives a per-layer 1x1 conv f_in -> R5 (as (R5, f_in, 1, 1)).
-        left = _chain(cores[:4])[0]  # (stack, depth, pathway, block, R4)
-        first = torch.tensordot(left, cores[4], dims=([-1], [0]))  # (..., f_in, R5)
+        left = _chain(cores[:g])[0]  # (stack, depth, pathway, block, R4)
+        first = torch.tensordot(left, cores[g], dims=([-1], [0]))  # (..., f_in, R5)
         first = first.transpose(-1, -2)[..., None, None].contiguous()
         # Right part G_6 G_7 G_8 is one h x w conv R5 -> f_out shared by every layer.
-        right = _chain(cores[5:])[..., 0]  # (R5, f_out, h, w)
+        right = _chain(cores[g + 1 :])[..., 0]  # (R5, f_out, h, w)
         shared = right.transpose(0, 1).contiguous()
-        return _per_layer(first), _constant(shared), _none
+        return _per_layer(first, g), _constant(shared), _none
 
 
-def _per_layer(stacked: torch.Tensor, n_grid: int = 4) -> Callable[[tuple[int, ...]], torch.Tensor]:
+def _per_layer(stacked: torch.Tensor, n_grid: int) -> Callable[[tuple[int, ...]], torch.Tensor]:
     """Index -> that layer's slice of ``stacked`` (grid modes first).
 
     The slices come from one ``unbind``, whose backward stacks the layers' gradients once;

@@ -1,4 +1,4 @@
-"""``tcompress convert``: a dense hourglass checkpoint becomes a T-Net file."""
+"""``tcompress convert``: a dense checkpoint becomes a T-Net or a layer-wise compressed file."""
 
 from __future__ import annotations
 
@@ -53,12 +53,41 @@ from tcompress.cli import handle_errors, main
     "for the layer-wise methods).",
 )
 @click.option(
+    "--refine-data",
+    default=None,
+    metavar="DATA",
+    help="Fit the factors (layer-wise: every chain) so that every block convolution's output on "
+    "these images stays close to the original's (data-aware refinement): 'synthetic', an image "
+    "folder or an MPII-style set; labels are not used.",
+)
+@click.option(
+    "--refine-samples",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Images read from --refine-data.",
+)
+@click.option(
     "--forward",
     "forward",
     type=click.Choice(["reconstructed", "factorized"]),
     default="reconstructed",
     show_default=True,
     help="Forward form the saved T-Net uses by default (layer-wise networks have one).",
+)
+@click.option(
+    "--arch",
+    default=None,
+    metavar="MODULE:FACTORY",
+    help="For a network of another layout: a function (importable, no arguments) that builds "
+    "the dense network the checkpoint loads into. Needs --family.",
+)
+@click.option(
+    "--family",
+    default=None,
+    metavar="PATTERN",
+    help="With --arch: module names of the convolutions to stack, whose {named} parts become "
+    "the leading modes, e.g. 'layer{stage}.{block}.conv{conv}' ('*' matches within a part).",
 )
 @click.option("--device", default="cpu", show_default=True, help="Where to decompose (cpu, cuda).")
 @click.option(
@@ -72,12 +101,27 @@ from tcompress.cli import handle_errors, main
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @handle_errors
 def convert(
-    checkpoint, method, ranks, ratio, energy, refine, forward, device, output, force, as_json
+    checkpoint,
+    method,
+    ranks,
+    ratio,
+    energy,
+    refine,
+    refine_data,
+    refine_samples,
+    forward,
+    arch,
+    family,
+    device,
+    output,
+    force,
+    as_json,
 ):
-    """Convert a dense stacked-hourglass CHECKPOINT into a T-Net or a layer-wise compressed
-    network.
+    """Convert a dense CHECKPOINT into a T-Net or a layer-wise compressed network.
 
-    The architecture is read off the checkpoint's keys; the file is loaded with
+    Stacked hourglasses of tcompress, of bearpaw/pytorch-pose (hg) and of princeton-vl
+    (PoseNet) are recognised from the keys (module. and model.module. prefixes, wrapped
+    dicts); any other network needs --arch and --family. The file is loaded with
     weights_only=True, so nothing in it can run.
 
     \b
@@ -89,6 +133,8 @@ def convert(
       tcompress convert hg.pth --ratio 4 --ranks stack=1 --method tucker -o tnet.pt
       tcompress convert hg.pth --method mps --energy 0.9 -o tnet-mps.pt
       tcompress convert hg.pth --method cp --ranks 512 -o tnet-cp.pt
+      tcompress convert resnet.pth --arch mymodels:resnet \\
+          --family 'layer{stage}.{block}.conv{conv}' --ranks conv=1,f_in=32 -o tnet.pt
       tcompress convert hg.pth --method layerwise-tucker --ranks 64,64 -o hg-lw.pt
       tcompress convert hg.pth --method tai --ratio 3 -o hg-tai.pt
     """
@@ -114,7 +160,11 @@ def convert(
             ratio=ratio,
             energy=energy,
             refine=refine,
+            refine_data=refine_data,
+            refine_samples=refine_samples,
             forward=forward,
+            arch=arch,
+            family=family,
             device=device,
             progress=lambda phase: status.update(phase),
         )

@@ -42,9 +42,15 @@ from tcompress.cli import handle_errors, main
     "--output", "-o", type=click.Path(path_type=Path), required=True, help="Output .onnx file."
 )
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option(
+    "--arch",
+    default=None,
+    metavar="MODULE:FACTORY",
+    help="For a T-Net converted with --arch: the factory that builds its network.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @handle_errors
-def export(file, form, opset, input_size, atol, rtol, no_validate, output, force, as_json):
+def export(file, form, opset, input_size, atol, rtol, no_validate, output, force, arch, as_json):
     """Export FILE (a T-Net or an uncompressed hourglass checkpoint) to ONNX.
 
     The file is checked with onnx.checker and compared with the PyTorch model in ONNX Runtime at
@@ -55,6 +61,7 @@ def export(file, form, opset, input_size, atol, rtol, no_validate, output, force
       tcompress export tnet.pt --form factorized -o tnet.onnx
       tcompress export tnet.pt --form dense -o tnet-dense.onnx
       tcompress export hg.pth --form dense -o hg.onnx       # the uncompressed baseline
+      tcompress export tnet.pt --arch mymodels:resnet --input-size 64 -o tnet.onnx
     """
     from tcompress.checkpoint import check_output
     from tcompress.cli.render import print_json, quiet_status, stderr, stdout, validation_table
@@ -64,7 +71,7 @@ def export(file, form, opset, input_size, atol, rtol, no_validate, output, force
     out = check_output(output, force=force, inputs=(file,))
     status = quiet_status() if as_json else stderr().status("Loading", spinner="dots")
     with status:
-        model = load(file)
+        model = load(file, arch=arch)
         status.update(f"Exporting the {form} form and validating it")
         report = export_onnx(
             model,

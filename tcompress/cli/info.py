@@ -11,9 +11,16 @@ from tcompress.cli import handle_errors, main
 
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--arch",
+    default=None,
+    metavar="MODULE:FACTORY",
+    help="For a T-Net or layer-wise network converted with --arch: the factory that builds "
+    "its network.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @handle_errors
-def info(file, as_json):
+def info(file, arch, as_json):
     """Describe FILE: a dense stacked-hourglass checkpoint, a T-Net or a layer-wise network.
 
     \b
@@ -24,16 +31,25 @@ def info(file, as_json):
     from tcompress.cli.render import print_json, print_summary, stdout
     from tcompress.describe import describe
 
-    description = describe(file)
+    description = describe(file, arch=arch)
     if as_json:
         print_json(description)
         return
     console = stdout()
     console.print(f"[bold]{description['file']}[/bold]  sha256 {description['sha256'][:16]}...")
-    cfg = description["architecture"]["config"]
-    console.print(
-        "architecture: StackedHourglass(" + ", ".join(f"{k}={v}" for k, v in cfg.items()) + ")"
-    )
+    architecture = description["architecture"]
+    if "config" in architecture:
+        cfg = architecture["config"]
+        console.print(
+            f"architecture: {architecture['name']}("
+            + ", ".join(f"{k}={v}" for k, v in cfg.items())
+            + ")"
+        )
+    else:
+        console.print(
+            f"architecture: built by {architecture.get('factory')}, kernels "
+            f"{architecture.get('pattern')!r}"
+        )
     if description["kind"] == "dense":
         shape = " x ".join(map(str, description["mode_sizes"]))
         console.print(

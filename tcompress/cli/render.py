@@ -100,8 +100,25 @@ def print_layerwise_summary(console: Console, summary: dict, out: str | None = N
 
 
 def _footer(console: Console, summary: dict, out: str | None) -> None:
+    """What every conversion reports last: data-aware fit, notes, convolutions left dense, time."""
+    fit = summary.get("data_aware")
+    if fit:
+        console.print(
+            f"data-aware refinement on {fit['images']} images: block output error "
+            f"{fit['error_before']:.4g} -> [bold]{fit['error_after']:.4g}[/bold] "
+            f"(||W - W_hat|| / ||W|| was {fit['weight_error_before']:.4g}), "
+            f"{fit['seconds']:.1f} s"
+        )
     for note in summary.get("notes") or []:
         console.print(f"[yellow]note:[/yellow] {note}")
+    left_out = summary.get("left_out") or []
+    if left_out:
+        console.print(
+            f"[yellow]{len(left_out)} matching convolution(s) left dense[/yellow] "
+            "(not in the tensor; counted in the figures):"
+        )
+        for entry in left_out:
+            console.print(f"  {entry}")
     console.print(f"time: {summary['seconds']:.2f} s")
     if out:
         console.print(f"wrote {out}")
@@ -117,7 +134,8 @@ def print_summary(console: Console, summary: dict, out: str | None = None) -> No
         init += f" ({len(summary.get('errors') or [])} sweeps), rank {summary['ranks'][0]}"
     elif summary.get("refine"):
         init += f" + {summary['refine']} HOOI sweep(s)"
-    console.print(f"[bold]T-Net[/bold] {method}, initialised by {init}")
+    architecture = summary.get("architecture") or "StackedHourglass"
+    console.print(f"[bold]T-Net[/bold] of a {architecture}: {method}, initialised by {init}")
     if summary.get("target"):
         bound = summary.get("predicted_error")
         console.print(

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from tcompress.data.skeleton import FLIP_PAIRS
 from tcompress.errors import TcompressError
+from tcompress.models.io import heatmaps_of
 
 __all__ = [
     "MPII_FLIP_PAIRS",
@@ -212,14 +213,16 @@ def predict(
         got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise EvaluationError(f"images {got}; expected a tensor of shape (N, C, H, W)")
     _refine(refine)
+    # A network with its own conventions (a channels-last PoseNet) is called through them.
+    run = (lambda x: heatmaps_of(model, x)) if isinstance(model, nn.Module) else model
     flags = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
     if isinstance(model, nn.Module):
         model.eval()
     try:
         with torch.no_grad():
-            heatmaps = last_stack(model(images))
+            heatmaps = last_stack(run(images))
             if flip:
-                flipped = last_stack(model(images.flip(-1)))
+                flipped = last_stack(run(images.flip(-1)))
                 heatmaps = flip_average(heatmaps, flipped, flip_pairs, shift=shift)
     finally:
         for module, flag in flags:

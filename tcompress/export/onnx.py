@@ -21,7 +21,8 @@ from tcompress.checkpoint import atomic_write
 from tcompress.errors import TcompressError
 from tcompress.export.validate import ValidationReport, validate_onnx
 from tcompress.layerwise import LayerwiseNet, dense_layers, plain_layers
-from tcompress.models import StackedHourglass
+from tcompress.layouts import KNOWN_MODELS
+from tcompress.models.io import model_io
 from tcompress.passes import factorize, fold_batchnorm, materialize
 from tcompress.tnet import TNet
 
@@ -61,7 +62,7 @@ def deployable(model: nn.Module, form: str) -> nn.Module:
 
     ``form`` is ``"dense"`` (every block kernel rebuilt: the fused dense form) or
     ``"factorized"`` (the three-convolution form; for a layer-wise network, its chains of small
-    convolutions); a dense hourglass has only the dense form.
+    convolutions); a dense network has only the dense form.
     """
     if form not in FORMS:
         raise ExportError(f"form {form!r} is unknown; expected one of {', '.join(FORMS)}")
@@ -81,10 +82,10 @@ def deployable(model: nn.Module, form: str) -> nn.Module:
 
 
 def _check_exportable(model: nn.Module) -> None:
-    if not isinstance(model, TNet | LayerwiseNet | StackedHourglass):
+    if not isinstance(model, (TNet, LayerwiseNet, *KNOWN_MODELS)):
         raise ExportError(
             f"model is a {type(model).__name__}; expected a T-Net, a LayerwiseNet or a "
-            "StackedHourglass"
+            "StackedHourglass, BearpawHourglass or PoseNet"
         )
 
 
@@ -103,13 +104,18 @@ def export_onnx(
     """Export a T-Net, a layer-wise network or a dense hourglass to ONNX (float32), validated with
     ONNX Runtime.
 
+    The graph keeps the network's own input and output conventions: a PoseNet takes a
+    channels-last image and returns one tensor of stacked heatmaps.
+
     The model itself is left as it was (device, dtype, training flag).
 
     Parameters
     ----------
     model
-        A :class:`~tcompress.TNet`, a :class:`~tcompress.layerwise.LayerwiseNet`, a
-        :class:`~tcompress.models.StackedHourglass` or a file that :func:`tcompress.load` reads.
+        A :class:`~tcompress.TNet`, a :class:`~tcompress.layerwise.LayerwiseNet`, a dense network
+        of a known layout (:class:`~tcompress.models.StackedHourglass`,
+        :class:`~tcompress.models.BearpawHourglass`, :class:`~tcompress.models.PoseNet`) or a file
+        that :func:`tcompress.load` reads.
     path
         Output file; written atomically, and only if validation passes.
     form
@@ -120,7 +126,8 @@ def export_onnx(
         ONNX opset (17 by default: supported by every ONNX Runtime release since 1.12).
     input_size
         Height and width of the traced input (one int for square); the batch axis stays dynamic
-        with ``dynamic_batch``. Spatial sizes must be divisible by 4 * 2**depth.
+        with ``dynamic_batch``. For a hourglass, spatial sizes must be divisible by
+        4 * 2**depth.
     atol, rtol
         An output passes validation when max |ONNX - PyTorch| <= atol + rtol * max |PyTorch|.
     validate
@@ -129,7 +136,9 @@ def export_onnx(
 
     Shapes
     ------
-    input ``image``: (N, C, H, W); outputs ``heatmaps_<stack>``: (N, n_joints, H / 4, W / 4).
+    input ``image``: (N, C, H, W) (PoseNet: (N, H, W, C)); outputs ``heatmaps_<stack>``:
+    (N, n_joints, H / 4, W / 4) (PoseNet: one output ``heatmaps``, (N, stacks, n_joints, H / 4,
+    W / 4); a network converted with ``--family``: ``output`` or ``output_<i>``).
     """
     if not isinstance(model, nn.Module):
         from tcompress.serialize import load
@@ -137,11 +146,11 @@ def export_onnx(
         model = load(model)
     _check_exportable(model)
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    config = model.config
-    step = 4 * 2**config.depth
+    step = model_io(model).size_multiple
     if any(s < step or s % step for s in size):
+        depth = getattr(model.config, "depth", None)
         raise ExportError(
-            f"input size {size[0]}x{size[1]} does not fit a hourglass of depth {config.depth}; "
+            f"input size {size[0]}x{size[1]} does not fit a hourglass of depth {depth}; "
             f"expected multiples of {step}"
         )
     was_training = model.training
@@ -155,12 +164,12 @@ def export_onnx(
 
 
 def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, validate):
-    config = reference.config
+    io = model_io(reference)
     # The file is float32 whatever the model's dtype: what ONNX Runtime runs on every provider.
     prepared = deployable(reference, form).float()
-    names = [f"heatmaps_{s}" for s in range(config.n_stacks)]
     device = next(prepared.parameters()).device
-    example = torch.randn(1, config.in_channels, *size, device=device)
+    example = io.example(1, size).to(device)
+    names = output_names(prepared, example)
     report = ExportReport(
         path=os.fspath(path),
         form=form,
@@ -196,6 +205,7 @@ def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, valid
                 atol=atol,
                 rtol=rtol,
                 batches=(1, 3) if dynamic_batch else (1,),
+                output_names=names,
             )
             if not report.validation.ok:
                 raise ExportError(
@@ -206,6 +216,19 @@ def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, valid
     atomic_write(path, write)
     report.file_bytes = os.path.getsize(path)
     return report
+
+
+def output_names(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """The graph's output names: the network's own (:class:`~tcompress.models.ModelIO`), or for a
+    network without them, ``output`` or ``output_<i>`` after the outputs of one run."""
+    io = model_io(model)
+    if io.output_names != ("output",):
+        return list(io.output_names)
+    with torch.no_grad():
+        out = model(example)
+    if isinstance(out, list | tuple):
+        return [f"output_{i}" for i in range(len(out))]
+    return ["output"]
 
 
 def len_params(model: nn.Module) -> int:

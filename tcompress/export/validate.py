@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from tcompress.models.io import model_io
+
 
 @dataclass
 class OutputCheck:
@@ -68,8 +70,9 @@ def validate_onnx(
 ) -> ValidationReport:
     """Check ``path`` and compare ONNX Runtime's outputs with ``reference``'s on seeded inputs.
 
-    The inputs are standard normal (unit scale), one per batch size in ``batches``; the reference
-    runs in eval mode in float32 on the CPU.
+    The inputs are standard normal (unit scale), one per batch size in ``batches``, in the
+    network's own layout (:class:`~tcompress.models.ModelIO`); the reference runs in eval mode in
+    float32 on the CPU.
     """
     import onnx
     import onnxruntime as ort
@@ -99,8 +102,8 @@ def validate_onnx(
     ):
         # Compare in float32 on the CPU without moving the caller's model.
         model = copy.deepcopy(model).float().cpu()
-    channels = model.config.in_channels
-    expected = list(output_names or [f"heatmaps_{s}" for s in range(model.config.n_stacks)])
+    io = model_io(model)
+    expected = list(output_names or io.output_names)
     if inputs != [input_name] or outputs != expected:
         report.names = "failed"
         report.problems.append(
@@ -111,9 +114,10 @@ def validate_onnx(
     report.names = "passed"
     generator = torch.Generator().manual_seed(seed)
     for batch in batches:
-        x = torch.randn(batch, channels, *input_size, generator=generator)
+        x = io.example(batch, input_size, generator)
         with torch.no_grad():
-            want = [w.numpy() for w in model(x)]
+            out = model(x)
+        want = [w.numpy() for w in (out if isinstance(out, list | tuple) else [out])]
         try:
             got = session.run(None, {input_name: x.numpy()})
         except Exception as e:

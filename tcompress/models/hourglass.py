@@ -8,13 +8,14 @@ constant width, so that all of them can be stacked into one 8th-order tensor ind
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tcompress.errors import TcompressError
+from tcompress.models._config import PositiveIntConfig
+from tcompress.models.io import ModelIO
 
 PATHWAYS = ("skip", "down", "up")
 
@@ -30,7 +31,7 @@ def dense_block_conv(features: int, index: tuple[int, int, int, int] | None = No
 
 
 @dataclass(frozen=True)
-class HourglassConfig:
+class HourglassConfig(PositiveIntConfig):
     """Architecture of a :class:`StackedHourglass`; the paper's configuration by default."""
 
     n_stacks: int = 4
@@ -39,14 +40,6 @@ class HourglassConfig:
     features: int = 128
     n_joints: int = 16
     in_channels: int = 3
-
-    def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TcompressError(f"{name} must be a positive integer, got {value!r}")
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 class BasicBlock(nn.Module):
@@ -198,6 +191,27 @@ class StackedHourglass(nn.Module):
                 for p, pathway in enumerate(PATHWAYS):
                     for c, conv in enumerate(getattr(level, pathway).convs):
                         yield (s, d, p, c), conv
+
+    @property
+    def io(self) -> ModelIO:
+        return ModelIO(
+            self.config.in_channels,
+            tuple(f"heatmaps_{s}" for s in range(self.config.n_stacks)),
+            size_multiple=4 * 2**self.config.depth,
+        )
+
+    @property
+    def tensor_grid(self) -> tuple[int, int, int, int]:
+        cfg = self.config
+        return (cfg.n_stacks, cfg.depth, 3, cfg.block_depth)
+
+    def block_conv_names(self) -> list[tuple[tuple[int, int, int, int], str]]:
+        """(index (stack, depth, pathway, conv), module name) of every convolution of the T-Net
+        tensor, in the tensor's row-major order."""
+        return [
+            (index, self.block_key(index).removesuffix(".weight"))
+            for index, _ in self.block_convs()
+        ]
 
     @staticmethod
     def block_key(index: tuple[int, int, int, int]) -> str:

@@ -47,6 +47,10 @@ def factorize(tnet: TNet) -> nn.Module:
             layers.append(_conv(parameter(kernel), conv))
         if post is not None:
             layers.append(_conv(parameter(post)))
+        if conv.bias is not None:
+            # The layer's own bias goes to its last convolution (a shared weight stays shared:
+            # each Conv2d holds its own bias beside the common weight).
+            layers[-1].bias = nn.Parameter(conv.bias.detach().clone())
         setattr(parent, name, nn.Sequential(*layers))
     return net.train(tnet.training)
 

@@ -1,4 +1,4 @@
-"""Dense hourglass -> layer-wise compressed hourglass: each block convolution decomposed alone.
+"""Dense network -> layer-wise compressed network: each kernel-family convolution decomposed alone.
 
 Three per-layer decompositions of a kernel K (f_out, f_in, h, w), all under ``torch.no_grad()`` in
 the kernel's dtype (float32 for half-precision kernels, stored back in their own dtype):
@@ -27,9 +27,8 @@ from torch import nn
 from tcompress.decompose import tucker
 from tcompress.decompose.cp import CP_ITERATIONS, cp_als
 from tcompress.errors import MethodError, RankError, TcompressError
+from tcompress.family import FamilyError, KernelFamily, layout_family
 from tcompress.layerwise import LayerwiseNet, layer_kernel, layer_skeleton
-from tcompress.models import StackedHourglass
-from tcompress.models.hourglass import PATHWAYS
 from tcompress.ranks import LAYERWISE_METHODS, layer_params, resolve_layer_ranks
 
 
@@ -74,41 +73,57 @@ class LayerwiseConfig:
 
 
 def decompose_layers(
-    model: StackedHourglass,
+    model: nn.Module,
     config: LayerwiseConfig,
     progress: Callable[[str], None] | None = None,
+    *,
+    family: KernelFamily | None = None,
 ) -> tuple[LayerwiseNet, list[float]]:
-    """A copy of ``model`` with every block convolution replaced by its decomposed chain.
+    """A copy of ``model`` with every convolution of ``family`` replaced by its decomposed chain.
 
-    ``progress``, if given, is called with a short description before each layer.
+    ``family`` defaults to the block convolutions of a known hourglass layout
+    (:func:`~tcompress.family.layout_family`); for any other network, give one
+    (:func:`~tcompress.family.pattern_family`). ``progress``, if given, is called with a short
+    description before each layer.
 
     Returns
     -------
     (LayerwiseNet, per-layer squared errors ||K - K_hat||^2 in W's order)
     """
-    kernel_shape = block_kernel_shape(model)
+    family = family if family is not None else _known_family(model)
+    kernel_shape = block_kernel_shape(model, family)
     resolved = resolve_layer_ranks(config.ranks, config.method, kernel_shape)
     net = copy.deepcopy(model)
     squared = []
-    convs = list(net.block_convs())
     with torch.no_grad():
-        for i, ((s, d, p, c), conv) in enumerate(convs):
+        for i, (_, name) in enumerate(family.members):
             if progress is not None:
-                progress(f"Decomposing block convolution {i + 1}/{len(convs)} ({config.method})")
+                progress(
+                    f"Decomposing block convolution {i + 1}/{len(family.members)} ({config.method})"
+                )
+            conv = net.get_submodule(name)
             layers = decompose_conv(conv, config.method, resolved.ranks, config)
-            block = getattr(net.hourglasses[s].levels[d], PATHWAYS[p])
-            block.convs[c] = layers
+            net.set_submodule(name, layers)
             rebuilt = layer_kernel(config.method, layers)
             squared.append(float((rebuilt.double() - conv.weight.double()).square().sum()))
-    out = LayerwiseNet(net, config.method, resolved.ranks)
+    out = LayerwiseNet(net, config.method, resolved.ranks, family)
     out.meta["notes"] = list(resolved.notes)
     return out.train(model.training), squared
 
 
-def block_kernel_shape(model: StackedHourglass) -> tuple[int, int, int, int]:
-    """(f_out, f_in, h, w) of the block kernels (all alike in a T-Net-ready hourglass)."""
-    _, conv = next(iter(model.block_convs()))
-    return tuple(conv.weight.shape)
+def _known_family(model: nn.Module) -> KernelFamily:
+    if not hasattr(model, "block_conv_names"):
+        raise FamilyError(
+            f"model is a {type(model).__name__} without a known kernel family; expected a "
+            "StackedHourglass, BearpawHourglass or PoseNet, or family= (a KernelFamily, e.g. "
+            "from tcompress.family.pattern_family)"
+        )
+    return layout_family(model)
+
+
+def block_kernel_shape(model: nn.Module, family: KernelFamily) -> tuple[int, int, int, int]:
+    """(f_out, f_in, h, w) of the family's kernels (all alike)."""
+    return tuple(model.get_submodule(family.names[0]).weight.shape)
 
 
 def decompose_conv(

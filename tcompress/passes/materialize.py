@@ -12,13 +12,15 @@ from tcompress.tnet import TensorConv2d, TNet
 
 def materialize(tnet: TNet) -> nn.Module:
     """The dense network a T-Net stands for: each :class:`TensorConv2d` becomes an ``nn.Conv2d``
-    whose kernel is its slice of W. The result is a :class:`~tcompress.models.StackedHourglass`
-    with the dense state_dict layout (it saves and loads as an uncompressed checkpoint).
+    whose kernel is its slice of W (and whose bias, if any, is the layer's own). The result has
+    the dense network's class and state_dict layout (it saves and loads as an uncompressed
+    checkpoint).
     """
     net = copy.deepcopy(tnet.net)
     with torch.no_grad():
         # (stack, depth, pathway, block, f_out, f_in, h, w): each slice a Conv2d kernel.
-        kernels = tnet.full_tensor().transpose(4, 5)
+        g = tnet.n_grid
+        kernels = tnet.full_tensor().transpose(g, g + 1)
     for parent, name, conv in tensor_convs_with_parents(net):
         dense = nn.Conv2d(
             conv.in_channels,
@@ -27,11 +29,13 @@ def materialize(tnet: TNet) -> nn.Module:
             conv.stride,
             conv.padding,
             conv.dilation,
-            bias=False,
+            bias=conv.bias is not None,
             device=kernels.device,
             dtype=kernels.dtype,
         )
         dense.weight = nn.Parameter(kernels[conv.index].clone())
+        if conv.bias is not None:
+            dense.bias = nn.Parameter(conv.bias.detach().clone())
         setattr(parent, name, dense)
     return net.train(tnet.training)
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from tcompress.errors import CheckpointError, DataError, TcompressError
+from tcompress.models.io import heatmaps_of
 from tcompress.train.distributed import Distributed, ShardSampler
 
 __all__ = [
@@ -350,13 +351,13 @@ def fit(
         )
         for batch in loader:
             images = batch["image"].to(context.device, non_blocking=True)
-            outputs = network(images)
+            outputs = heatmaps_of(network, images)
             loss = outputs[0].new_zeros(())
             if w < 1:
                 loss = loss + (1 - w) * heatmap_loss(outputs, batch["heatmaps"].to(context.device))
             if w > 0:
                 with torch.no_grad():
-                    target = teacher(images)
+                    target = heatmaps_of(teacher, images)
                 loss = loss + w * distillation_loss(outputs, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tcompress.models.io import heatmaps_of
+
 
 @dataclass
 class RecalibrationReport:
@@ -68,7 +70,7 @@ def recalibrate_batchnorm(
                 if max_batches is not None and done >= max_batches:
                     break
                 x = batch["image"] if isinstance(batch, dict) else batch
-                model(x.to(device))
+                heatmaps_of(model, x.to(device))
                 images += x.shape[0]
                 done += 1
                 if progress:

@@ -1,0 +1,101 @@
+"""What a network takes and gives: channel order of its input, number and layout of its outputs.
+
+Export, validation, fine-tuning and evaluation call networks through :func:`heatmaps_of`, so that
+a network keeps its own conventions (a channels-last input, heatmaps stacked into one tensor)
+while the rest of tcompress sees channels-first images and a list of per-stack heatmaps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tcompress.errors import TcompressError
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """Input and output conventions of a network.
+
+    Parameters
+    ----------
+    in_channels
+        Channels of the input image.
+    output_names
+        Names of the outputs in an exported graph, in the order the network returns them.
+    channels_last
+        The input is (N, H, W, C) instead of (N, C, H, W).
+    stacked_output
+        The network returns one tensor (N, stacks, joints, h, w) instead of a list of
+        (N, joints, h, w).
+    size_multiple
+        Input height and width must be multiples of this.
+    """
+
+    in_channels: int
+    output_names: tuple[str, ...]
+    channels_last: bool = False
+    stacked_output: bool = False
+    size_multiple: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "size_multiple"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TcompressError(f"{name} must be a positive integer, got {value!r}")
+        if not self.output_names:
+            raise TcompressError("output_names is empty; expected at least one output name")
+
+    def example(
+        self, batch: int, size: tuple[int, int], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """A standard normal input in the network's own layout."""
+        shape = (batch, *size, self.in_channels) if self.channels_last else None
+        shape = shape or (batch, self.in_channels, *size)
+        return torch.randn(*shape, generator=generator)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside DistributedDataParallel / DataParallel wrappers, T-Nets and layer-wise
+    networks."""
+    from tcompress.layerwise import LayerwiseNet
+    from tcompress.tnet import TNet
+
+    while True:
+        if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif isinstance(model, TNet | LayerwiseNet):
+            model = model.net
+        else:
+            return model
+
+
+def model_io(model: nn.Module) -> ModelIO:
+    """The :class:`ModelIO` of ``model`` (its ``io`` attribute; for a network without one, a
+    channels-first input with the first convolution's input channels and one output)."""
+    inner = unwrap(model)
+    io = getattr(inner, "io", None)
+    if isinstance(io, ModelIO):
+        return io
+    for module in inner.modules():
+        channels = getattr(module, "in_channels", None)
+        if isinstance(module, nn.Conv2d) or (isinstance(channels, int) and module is not inner):
+            return ModelIO(int(channels), ("output",))
+    raise TcompressError(
+        f"model is a {type(inner).__name__} without convolutions; expected a convolutional network"
+    )
+
+
+def heatmaps_of(model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+    """Run ``model`` on channels-first ``images``; its outputs as a list of (N, J, h, w).
+
+    A network without an ``io`` attribute is called as it is (channels first; a list of
+    heatmaps, or one tensor taken as the only stack)."""
+    io = getattr(unwrap(model), "io", None)
+    channels_last = isinstance(io, ModelIO) and io.channels_last
+    out = model(images.permute(0, 2, 3, 1) if channels_last else images)
+    if isinstance(io, ModelIO) and io.stacked_output:
+        return list(out.unbind(1))
+    return list(out) if isinstance(out, list | tuple) else [out]
