@@ -23,6 +23,7 @@ _LAZY = {
     "save": "tcompress.serialize",
     "load": "tcompress.serialize",
     "TNet": "tcompress.tnet",
+    "LayerwiseNet": "tcompress.layerwise",
     "TcompressError": "tcompress.errors",
     "export_onnx": "tcompress.export.onnx",
 }

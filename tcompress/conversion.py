@@ -1,4 +1,5 @@
-"""Dense network -> T-Net: stack the kernel family, factorize W, build the fine-tunable module."""
+"""Dense network -> T-Net: stack the kernel family, factorize W, build the fine-tunable module; or
+-> layer-wise compressed network: decompose every family member on its own."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from tcompress import __version__
 from tcompress.checkpoint import check_finite, read_checkpoint
 from tcompress.decompose import tensor_train, tucker
 from tcompress.decompose.cp import CP_ITERATIONS, cp_als
-from tcompress.errors import CheckpointError, TcompressError
+from tcompress.errors import CheckpointError, RankError, TcompressError
 from tcompress.family import KernelFamily, layout_family, pattern_family, tensorize
+from tcompress.layerwise import LAYER_MODE_NAMES, LayerwiseNet, StackedChains
 from tcompress.layouts import (
     CUSTOM,
     KNOWN_MODELS,
@@ -28,7 +30,13 @@ from tcompress.layouts import (
     check_state_matches,
     detect_architecture,
 )
-from tcompress.ranks import check_method, factorized_params, fixed_ranks, resolve_ranks
+from tcompress.ranks import (
+    LAYERWISE_METHODS,
+    check_method,
+    factorized_params,
+    fixed_ranks,
+    resolve_ranks,
+)
 from tcompress.tnet import CPTensor, MPSTensor, TNet, TuckerTensor
 from tcompress.train.data_aware import DATA_AWARE_ITERATIONS, block_statistics, refine_to_data
 
@@ -61,6 +69,7 @@ class ConversionSummary:
     architecture: str = "StackedHourglass"
     left_out: list[str] = field(default_factory=list)  # matching kernels kept dense, and why
     data_aware: dict | None = None  # DataAwareReport.to_dict() when the factors were fitted to data
+    layers: int | None = None  # layer-wise methods: how many convolutions were decomposed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,8 +92,8 @@ def convert(
     refine_iterations: int = DATA_AWARE_ITERATIONS,
     device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
-) -> TNet:
-    """Convert a dense network into a T-Net.
+) -> TNet | LayerwiseNet:
+    """Convert a dense network into a T-Net, or into a layer-wise compressed network.
 
     Parameters
     ----------
@@ -95,7 +104,13 @@ def convert(
         layout and its configuration are read off the keys). With ``arch`` and ``family``: any
         network's checkpoint, state_dict or module.
     method
-        ``"tucker"`` (HOSVD, optionally refined by HOOI), ``"mps"`` (TT-SVD) or ``"cp"``.
+        ``"tucker"`` (HOSVD, optionally refined by HOOI), ``"mps"`` (TT-SVD) or ``"cp"`` (ALS):
+        a T-Net. ``"layerwise-tucker"``, ``"layerwise-cp"`` or ``"tai"``: every convolution of
+        the kernel family decomposed on its own (:mod:`tcompress.passes.layerwise`), a
+        :class:`~tcompress.layerwise.LayerwiseNet`; ``ranks`` are then per-layer ranks
+        (:func:`~tcompress.ranks.resolve_layer_ranks`), ``ratio`` picks the per-layer rank whose
+        whole-network ratio is nearest, ``refine`` counts HOOI (Tucker) or ALS (CP) sweeps per
+        layer, ``refine_data`` fits every chain, and ``forward`` does not apply.
     ranks
         Tucker: one rank per mode (``None``/``"full"`` entries keep a mode), a dict of named
         modes, or a string in the CLI's forms; MPS: the bond ranks or one for all; CP: one rank.
@@ -134,13 +149,27 @@ def convert(
 
     Returns
     -------
-    TNet
-        With ``tnet.summary`` (a :class:`ConversionSummary`) describing the conversion.
+    TNet or LayerwiseNet
+        With ``.summary`` (a :class:`ConversionSummary`, as a dict) describing the conversion.
     """
     start = time.perf_counter()
     progress = progress or (lambda phase: None)
     progress("Reading the checkpoint")
     src = read_source(model, arch=arch, family=family)
+    if isinstance(method, str) and method.lower() in LAYERWISE_METHODS:
+        return _convert_layerwise(
+            src,
+            method.lower(),
+            ranks,
+            refine=refine,
+            ratio=ratio,
+            energy=energy,
+            seed=seed,
+            refine_data=(refine_data, refine_samples, refine_iterations),
+            device=device,
+            progress=progress,
+            start=start,
+        )
     state, kernels = src.state, src.family
     with torch.no_grad():
         W = kernels.stack(state)
@@ -251,8 +280,11 @@ def read_source(model, *, arch: str | None = None, family: str | None = None) ->
             f"{given} is given without {missing}; a network of another layout needs both "
             "(e.g. arch='mymodels:resnet', family='layer{stage}.{block}.conv{conv}')"
         )
-    if isinstance(model, TNet):
-        raise CheckpointError("the model is already a T-Net; convert takes a dense network")
+    if isinstance(model, TNet | LayerwiseNet):
+        raise CheckpointError(
+            f"the model is already compressed ({type(model).__name__}); convert takes a dense "
+            "network"
+        )
     source = sha256 = None
     if isinstance(model, nn.Module):
         state, where = model.state_dict(), "model"
@@ -262,8 +294,9 @@ def read_source(model, *, arch: str | None = None, family: str | None = None) ->
         ckpt = read_checkpoint(model)
         if ckpt.is_tnet:
             raise CheckpointError(
-                f"checkpoint '{ckpt.path}' is already a tcompress T-Net; convert takes the "
-                "uncompressed network it came from"
+                f"checkpoint '{ckpt.path}' is already compressed by tcompress (method "
+                f"{ckpt.payload.get('method')!r}); convert takes the uncompressed network it "
+                "came from"
             )
         state, where, source, sha256 = ckpt.state_dict, ckpt.path, ckpt.path, ckpt.sha256
     else:
@@ -293,8 +326,96 @@ def read_source(model, *, arch: str | None = None, family: str | None = None) ->
     return Source(state, kernels, dense, architecture, spec.n_params, source, sha256, where)
 
 
+def _convert_layerwise(
+    src: Source,
+    method: str,
+    ranks,
+    *,
+    refine: int,
+    ratio: float | None,
+    energy: float | None,
+    seed: int,
+    refine_data: tuple,
+    device,
+    progress: Callable[[str], None],
+    start: float,
+) -> LayerwiseNet:
+    """:func:`convert` with a layer-wise method: every family member decomposed on its own."""
+    from tcompress.passes.layerwise import LayerwiseConfig, choose_layer_ranks, decompose_layers
+
+    if energy is not None:
+        raise RankError(
+            f"an energy target applies to T-Nets (tucker, mps); give {method} --ranks or --ratio"
+        )
+    data, samples, iterations = refine_data
+    keys = src.family.weight_keys()
+    originals = [src.state[k] for k in keys]
+    check_finite(dict(zip(keys, originals)), src.where)
+    kernel_shape = tuple(originals[0].shape)
+    n_layers = len(keys)
+    kernel_params = n_layers * math.prod(kernel_shape)
+    if ratio is not None:
+        if not (ranks is None or (isinstance(ranks, str) and ranks.strip().lower() == "full")):
+            raise RankError(
+                f"ranks {ranks!r} and ratio {ratio!r} both given; a layer-wise method takes "
+                "--ranks or --ratio (the same rank for every layer), not both"
+            )
+        progress("Choosing the ranks")
+        ranks = choose_layer_ranks(
+            method, kernel_shape, n_layers, src.params_before - kernel_params, ratio
+        )
+    layer_config = LayerwiseConfig(method, ranks, n_iter=refine, seed=seed)
+    dense = copy.deepcopy(src.dense)
+    dense.load_state_dict(src.state, strict=True, assign=True)
+    if device is not None:
+        dense = dense.to(device)
+    progress(f"Decomposing {n_layers} block convolutions with {method}")
+    net, squared = decompose_layers(dense, layer_config, progress, family=src.family)
+    data_aware = None
+    if data is not None:
+        progress("Fitting the chains to the data")
+        W = src.family.stack(src.state).to(originals[0].device if device is None else device)
+        data_aware = _fit_to_data(StackedChains(net), W, src, data, samples, iterations, seed)
+        with torch.no_grad():
+            squared = [
+                float((k.double() - o.to(k.device).double()).square().sum())
+                for k, o in zip(net.kernels(), originals)
+            ]
+    norms = [float(o.double().square().sum()) for o in originals]
+    params_after = sum(p.numel() for p in net.parameters())
+    summary = ConversionSummary(
+        method=method,
+        ranks=list(net.ranks),
+        mode_names=list(LAYER_MODE_NAMES),
+        mode_sizes=list(kernel_shape),
+        tensor_params_before=kernel_params,
+        tensor_params_after=params_after - (src.params_before - kernel_params),
+        params_before=src.params_before,
+        params_after=params_after,
+        compression_ratio=src.params_before / params_after,
+        relative_error=math.sqrt(sum(squared) / max(sum(norms), 1e-300)),
+        refine=refine,
+        errors=[math.sqrt(e / max(n, 1e-300)) for e, n in zip(squared, norms)],
+        notes=net.meta.pop("notes", []),
+        source=src.source,
+        source_sha256=src.sha256,
+        dtype=str(originals[0].dtype).removeprefix("torch."),
+        target=f"ratio {ratio:g}" if ratio is not None else None,
+        architecture=src.architecture["name"],
+        left_out=list(src.family.left_out),
+        data_aware=data_aware,
+        layers=n_layers,
+    )
+    summary.seconds = time.perf_counter() - start
+    net.meta = {"architecture": src.architecture, "summary": summary.to_dict()}
+    log.info("converted with %s, ranks %s: %.2fx", method, summary.ranks, summary.compression_ratio)
+    return net
+
+
 def _fit_to_data(tensor, W, src: Source, data, samples, iterations, seed) -> dict:
-    """Data-aware refinement of ``tensor`` in place; its report, with W's error before."""
+    """Data-aware refinement of ``tensor`` in place (a T-Net's factorized tensor, or the chains
+    of a layer-wise network as :class:`~tcompress.layerwise.StackedChains`); its report, with W's
+    error before."""
     import copy
 
     from torch.utils.data import DataLoader

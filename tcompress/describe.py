@@ -8,14 +8,17 @@ import os
 from tcompress.checkpoint import check_finite, read_checkpoint
 from tcompress.family import layout_family
 from tcompress.layouts import CUSTOM, dense_from_state
+from tcompress.ranks import LAYERWISE_METHODS
 from tcompress.serialize import from_payload
 
 
 def describe(path: str | os.PathLike, *, arch: str | None = None) -> dict:
-    """Architecture, parameter counts and, for a T-Net, its method, ranks and conversion figures.
+    """Architecture, parameter counts and, for a T-Net or a layer-wise network, its method, ranks
+    and conversion figures.
 
-    A T-Net converted with ``arch``/``family`` is rebuilt (and its parameters counted) only when
-    ``arch`` names its factory; otherwise its recorded figures are shown.
+    A T-Net or layer-wise network converted with ``arch``/``family`` is rebuilt (and its
+    parameters counted) only when ``arch`` names its factory; otherwise its recorded figures are
+    shown.
     """
     ckpt = read_checkpoint(path)
     if ckpt.is_tnet:
@@ -27,7 +30,7 @@ def describe(path: str | os.PathLike, *, arch: str | None = None) -> dict:
             summary["params_after"] = sum(p.numel() for p in tnet.parameters())
         return {
             "file": ckpt.path,
-            "kind": "tnet",
+            "kind": "layerwise" if payload["method"] in LAYERWISE_METHODS else "tnet",
             "sha256": ckpt.sha256,
             "tcompress_version": payload.get("tcompress_version"),
             "architecture": payload["architecture"],

@@ -8,6 +8,10 @@ Accepted forms (DESIGN section 5):
 - MPS: the N-1 bond ranks, or one value for every bond, or ``"full"``; a bond above its maximal TT
   rank (the smaller of the products of the mode sizes on either side) is capped, and the cap is
   reported.
+- Layer-wise methods (one decomposition per block convolution, the same ranks for every layer):
+  ``layerwise-tucker`` takes ``"R_in,R_out"``, one value for both, or ``"R_in,R_out,R_h,R_w"``
+  (Tucker-4, the kernel's spatial modes decomposed too); ``layerwise-cp`` one rank R; ``tai`` the
+  number K of intermediate channels. ``full`` keeps every layer exact.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from dataclasses import dataclass, field
 from tcompress.decompose import max_tt_ranks
 from tcompress.errors import MethodError, RankError
 
-METHODS = ("tucker", "mps", "cp")
+TNET_METHODS = ("tucker", "mps", "cp")
+LAYERWISE_METHODS = ("layerwise-tucker", "layerwise-cp", "tai")
+METHODS = (*TNET_METHODS, *LAYERWISE_METHODS)
 _FULL = ("full", "-")
 
 
@@ -43,6 +49,11 @@ def resolve_ranks(
 ) -> ResolvedRanks:
     """Turn any accepted form of ``ranks`` into validated integers for ``method`` on ``shape``."""
     method = check_method(method)
+    if method in LAYERWISE_METHODS:
+        raise MethodError(
+            f"method {method!r} decomposes each layer on its own; its ranks are resolved by "
+            "resolve_layer_ranks"
+        )
     shape = tuple(int(s) for s in shape)
     if method == "tucker":
         return ResolvedRanks(method, _tucker(ranks, shape, tuple(mode_names)))
@@ -119,6 +130,95 @@ def _mps(ranks, shape: tuple[int, ...]) -> ResolvedRanks:
     return ResolvedRanks("mps", tuple(bonds), tuple(notes))
 
 
+def resolve_layer_ranks(ranks, method: str, kernel_shape: Sequence[int]) -> ResolvedRanks:
+    """Ranks of a layer-wise ``method`` for block kernels of shape (f_out, f_in, h, w).
+
+    Returns
+    -------
+    ResolvedRanks
+        ``layerwise-tucker``: (R_in, R_out), or (R_in, R_out, R_h, R_w) when a spatial rank is
+        below its kernel size; ``layerwise-cp``: (R,); ``tai``: (K,). ``full`` gives the ranks
+        that represent every kernel exactly; a CP rank above that is capped (with a note).
+    """
+    method = check_method(method)
+    f_out, f_in, h, w = (int(s) for s in kernel_shape)
+    full = ranks is None or (isinstance(ranks, str) and ranks.strip().lower() in ("", *_FULL))
+    if isinstance(ranks, Mapping) or (isinstance(ranks, str) and "=" in ranks):
+        raise RankError(
+            f"ranks {_show(ranks)} name modes; layer-wise method {method!r} takes "
+            f"{_LAYER_FORMS.get(method, 'ranks')}"
+        )
+    if method == "layerwise-tucker":
+        if full:
+            return ResolvedRanks(method, (f_in, f_out))
+        values = _items(ranks)
+        if len(values) == 1:
+            values = values * 2
+        if len(values) not in (2, 4):
+            raise RankError(
+                f"got {len(values)} rank(s) ({_show(ranks)}) for layerwise-tucker; expected "
+                f"{_LAYER_FORMS[method]}"
+            )
+        names, sizes = ("R_in", "R_out", "R_h", "R_w"), (f_in, f_out, h, w)
+        out = tuple(
+            _one(v, f"layerwise-tucker rank {names[k]}", sizes[k]) for k, v in enumerate(values)
+        )
+        # Spatial ranks equal to the kernel size decompose nothing: plain Tucker-2.
+        return ResolvedRanks(method, out[:2] if out[2:] == (h, w) else out)
+    if method == "layerwise-cp":
+        # sum over (i, y, x) of e_i o K[:, i, y, x] o e_y o e_x: every kernel is exactly rank f h w
+        exact = min(f_in, f_out) * h * w
+        what, expected = "layerwise-cp rank R", "one CP rank R (rank-one terms per layer)"
+    elif method == "tai":
+        exact = min(f_in * h, f_out * w)
+        what, expected = "tai rank K", "one rank K (intermediate channels per layer)"
+    else:
+        raise MethodError(
+            f"method {method!r} is not layer-wise; expected one of {', '.join(LAYERWISE_METHODS)}"
+        )
+    if full:
+        return ResolvedRanks(method, (exact,))
+    values = _items(ranks)
+    if len(values) != 1:
+        raise RankError(
+            f"got {len(values)} rank(s) ({_show(ranks)}) for {method}; expected {expected}"
+        )
+    if method == "tai":
+        return ResolvedRanks(method, (_one(values[0], what, exact, limit="exact rank"),))
+    rank = _one(values[0], what, exact, cap=True)
+    if rank > exact:
+        note = f"{what} {rank} capped at {exact}, the rank that represents every kernel exactly"
+        return ResolvedRanks(method, (exact,), (note,))
+    return ResolvedRanks(method, (rank,))
+
+
+_LAYER_FORMS = {
+    "layerwise-tucker": "'R_in,R_out', one value for both, or 'R_in,R_out,R_h,R_w' (Tucker-4)",
+    "layerwise-cp": "one CP rank R",
+    "tai": "one rank K",
+}
+
+
+def layer_params(method: str, kernel_shape: Sequence[int], ranks: Sequence[int]) -> int:
+    """Parameters of one block kernel (f_out, f_in, h, w) decomposed by a layer-wise method.
+
+    - Tucker-2: R_in R_out h w + f_in R_in + f_out R_out;
+    - Tucker-4: R_in R_out R_h R_w + f_in R_in + f_out R_out + h R_h + w R_w;
+    - CP: R (f_in + f_out + h + w) (the weights folded into the factors);
+    - Tai: K (f_in h + f_out w).
+    """
+    f_out, f_in, h, w = kernel_shape
+    if method == "layerwise-tucker":
+        r_in, r_out, r_h, r_w = (*ranks, h, w)[:4]
+        spatial = 0 if len(ranks) == 2 else h * r_h + w * r_w
+        return r_in * r_out * r_h * r_w + f_in * r_in + f_out * r_out + spatial
+    if method == "layerwise-cp":
+        return ranks[0] * (f_in + f_out + h + w)
+    if method == "tai":
+        return ranks[0] * (f_in * h + f_out * w)
+    raise MethodError(f"method {method!r} is not layer-wise")
+
+
 def fixed_ranks(
     ranks, method: str, shape: Sequence[int], mode_names: Sequence[str]
 ) -> list[int | None]:
@@ -179,7 +279,7 @@ def _items(ranks) -> list:
         raise RankError(f"ranks {ranks!r} are neither a list of integers nor a string") from None
 
 
-def _one(value, what: str, size: int, cap: bool = False) -> int:
+def _one(value, what: str, size: int, cap: bool = False, limit: str = "mode size") -> int:
     """One rank: an integer in [1, size] (or >= 1 when ``cap``), or full/-/None for ``size``."""
     allowed = "at least 1" if cap else f"from 1 to {size}"
     if value is None or (isinstance(value, str) and value.strip().lower() in _FULL):
@@ -201,7 +301,7 @@ def _one(value, what: str, size: int, cap: bool = False) -> int:
         raise RankError(f"{what} is {value!r}; expected an integer {allowed}")
     if value < 1 or (not cap and value > size):
         raise RankError(
-            f"{what} is {value}; expected an integer {allowed} (mode size {size})"
+            f"{what} is {value}; expected an integer {allowed} ({limit} {size})"
             if not cap
             else f"{what} is {value}; expected an integer {allowed}"
         )

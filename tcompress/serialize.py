@@ -13,6 +13,11 @@ The file is a dict of plain values and tensors::
 as ``architecture.factory = "MODULE:FACTORY"`` with the stacked modules in ``architecture.family``.
 Loading a custom T-Net needs ``arch=`` (CLI: ``--arch``) naming that factory again: a file never
 makes tcompress import code by itself.
+
+A layer-wise compressed network (:class:`~tcompress.layerwise.LayerwiseNet`) is saved in the same
+format, with the same architecture record: its method (``layerwise-tucker``, ``layerwise-cp``,
+``tai``) and per-layer ranks, with the kernel's modes (f_out, f_in, h, w) as ``mode_names`` /
+``mode_sizes``.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from torch import nn
 
 from tcompress import __version__
 from tcompress.checkpoint import check_finite, read_checkpoint, save_torch
-from tcompress.errors import CheckpointError
+from tcompress.errors import CheckpointError, TcompressError
 from tcompress.family import KernelFamily, layout_family, tensorize
+from tcompress.layerwise import LAYER_MODE_NAMES, LayerwiseNet, layerwise_skeleton
 from tcompress.layouts import (
     ARCHITECTURES,
     CUSTOM,
@@ -35,6 +41,7 @@ from tcompress.layouts import (
     check_state_matches,
     dense_from_state,
 )
+from tcompress.ranks import LAYERWISE_METHODS, resolve_layer_ranks
 from tcompress.stacking import MODE_NAMES
 from tcompress.tnet import CPTensor, MPSTensor, TNet, TuckerTensor
 
@@ -42,32 +49,47 @@ FORMAT = "tcompress.tnet"
 FORMAT_VERSION = 1
 
 
-def save(tnet: TNet, path: str | os.PathLike) -> None:
-    """Write ``tnet`` to ``path`` atomically (a temporary file renamed into place)."""
-    if not isinstance(tnet, TNet):
-        raise TypeError(f"save expects a TNet, got {type(tnet).__name__}")
+def save(tnet: TNet | LayerwiseNet, path: str | os.PathLike) -> None:
+    """Write a T-Net or a layer-wise compressed network to ``path`` atomically (a temporary file
+    renamed into place)."""
+    if not isinstance(tnet, TNet | LayerwiseNet):
+        raise TypeError(f"save expects a TNet or a LayerwiseNet, got {type(tnet).__name__}")
     save_torch(to_payload(tnet), path)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write a T-Net with :func:`save`, a dense hourglass as its plain state dict (atomically)."""
-    if isinstance(model, TNet):
+    """Write a compressed network with :func:`save`, a dense network as its plain state dict
+    (atomically)."""
+    if isinstance(model, TNet | LayerwiseNet):
         save(model, path)
     else:
         save_torch({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
 
 
-def to_payload(tnet: TNet) -> dict:
+def to_payload(tnet: TNet | LayerwiseNet) -> dict:
+    layerwise = isinstance(tnet, LayerwiseNet)
     architecture = dict(tnet.meta.get("architecture") or {})
     if not architecture:
+        if tnet.config is None:
+            raise CheckpointError(
+                f"the {type(tnet).__name__} records no architecture and its network "
+                f"({type(tnet.net).__name__}) has no config; convert with arch='MODULE:FACTORY' "
+                "and family='PATTERN' so that the file can rebuild the network"
+            )
         architecture = {"name": type(tnet.net).__name__, "config": tnet.config.to_dict()}
+        if layerwise:
+            architecture["family"] = tnet.family.to_dict()
     if architecture.get("name") == CUSTOM and not architecture.get("factory"):
         raise CheckpointError(
             "the T-Net's architecture records no factory; convert with arch='MODULE:FACTORY' "
             "so that the file can rebuild the network"
         )
     family = architecture.get("family")
-    mode_names = KernelFamily.from_dict(family).all_mode_names if family else MODE_NAMES
+    if layerwise:
+        mode_names, mode_sizes = LAYER_MODE_NAMES, tnet.kernel_shape
+    else:
+        mode_names = KernelFamily.from_dict(family).all_mode_names if family else MODE_NAMES
+        mode_sizes = tnet.tensor.shape
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -76,7 +98,7 @@ def to_payload(tnet: TNet) -> dict:
         "method": tnet.method,
         "ranks": list(tnet.ranks),
         "mode_names": list(mode_names),
-        "mode_sizes": list(tnet.tensor.shape),
+        "mode_sizes": list(mode_sizes),
         "forward": tnet.forward_form,
         "summary": dict(tnet.meta.get("summary", {})),
         "state_dict": {k: v.detach().cpu() for k, v in tnet.state_dict().items()},
@@ -105,9 +127,10 @@ def load(
 
     Returns
     -------
-    TNet for a T-Net file; the dense network (:class:`~tcompress.models.StackedHourglass`,
-    :class:`~tcompress.models.BearpawHourglass` or :class:`~tcompress.models.PoseNet`) for a
-    dense checkpoint.
+    TNet for a T-Net file, :class:`~tcompress.layerwise.LayerwiseNet` for a layer-wise one (which
+    has one forward form, ``forward`` does not apply); the dense network
+    (:class:`~tcompress.models.StackedHourglass`, :class:`~tcompress.models.BearpawHourglass` or
+    :class:`~tcompress.models.PoseNet`) for a dense checkpoint.
     """
     ckpt = read_checkpoint(path)
     if not ckpt.is_tnet:
@@ -119,7 +142,7 @@ def load(
 
 def from_payload(
     payload: dict, path: str, *, forward: str | None = None, arch: str | None = None
-) -> TNet:
+) -> TNet | LayerwiseNet:
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -134,9 +157,13 @@ def from_payload(
         net, family = _dense_skeleton(architecture, path, arch)
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"T-Net file '{path}' lacks its description ({e})") from None
-    net = tensorize(net, family)
-    tensor = _empty_tensor(method, shape, ranks, path)
-    tnet = TNet(net, tensor, forward=forward or payload.get("forward", "reconstructed"))
+    if method in LAYERWISE_METHODS:
+        _check_layer_ranks(method, ranks, shape, path)
+        tnet = layerwise_skeleton(net, family, method, ranks)
+    else:
+        tensor = _empty_tensor(method, shape, ranks, path)
+        forward = forward or payload.get("forward", "reconstructed")
+        tnet = TNet(tensorize(net, family), tensor, forward=forward)
     check_state_matches(StateSpec.of(tnet), state, path)
     check_finite(state, path)
     tnet.load_state_dict(state, strict=True, assign=True)
@@ -166,6 +193,18 @@ def _dense_skeleton(architecture: dict, path: str, arch: str | None):
     return net, layout_family(net)
 
 
+def _check_layer_ranks(method: str, ranks: list[int], shape: list[int], path: str) -> None:
+    try:
+        fits = len(shape) == 4 and resolve_layer_ranks(ranks, method, shape).ranks == tuple(ranks)
+    except TcompressError:
+        fits = False
+    if not fits:
+        raise CheckpointError(
+            f"T-Net file '{path}' has ranks {ranks} that do not fit method {method!r} on kernels "
+            f"of shape {tuple(shape)}"
+        )
+
+
 def _empty_tensor(method: str, shape: list[int], ranks: list[int], path: str):
     with torch.device("meta"):
         if method == "tucker":
@@ -177,4 +216,7 @@ def _empty_tensor(method: str, shape: list[int], ranks: list[int], path: str):
             return MPSTensor([torch.empty(bonds[k], d, bonds[k + 1]) for k, d in enumerate(shape)])
         if method == "cp" and len(ranks) == 1:
             return CPTensor(torch.empty(ranks[0]), [torch.empty(d, ranks[0]) for d in shape])
-    raise CheckpointError(f"T-Net file '{path}' has method {method!r}; expected tucker, mps or cp")
+    raise CheckpointError(
+        f"T-Net file '{path}' has method {method!r}; expected tucker, mps, cp, "
+        + ", ".join(LAYERWISE_METHODS)
+    )

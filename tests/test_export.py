@@ -167,6 +167,7 @@ def test_export_leaves_the_model_as_it_was(tmp_path, hourglass):
 
 def test_only_hourglasses_and_tnets(tmp_path):
     with pytest.raises(
-        ExportError, match="model is a Linear; expected a T-Net or a StackedHourglass"
+        ExportError,
+        match="model is a Linear; expected a T-Net, a LayerwiseNet or a StackedHourglass",
     ):
         export_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")

@@ -1,4 +1,4 @@
-"""``tcompress convert``: a dense hourglass checkpoint becomes a T-Net file."""
+"""``tcompress convert``: a dense checkpoint becomes a T-Net or a layer-wise compressed file."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from tcompress.cli import handle_errors, main
     "-m",
     default="tucker",
     show_default=True,
-    help="Decomposition of the shared tensor: tucker, mps or cp.",
+    help="tucker, mps or cp: a T-Net (one shared tensor); layerwise-tucker, layerwise-cp or "
+    "tai: every block convolution decomposed on its own.",
 )
 @click.option(
     "--ranks",
@@ -25,14 +26,17 @@ from tcompress.cli import handle_errors, main
     show_default=True,
     help="Tucker: 8 ranks (stack,depth,pathway,block,f_in,f_out,h,w; 'full' or '-' "
     "keeps a mode), or named overrides such as f_in=64,f_out=64. MPS: 7 bond "
-    "ranks or one value for all bonds. CP: one rank (the number of rank-one terms).",
+    "ranks or one value for all bonds. CP: one rank (the number of rank-one terms). "
+    "Per layer: layerwise-tucker R_in,R_out (or one value for both; R_in,R_out,R_h,R_w for "
+    "Tucker-4), layerwise-cp R, tai K (intermediate channels).",
 )
 @click.option(
     "--ratio",
     type=float,
     default=None,
-    help="Choose the ranks for this whole-network compression ratio (met within 3%); ranks "
-    "given with --ranks stay fixed.",
+    help="Choose the ranks for this whole-network compression ratio (T-Nets: met within 3%, "
+    "ranks given with --ranks stay fixed; layer-wise: the per-layer rank, the same for every "
+    "layer, whose ratio is nearest).",
 )
 @click.option(
     "--energy",
@@ -45,15 +49,16 @@ from tcompress.cli import handle_errors, main
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Tucker: HOOI sweeps after the HOSVD; CP: ALS sweeps [CP default: 25].",
+    help="Tucker: HOOI sweeps after the HOSVD; CP: ALS sweeps [CP default: 25] (per layer "
+    "for the layer-wise methods).",
 )
 @click.option(
     "--refine-data",
     default=None,
     metavar="DATA",
-    help="Fit the factors so that every block convolution's output on these images stays close "
-    "to the original's (data-aware refinement): 'synthetic', an image folder or an MPII-style "
-    "set; labels are not used.",
+    help="Fit the factors (layer-wise: every chain) so that every block convolution's output on "
+    "these images stays close to the original's (data-aware refinement): 'synthetic', an image "
+    "folder or an MPII-style set; labels are not used.",
 )
 @click.option(
     "--refine-samples",
@@ -68,7 +73,7 @@ from tcompress.cli import handle_errors, main
     type=click.Choice(["reconstructed", "factorized"]),
     default="reconstructed",
     show_default=True,
-    help="Forward form the saved T-Net uses by default.",
+    help="Forward form the saved T-Net uses by default (layer-wise networks have one).",
 )
 @click.option(
     "--arch",
@@ -112,7 +117,7 @@ def convert(
     force,
     as_json,
 ):
-    """Convert a dense CHECKPOINT into a T-Net.
+    """Convert a dense CHECKPOINT into a T-Net or a layer-wise compressed network.
 
     Stacked hourglasses of tcompress, of bearpaw/pytorch-pose (hg) and of princeton-vl
     (PoseNet) are recognised from the keys (module. and model.module. prefixes, wrapped
@@ -130,6 +135,8 @@ def convert(
       tcompress convert hg.pth --method cp --ranks 512 -o tnet-cp.pt
       tcompress convert resnet.pth --arch mymodels:resnet \\
           --family 'layer{stage}.{block}.conv{conv}' --ranks conv=1,f_in=32 -o tnet.pt
+      tcompress convert hg.pth --method layerwise-tucker --ranks 64,64 -o hg-lw.pt
+      tcompress convert hg.pth --method tai --ratio 3 -o hg-tai.pt
     """
     from tcompress.checkpoint import check_output
     from tcompress.cli.render import print_json, print_summary, quiet_status, stderr, stdout

@@ -15,12 +15,13 @@ from tcompress.cli import handle_errors, main
     "--arch",
     default=None,
     metavar="MODULE:FACTORY",
-    help="For a T-Net converted with --arch: the factory that builds its network.",
+    help="For a T-Net or layer-wise network converted with --arch: the factory that builds "
+    "its network.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @handle_errors
 def info(file, arch, as_json):
-    """Describe FILE: a dense stacked-hourglass checkpoint or a T-Net.
+    """Describe FILE: a dense stacked-hourglass checkpoint, a T-Net or a layer-wise network.
 
     \b
     Examples:
@@ -57,10 +58,13 @@ def info(file, arch, as_json):
             f"({description['tensor_params']:,} entries)"
         )
         return
-    console.print(
-        f"T-Net saved by tcompress {description['tcompress_version']}, "
-        f"default forward form: {description['forward']}"
-    )
+    if description["kind"] == "layerwise":
+        console.print(f"layer-wise network saved by tcompress {description['tcompress_version']}")
+    else:
+        console.print(
+            f"T-Net saved by tcompress {description['tcompress_version']}, "
+            f"default forward form: {description['forward']}"
+        )
     source = description["summary"].get("source")
     if source:
         console.print(

@@ -44,11 +44,10 @@ def recalibrate(model, data, n, batch_size, image_size, device, seed, output, fo
     """
     import torch
 
-    from tcompress.checkpoint import check_output, save_torch
+    from tcompress.checkpoint import check_output
     from tcompress.cli.render import print_json, quiet_status, stderr, stdout
     from tcompress.data import make_dataset
-    from tcompress.serialize import load, save
-    from tcompress.tnet import TNet
+    from tcompress.serialize import load, save_model
     from tcompress.train import recalibrate_batchnorm
 
     out = check_output(output, force=force, inputs=(model,))
@@ -63,10 +62,7 @@ def recalibrate(model, data, n, batch_size, image_size, device, seed, output, fo
             device=device,
             progress=lambda done: status.update(f"Re-estimating: batch {done}/{len(loader)}"),
         )
-        if isinstance(net, TNet):
-            save(net, out)
-        else:
-            save_torch({k: v.cpu() for k, v in net.state_dict().items()}, out)
+        save_model(net, out)
     summary = {
         "batchnorms": report.batchnorms,
         "images": report.images,

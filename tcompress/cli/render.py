@@ -55,7 +55,7 @@ def bonds_table(summary: dict) -> Table:
     return table
 
 
-def figures_table(summary: dict) -> Table:
+def figures_table(summary: dict, first: str = "tensor W") -> Table:
     table = Table(title="Parameters", title_justify="left")
     table.add_column("")
     table.add_column("before", justify="right")
@@ -63,12 +63,71 @@ def figures_table(summary: dict) -> Table:
     table.add_column("ratio", justify="right")
     tb, ta = summary["tensor_params_before"], summary["tensor_params_after"]
     nb, na = summary["params_before"], summary["params_after"]
-    table.add_row("tensor W", f"{tb:,}", f"{ta:,}", f"{tb / ta:.2f}x")
+    table.add_row(first, f"{tb:,}", f"{ta:,}", f"{tb / ta:.2f}x")
     table.add_row("whole network", f"{nb:,}", f"{na:,}", f"[bold]{nb / na:.2f}x[/bold]")
     return table
 
 
+LAYERWISE_TITLES = {
+    "layerwise-tucker": "Tucker (HOSVD) of every block convolution",
+    "layerwise-cp": "CP (ALS) of every block convolution",
+    "tai": "Tai et al. split of every block convolution (SVD)",
+}
+LAYER_RANK_NAMES = {"layerwise-tucker": "R_in,R_out[,R_h,R_w]", "layerwise-cp": "R", "tai": "K"}
+
+
+def print_layerwise_summary(console: Console, summary: dict, out: str | None = None) -> None:
+    """A layer-wise conversion: method, per-layer ranks, parameters, reconstruction error."""
+    method = summary["method"]
+    console.print(f"[bold]Layer-wise[/bold] {LAYERWISE_TITLES[method]}")
+    shape = "x".join(map(str, summary["mode_sizes"]))
+    ranks = ",".join(map(str, summary["ranks"]))
+    chosen = f", chosen for {summary['target']}" if summary.get("target") else ""
+    console.print(
+        f"{summary.get('layers')} block kernels of {shape} ({','.join(summary['mode_names'])}); "
+        f"per-layer ranks {LAYER_RANK_NAMES[method]} = [bold]{ranks}[/bold]{chosen}"
+    )
+    console.print(figures_table(summary, first="block kernels"))
+    errors = summary.get("errors") or []
+    line = (
+        "relative error over all block kernels ||K - K_hat|| / ||K||: "
+        f"[bold]{summary['relative_error']:.4g}[/bold]"
+    )
+    if errors:
+        line += f" (per layer {min(errors):.3g} to {max(errors):.3g})"
+    console.print(line)
+    _footer(console, summary, out)
+
+
+def _footer(console: Console, summary: dict, out: str | None) -> None:
+    """What every conversion reports last: data-aware fit, notes, convolutions left dense, time."""
+    fit = summary.get("data_aware")
+    if fit:
+        console.print(
+            f"data-aware refinement on {fit['images']} images: block output error "
+            f"{fit['error_before']:.4g} -> [bold]{fit['error_after']:.4g}[/bold] "
+            f"(||W - W_hat|| / ||W|| was {fit['weight_error_before']:.4g}), "
+            f"{fit['seconds']:.1f} s"
+        )
+    for note in summary.get("notes") or []:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    left_out = summary.get("left_out") or []
+    if left_out:
+        console.print(
+            f"[yellow]{len(left_out)} matching convolution(s) left dense[/yellow] "
+            "(not in the tensor; counted in the figures):"
+        )
+        for entry in left_out:
+            console.print(f"  {entry}")
+    console.print(f"time: {summary['seconds']:.2f} s")
+    if out:
+        console.print(f"wrote {out}")
+
+
 def print_summary(console: Console, summary: dict, out: str | None = None) -> None:
+    if summary["method"] in LAYERWISE_TITLES:
+        print_layerwise_summary(console, summary, out)
+        return
     method = {"tucker": "Tucker", "mps": "MPS (tensor train)", "cp": "CP"}[summary["method"]]
     init = {"tucker": "HOSVD", "mps": "TT-SVD", "cp": "CP-ALS"}[summary["method"]]
     if summary["method"] == "cp":
@@ -92,27 +151,7 @@ def print_summary(console: Console, summary: dict, out: str | None = None) -> No
     if len(errors) > 1 and summary["method"] == "tucker":
         line += f" (HOSVD {errors[0]:.4g} -> after HOOI {errors[-1]:.4g})"
     console.print(line)
-    fit = summary.get("data_aware")
-    if fit:
-        console.print(
-            f"data-aware refinement on {fit['images']} images: block output error "
-            f"{fit['error_before']:.4g} -> [bold]{fit['error_after']:.4g}[/bold] "
-            f"(||W - W_hat|| / ||W|| was {fit['weight_error_before']:.4g}), "
-            f"{fit['seconds']:.1f} s"
-        )
-    for note in summary.get("notes") or []:
-        console.print(f"[yellow]note:[/yellow] {note}")
-    left_out = summary.get("left_out") or []
-    if left_out:
-        console.print(
-            f"[yellow]{len(left_out)} matching convolution(s) left dense[/yellow] "
-            "(not in the tensor; counted in the figures):"
-        )
-        for entry in left_out:
-            console.print(f"  {entry}")
-    console.print(f"time: {summary['seconds']:.2f} s")
-    if out:
-        console.print(f"wrote {out}")
+    _footer(console, summary, out)
 
 
 def validation_table(validation: dict) -> Table:

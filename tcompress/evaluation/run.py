@@ -18,7 +18,7 @@ class Evaluation:
     """PCKh of one model on one data set, and what was evaluated."""
 
     model: str
-    kind: str  # "dense", "tnet" or "onnx"
+    kind: str  # "dense", "tnet", "layerwise" or "onnx"
     data: str
     split: str
     image_size: int
@@ -73,11 +73,14 @@ def load_for_evaluation(path: str | os.PathLike) -> nn.Module | OnnxModel:
 
 
 def model_kind(model: nn.Module | OnnxModel) -> str:
-    """``"onnx"``, ``"tnet"`` or ``"dense"``."""
+    """``"onnx"``, ``"tnet"``, ``"layerwise"`` or ``"dense"``."""
+    from tcompress.layerwise import LayerwiseNet
     from tcompress.tnet import TNet
 
     if isinstance(model, OnnxModel):
         return "onnx"
+    if isinstance(model, LayerwiseNet):
+        return "layerwise"
     return "tnet" if isinstance(model, TNet) else "dense"
 
 

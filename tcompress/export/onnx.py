@@ -20,6 +20,7 @@ from torch import nn
 from tcompress.checkpoint import atomic_write
 from tcompress.errors import TcompressError
 from tcompress.export.validate import ValidationReport, validate_onnx
+from tcompress.layerwise import LayerwiseNet, dense_layers, plain_layers
 from tcompress.layouts import KNOWN_MODELS
 from tcompress.models.io import model_io
 from tcompress.passes import factorize, fold_batchnorm, materialize
@@ -60,13 +61,16 @@ def deployable(model: nn.Module, form: str) -> nn.Module:
     """The plain-convolution model that is exported: passes applied, BatchNorms folded, eval mode.
 
     ``form`` is ``"dense"`` (every block kernel rebuilt: the fused dense form) or
-    ``"factorized"`` (the three-convolution form); a dense network has only the dense form.
+    ``"factorized"`` (the three-convolution form; for a layer-wise network, its chains of small
+    convolutions); a dense network has only the dense form.
     """
     if form not in FORMS:
         raise ExportError(f"form {form!r} is unknown; expected one of {', '.join(FORMS)}")
     _check_exportable(model)
     if isinstance(model, TNet):
         rewritten = materialize(model) if form == "dense" else factorize(model)
+    elif isinstance(model, LayerwiseNet):
+        rewritten = dense_layers(model) if form == "dense" else plain_layers(model)
     elif form == "factorized":
         raise ExportError(
             "an uncompressed hourglass has no factorized form; export it with form='dense' "
@@ -78,10 +82,10 @@ def deployable(model: nn.Module, form: str) -> nn.Module:
 
 
 def _check_exportable(model: nn.Module) -> None:
-    if not isinstance(model, (TNet, *KNOWN_MODELS)):
+    if not isinstance(model, (TNet, LayerwiseNet, *KNOWN_MODELS)):
         raise ExportError(
-            f"model is a {type(model).__name__}; expected a T-Net or a StackedHourglass, "
-            "BearpawHourglass or PoseNet"
+            f"model is a {type(model).__name__}; expected a T-Net, a LayerwiseNet or a "
+            "StackedHourglass, BearpawHourglass or PoseNet"
         )
 
 
@@ -97,7 +101,8 @@ def export_onnx(
     rtol: float = 1e-4,
     validate: bool = True,
 ) -> ExportReport:
-    """Export a T-Net or a dense hourglass to ONNX (float32), validated with ONNX Runtime.
+    """Export a T-Net, a layer-wise network or a dense hourglass to ONNX (float32), validated with
+    ONNX Runtime.
 
     The graph keeps the network's own input and output conventions: a PoseNet takes a
     channels-last image and returns one tensor of stacked heatmaps.
@@ -107,12 +112,15 @@ def export_onnx(
     Parameters
     ----------
     model
-        A :class:`~tcompress.TNet`, a :class:`~tcompress.models.StackedHourglass` or a file that
-        :func:`tcompress.load` reads.
+        A :class:`~tcompress.TNet`, a :class:`~tcompress.layerwise.LayerwiseNet`, a dense network
+        of a known layout (:class:`~tcompress.models.StackedHourglass`,
+        :class:`~tcompress.models.BearpawHourglass`, :class:`~tcompress.models.PoseNet`) or a file
+        that :func:`tcompress.load` reads.
     path
         Output file; written atomically, and only if validation passes.
     form
-        ``"factorized"`` (three-convolution form, Tucker; two convolutions, MPS) or ``"dense"``
+        ``"factorized"`` (three-convolution form, Tucker; two convolutions, MPS; the per-layer
+        chains of a layer-wise network) or ``"dense"``
         (block kernels rebuilt and BatchNorms folded: the fused dense form).
     opset
         ONNX opset (17 by default: supported by every ONNX Runtime release since 1.12).

@@ -58,13 +58,15 @@ class ModelIO:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside DistributedDataParallel / DataParallel wrappers and T-Nets."""
+    """The network inside DistributedDataParallel / DataParallel wrappers, T-Nets and layer-wise
+    networks."""
+    from tcompress.layerwise import LayerwiseNet
     from tcompress.tnet import TNet
 
     while True:
         if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
             model = model.module
-        elif isinstance(model, TNet):
+        elif isinstance(model, TNet | LayerwiseNet):
             model = model.net
         else:
             return model

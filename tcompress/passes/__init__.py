@@ -3,11 +3,22 @@ computes the same function in eval mode, checked in the tests against the model 
 
 - :func:`materialize`: a T-Net becomes the plain dense hourglass, kernels rebuilt from the tensor;
 - :func:`factorize`: a T-Net becomes plain convolutions in the three-convolution form;
-- :func:`fold_batchnorm`: every BatchNorm is folded into the convolution before it.
+- :func:`fold_batchnorm`: every BatchNorm is folded into the convolution before it;
+- :func:`decompose_layers` (:mod:`tcompress.passes.layerwise`): a dense network becomes a
+  :class:`~tcompress.layerwise.LayerwiseNet`, every convolution of its kernel family decomposed on
+  its own (the same function up to the truncation; exactly the same at full rank).
 """
 
 from tcompress.passes.factorize import factorize
 from tcompress.passes.fold_bn import ChannelAffine, fold_batchnorm
+from tcompress.passes.layerwise import LayerwiseConfig, decompose_layers
 from tcompress.passes.materialize import materialize
 
-__all__ = ["ChannelAffine", "factorize", "fold_batchnorm", "materialize"]
+__all__ = [
+    "ChannelAffine",
+    "LayerwiseConfig",
+    "decompose_layers",
+    "factorize",
+    "fold_batchnorm",
+    "materialize",
+]
