@@ -534,3 +534,14 @@ def test_paper_size_matches_tensorly():
     assert abs(tucker(w, ranks).relative_error - tensorly_tucker_error(w, ranks)) <= 1e-5
     tt_ranks = (4, 16, 48, 96, 64, 9, 3)
     assert abs(tensor_train(w, tt_ranks).relative_error - tensorly_tt_error(w, tt_ranks)) <= 1e-5
+
+
+def test_rank_above_the_other_modes_gives_orthonormal_factors_and_exact_errors():
+    # Mode 0 asks for 3 vectors of an unfolding with 1 column after HOOI projects mode 1 on one
+    # vector: two of them complete the basis, and must be orthogonal to the first.
+    for seed in range(50):
+        w = seeded((3, 2), torch.float64, seed)
+        result = tucker(w, [3, 1], n_iter=1)
+        assert orthonormality_gap(result.factors[0]) < 1e-12
+        explicit = rel_err(w, tucker_to_tensor(result.core, result.factors))
+        assert abs(result.relative_error - explicit) < 1e-12

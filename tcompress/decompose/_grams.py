@@ -323,25 +323,19 @@ def leading_eigh(gram: Tensor, rank: int) -> tuple[Tensor, Tensor]:
 
 
 def _orthonormal_completion(basis: Tensor, total: int) -> Tensor:
-    """Extend orthonormal columns to ``total`` orthonormal columns (deterministic, local RNG).
+    """Extend orthonormal columns to ``total`` orthonormal columns (deterministic).
 
     Shapes
     ------
     basis : (n, r)
     return : (n, total), r <= total <= n
     """
-    n, r = basis.shape
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    extra = torch.randn(n, total - r, generator=generator, dtype=torch.float64)
-    extra = extra.to(basis.device)
-    # In float64: the random block can be ill-conditioned once the basis is projected out, and
-    # its QR would amplify float32 rounding. The projection is applied twice (classical
-    # Gram-Schmidt needs the second pass to be orthogonal to working precision).
-    b64 = basis.to(torch.float64)
-    for _ in range(2):
-        extra = extra - b64 @ (b64.T @ extra)
-    q, _ = torch.linalg.qr(extra)
-    return torch.cat([basis, q.to(basis.dtype)], dim=1)
+    r = basis.shape[1]
+    # The complete Householder QR of the basis: its trailing columns are an orthonormal basis of
+    # the orthogonal complement, orthogonal to working precision whatever the basis (a random
+    # block projected against it can come out nearly rank-deficient and lose orthogonality).
+    q, _ = torch.linalg.qr(basis.to(torch.float64), mode="complete")
+    return torch.cat([basis, q[:, r:total].to(basis.dtype)], dim=1)
 
 
 def leading_left_singular_vectors(
