@@ -52,6 +52,7 @@ class CompareSettings:
     image_size: int = 256
     bootstrap: int = 1000
     onnx_repeats: int = 10
+    baseline: bool = True  # also fine-tune the uncompressed model (the reference row)
 
     def __post_init__(self) -> None:
         if not self.ratios or any(not (r > 1) or not math.isfinite(r) for r in self.ratios):
@@ -110,6 +111,20 @@ class CompareReport:
     params: int
     rows: list[CompareRow]
     seconds: float
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CompareReport:
+        """Inverse of :meth:`to_dict` (for merging the reports of runs split over processes)."""
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in data["settings"].items()}
+        rows = []
+        for r in data["rows"]:
+            r = dict(r)
+            for key in ("before", "after"):
+                r[key] = Accuracy(**r[key]) if r[key] is not None else None
+            rows.append(CompareRow(**r))
+        return cls(
+            CompareSettings(**settings), data["checkpoint"], data["params"], rows, data["seconds"]
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -272,21 +287,13 @@ def compare(
 
     say("Evaluating the uncompressed model")
     reference_hits, counts = sample_hits(original, val)
-    after, finetune_seconds = finetune(original, "uncompressed")
-    before = bootstrap_accuracy(reference_hits[None], counts, resamples)
-    rows = [
-        CompareRow(
-            "uncompressed",
-            None,
-            None,
-            dense_params,
-            1.0,
-            before,
-            after,
-            onnx_speedup=1.0,
-            finetune_seconds=finetune_seconds,
-        )
-    ]
+    rows = []
+    if settings.baseline:
+        after, finetune_seconds = finetune(original, "uncompressed")
+        before = bootstrap_accuracy(reference_hits[None], counts, resamples)
+        row = CompareRow("uncompressed", None, None, dense_params, 1.0, before, after)
+        row.onnx_speedup, row.finetune_seconds = 1.0, finetune_seconds
+        rows.append(row)
     for ratio in settings.ratios:
         for method in settings.methods:
             label = f"{method} at {ratio:g}x"

@@ -89,6 +89,11 @@ def _ints(text: str) -> tuple[int, ...]:
     show_default=True,
     help="Timed ONNX Runtime rounds per exported model.",
 )
+@click.option(
+    "--no-baseline",
+    is_flag=True,
+    help="Skip fine-tuning the uncompressed model (when another run already has that row).",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option(
     "--output-dir",
@@ -115,6 +120,7 @@ def compare(
     image_size,
     bootstrap,
     onnx_repeats,
+    no_baseline,
     device,
     output_dir,
     as_json,
@@ -149,6 +155,7 @@ def compare(
         image_size=image_size,
         bootstrap=bootstrap,
         onnx_repeats=onnx_repeats,
+        baseline=not no_baseline,
     )
     out_dir = output_dir or checkpoint.with_name(checkpoint.name + ".compare")
     status = quiet_status() if as_json else stderr().status("Comparing", spinner="dots")

@@ -67,6 +67,12 @@ def training_options(steps: int, lr: float):
             "--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True
         ),
         click.option(
+            "--no-bias-correction",
+            is_flag=True,
+            help="Plain RMSprop: no correction of its squared-gradient average's zero start "
+            "(whose first steps are up to 10x the learning rate).",
+        ),
+        click.option(
             "--image-size",
             type=click.IntRange(min=16),
             default=256,
@@ -217,6 +223,7 @@ def _run(
     milestones,
     gamma,
     weight_decay,
+    no_bias_correction,
     image_size,
     eval_every,
     eval_samples,
@@ -272,6 +279,7 @@ def _run(
             weight_decay=weight_decay,
             distill_weight=distill_weight,
             seed=seed,
+            bias_correction=not no_bias_correction,
         )
         show = context.main and not as_json
         summary = {"recalibrated_images": 0}

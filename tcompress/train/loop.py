@@ -11,6 +11,7 @@ uninterrupted one bit for bit.
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import time
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
+#: Smoothing of RMSprop's running average of squared gradients (PyTorch's default).
+RMSPROP_ALPHA = 0.99
 STATE_FORMAT = "tcompress.train-state"
 STATE_VERSION = 1
 
@@ -49,6 +52,13 @@ class TrainSettings:
 
     ``distill_weight`` mixes the two losses: ``(1 - w) * supervised + w * distillation``; 0 needs
     labels and no teacher, 1 needs a teacher and no labels.
+
+    ``bias_correction`` (RMSprop only) scales step ``k``'s learning rate by
+    ``sqrt(1 - alpha^k)``, which undoes the bias of RMSprop's running average of squared gradients
+    towards its zero start, as Adam does. Without it the first update is about ten times the
+    learning rate in every coordinate (``alpha = 0.99``) and the first hundred steps stay above
+    it: five uncorrected steps at 5e-4 take the bundled model from 82.3% to 67.2% PCKh, a damage
+    a short fine-tuning spends much of its budget repairing.
     """
 
     steps: int
@@ -60,6 +70,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     distill_weight: float = 0.0
     seed: int = 0
+    bias_correction: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -128,9 +139,24 @@ def distillation_loss(outputs, teacher_outputs) -> Tensor:
     return sum(torch.nn.functional.mse_loss(s, t) for s, t in zip(stacks, teacher))
 
 
+def learning_rate_factor(settings: TrainSettings) -> Callable[[int], float]:
+    """Step (0-based) -> the factor on ``settings.lr``: ``gamma`` per milestone passed, times
+    RMSprop's bias correction ``sqrt(1 - alpha^(step + 1))`` when it is on."""
+    milestones = list(settings.schedule)
+    correct = settings.optimizer == "rmsprop" and settings.bias_correction
+
+    def factor(step: int) -> float:
+        decay = settings.gamma ** bisect.bisect_right(milestones, step)
+        return decay * math.sqrt(1 - RMSPROP_ALPHA ** (step + 1)) if correct else decay
+
+    return factor
+
+
 def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
     if settings.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        return torch.optim.RMSprop(
+            params, lr=settings.lr, alpha=RMSPROP_ALPHA, weight_decay=settings.weight_decay
+        )
     if settings.optimizer == "adam":
         return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
     return torch.optim.SGD(params, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay)
@@ -278,9 +304,7 @@ def fit(
         device_ids = [context.device] if context.device.type == "cuda" else None
         network = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], settings)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, list(settings.schedule), settings.gamma
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(settings))
     step, result = 0, TrainResult(0, 0, 0.0, math.nan)
     if resume is not None:
         state = read_state(resume) if not isinstance(resume, dict) else resume
