@@ -22,6 +22,7 @@ from tcompress.train import (
     read_state,
 )
 from tcompress.train.distributed import ShardSampler
+from tcompress.train.loop import learning_rate_factor, make_optimizer
 
 TINY = dict(n_stacks=2, depth=2, block_depth=1, features=8, n_joints=16)
 
@@ -73,6 +74,28 @@ def test_distillation_pairs_stacks_or_uses_the_teachers_last():
 def test_default_schedule_is_multi_step_at_60_and_85_percent():
     assert TrainSettings(steps=1000).schedule == (600, 850)
     assert TrainSettings(steps=10, milestones=(3,)).schedule == (3,)
+
+
+def test_rmsprop_bias_correction_factor_and_first_step():
+    settings = TrainSettings(steps=100, lr=1e-3)
+    factor = learning_rate_factor(settings)
+    assert factor(0) == pytest.approx(0.1)  # sqrt(1 - 0.99)
+    assert factor(59) == pytest.approx((1 - 0.99**60) ** 0.5)
+    assert factor(60) == pytest.approx(0.1 * (1 - 0.99**61) ** 0.5)  # the first milestone
+    assert learning_rate_factor(TrainSettings(steps=100, bias_correction=False))(60) == 0.1
+    assert learning_rate_factor(TrainSettings(steps=100, optimizer="adam"))(0) == 1.0
+
+    # The first update moves every coordinate by about the learning rate, not ten times it.
+    for correct, expected in ((True, 1e-3), (False, 1e-2)):
+        w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+        s = TrainSettings(steps=10, lr=1e-3, bias_correction=correct)
+        optimizer = make_optimizer([w], s)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(s))
+        (w * torch.tensor([0.5, 3.0, -7.0])).sum().backward()
+        optimizer.step()
+        scheduler.step()
+        moved = (w.detach() - torch.tensor([1.0, -2.0, 3.0])).abs()
+        torch.testing.assert_close(moved, torch.full((3,), expected), rtol=1e-3, atol=0)
 
 
 @pytest.mark.parametrize(
