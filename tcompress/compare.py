@@ -24,13 +24,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from tcompress.errors import TcompressError
+from tcompress.ranks import LAYERWISE_METHODS, TNET_METHODS
 
 log = logging.getLogger(__name__)
 
-TNET_METHODS = ("tucker", "mps", "cp")
 #: Methods ``compare`` knows: the converters' methods and ``trimmed`` (a narrower hourglass
 #: trained from scratch with the same budget).
-COMPARE_METHODS = (*TNET_METHODS, "layerwise-tucker", "layerwise-cp", "tai", "trimmed")
+COMPARE_METHODS = (*TNET_METHODS, *LAYERWISE_METHODS, "trimmed")
 DEFAULT_METHODS = ("tucker", "mps", "layerwise-tucker", "layerwise-cp", "tai", "trimmed")
 
 
@@ -136,19 +136,6 @@ class CompareReport:
         }
 
 
-class _Materialized(Dataset):
-    """Every sample generated once and kept (repeated evaluations cost no rendering)."""
-
-    def __init__(self, data: Dataset) -> None:
-        self.items = [data[i] for i in range(len(data))]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.items[index]
-
-
 def sample_hits(model: nn.Module, data: Dataset, batch_size: int = 16) -> tuple[torch.Tensor, ...]:
     """Per-sample (hits, visible counts) over the PCKh mean's joints.
 
@@ -226,7 +213,7 @@ def compare(
     of stopping the comparison.
     """
     from tcompress.conversion import convert
-    from tcompress.data import make_dataset
+    from tcompress.data import Materialized, make_dataset
     from tcompress.export.bench import bench_onnx
     from tcompress.export.onnx import export_onnx
     from tcompress.models import StackedHourglass
@@ -246,7 +233,7 @@ def compare(
         )
     dense_params = sum(p.numel() for p in original.parameters())
     say("Rendering the held-out split")
-    val = _Materialized(make_dataset(data, "val", size, heatmap, n=settings.val_samples))
+    val = Materialized(make_dataset(data, "val", size, heatmap, n=settings.val_samples))
     train = make_dataset(data, "train", size, heatmap)
     generator = torch.Generator().manual_seed(0)
     resamples = torch.randint(len(val), (settings.bootstrap, len(val)), generator=generator)

@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 
 from tcompress.checkpoint import save_torch
 from tcompress.conversion import convert
+from tcompress.data import Materialized
 from tcompress.serialize import save
 
 #: Tucker ranks of the demo's T-Net on the bundled model: 3.06x fewer parameters overall, the
@@ -55,20 +56,6 @@ class DemoReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class Materialized(Dataset):
-    """Every sample of a data set generated once and kept (repeated evaluations cost no
-    rendering)."""
-
-    def __init__(self, data: Dataset) -> None:
-        self.items = [data[i] for i in range(len(data))]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.items[index]
 
 
 def _params(model: nn.Module) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -50,8 +49,14 @@ def analyze(checkpoint, data, val_samples, image_size, points, output_dir, as_js
 
     from tcompress.analysis import analyze as run_analysis
     from tcompress.analysis import plot_analysis
-    from tcompress.checkpoint import atomic_write
-    from tcompress.cli.render import print_json, quiet_status, stderr, stdout
+    from tcompress.cli.render import (
+        print_json,
+        print_written,
+        quiet_status,
+        stderr,
+        stdout,
+        write_record,
+    )
 
     out_dir = output_dir or checkpoint.with_name(checkpoint.name + ".analysis")
     status = quiet_status() if as_json else stderr().status("Analyzing", spinner="dots")
@@ -64,17 +69,11 @@ def analyze(checkpoint, data, val_samples, image_size, points, output_dir, as_js
             points=points,
             progress=status.update,
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out_dir / "analysis.json", out_dir / "analysis.png"
-    text = json.dumps(report.to_dict(), indent=1)
-    atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
-    try:
-        plot_analysis(report, png_path)
-        figure = str(png_path)
-    except ImportError:
-        figure = None
+    json_path, figure = write_record(
+        out_dir, "analysis", report.to_dict(), lambda path: plot_analysis(report, path)
+    )
     if as_json:
-        print_json(dict(report.to_dict(), json=str(json_path), png=figure))
+        print_json(dict(report.to_dict(), json=str(json_path), png=figure and str(figure)))
         return
     console = stdout()
     spectra = Table(title="Energy of W kept per mode (fraction of ||W||^2)", title_justify="left")
@@ -112,12 +111,7 @@ def analyze(checkpoint, data, val_samples, image_size, points, output_dir, as_js
     console.print(sweep)
     if report.original_pckh is not None:
         console.print(f"original PCKh@0.5: {report.original_pckh:.1f}%")
-    console.print(f"wrote {json_path}" + (f" and {png_path}" if figure else ""))
-    if figure is None:
-        console.print(
-            "[yellow]note:[/yellow] no figure: matplotlib is not installed "
-            "(pip install 'tcompress[plot]')"
-        )
+    print_written(console, json_path, figure)
 
 
 def _rank_for(curve: list[float], fraction: float) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -137,8 +136,14 @@ def compare(
       tcompress compare hg.pth --data mpii/ --steps 500 --seeds 0,1,2 -o comparison/
     """
 
-    from tcompress.checkpoint import atomic_write
-    from tcompress.cli.render import print_json, quiet_status, stderr, stdout
+    from tcompress.cli.render import (
+        print_json,
+        print_written,
+        quiet_status,
+        stderr,
+        stdout,
+        write_record,
+    )
     from tcompress.compare import CompareSettings, plot_comparison
     from tcompress.compare import compare as run_compare
 
@@ -163,25 +168,16 @@ def compare(
         report = run_compare(
             checkpoint, data, settings, out_dir=out_dir, device=device, progress=status.update
         )
-    json_path, png_path = out_dir / "compare.json", out_dir / "compare.png"
-    text = json.dumps(report.to_dict(), indent=1)
-    atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
-    try:
-        plot_comparison(report, png_path)
-        figure = str(png_path)
-    except ImportError:
-        figure = None
+    record = report.to_dict()
+    json_path, figure = write_record(
+        out_dir, "compare", record, lambda path: plot_comparison(report, path)
+    )
     if as_json:
-        print_json(dict(report.to_dict(), json=str(json_path), png=figure))
+        print_json(dict(record, json=str(json_path), png=figure and str(figure)))
         return
     console = stdout()
-    console.print(comparison_table(report.to_dict()))
-    console.print(f"wrote {json_path}" + (f" and {png_path}" if figure else ""))
-    if figure is None:
-        console.print(
-            "[yellow]note:[/yellow] no figure: matplotlib is not installed "
-            "(pip install 'tcompress[plot]')"
-        )
+    console.print(comparison_table(record))
+    print_written(console, json_path, figure)
 
 
 def comparison_table(report: dict):

@@ -239,3 +239,33 @@ class _Quiet:
 
 def quiet_status() -> _Quiet:
     return _Quiet()
+
+
+def write_record(out_dir, name: str, record: dict, draw) -> tuple:
+    """Write ``out_dir/name.json`` (atomically) and, when matplotlib is there, ``name.png`` with
+    ``draw(path)``; returns (json path, png path or None)."""
+    import json
+    from pathlib import Path
+
+    from tcompress.checkpoint import atomic_write
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out_dir / f"{name}.json", out_dir / f"{name}.png"
+    text = json.dumps(record, indent=1)
+    atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
+    try:
+        draw(png_path)
+    except ImportError:
+        return json_path, None
+    return json_path, png_path
+
+
+def print_written(console: Console, json_path, figure) -> None:
+    """Say which files :func:`write_record` wrote, and how to get the figure when it could not."""
+    console.print(f"wrote {json_path}" + (f" and {figure}" if figure else ""))
+    if figure is None:
+        console.print(
+            "[yellow]note:[/yellow] no figure: matplotlib is not installed "
+            "(pip install 'tcompress[plot]')"
+        )

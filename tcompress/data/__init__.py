@@ -5,7 +5,7 @@ Every labelled data set yields dicts of ``image`` (3, H, W) normalised with ``ME
 () in heatmap pixels and ``index``; :class:`ImageFolder` yields ``image`` and ``index`` only.
 """
 
-from tcompress.data.factory import make_dataset
+from tcompress.data.factory import Materialized, make_dataset
 from tcompress.data.figure import Figure, render_pose, sample_figure
 from tcompress.data.images import ImageFolder, read_image
 from tcompress.data.mpii import MPIIDataset
@@ -18,6 +18,7 @@ from tcompress.data.transforms import MEAN, STD, denormalize, flip_heatmaps, fli
 __all__ = [
     "FLIP_PAIRS",
     "Figure",
+    "Materialized",
     "FLIP_PERMUTATION",
     "JOINTS",
     "MEAN",

@@ -83,3 +83,17 @@ def make_dataset(
     else:
         raise DataError(f"data set {str(spec)!r} is not usable; {_EXPECTED}")
     return data if n is None or n >= len(data) else Subset(data, range(n))
+
+
+class Materialized(Dataset):
+    """Every sample of a data set generated once and kept (repeated evaluations cost no
+    rendering)."""
+
+    def __init__(self, data: Dataset) -> None:
+        self.items = [data[i] for i in range(len(data))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
