@@ -255,7 +255,7 @@ def refine_to_data(
     report = DataAwareReport(
         error_before=before,
         error_after=math.sqrt(error / float(total)),
-        iterations=int(optimizer.state[optimizer._params[0]].get("n_iter", 0)),
+        iterations=int(optimizer.state[params[0]].get("n_iter", 0)),
         images=stats.images,
         seconds=time.perf_counter() - start,
     )
