@@ -1,6 +1,7 @@
 """Training and fine-tuning: losses, the schedule, sharding, exact resume, distillation, CLI."""
 
 import json
+import math
 import os
 import shutil
 
@@ -72,8 +73,20 @@ def test_distillation_pairs_stacks_or_uses_the_teachers_last():
 
 
 def test_default_schedule_is_multi_step_at_60_and_85_percent():
-    assert TrainSettings(steps=1000).schedule == (600, 850)
-    assert TrainSettings(steps=10, milestones=(3,)).schedule == (3,)
+    assert TrainSettings(steps=1000).milestone_steps == (600, 850)
+    assert TrainSettings(steps=10, milestones=(3,)).milestone_steps == (3,)
+
+
+def test_cosine_and_linear_schedules_fall_to_zero_at_the_last_step():
+    for schedule, middle in (("cosine", 0.5), ("linear", 0.5)):
+        factor = learning_rate_factor(TrainSettings(steps=100, schedule=schedule, optimizer="adam"))
+        assert factor(0) == 1.0
+        assert factor(50) == pytest.approx(middle)
+        assert factor(99) == pytest.approx(
+            0.5 * (1 + math.cos(math.pi * 0.99)) if schedule == "cosine" else 0.01
+        )
+    cosine = learning_rate_factor(TrainSettings(steps=100, schedule="cosine", optimizer="adam"))
+    assert cosine(25) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
 
 
 def test_rmsprop_bias_correction_factor_and_first_step():
@@ -104,6 +117,7 @@ def test_rmsprop_bias_correction_factor_and_first_step():
         (dict(steps=0), "steps must be a positive integer, got 0"),
         (dict(steps=5, optimizer="lbfgs"), "optimizer 'lbfgs' is not one of"),
         (dict(steps=5, lr=-1.0), "learning rate must be positive, got -1.0"),
+        (dict(steps=5, schedule="poly"), "schedule 'poly' is not one of"),
         (dict(steps=5, distill_weight=1.5), "distillation weight must be in [0, 1], got 1.5"),
     ],
 )

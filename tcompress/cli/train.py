@@ -54,6 +54,14 @@ def training_options(steps: int, lr: float):
             "--lr", type=click.FloatRange(min=0, min_open=True), default=lr, show_default=True
         ),
         click.option(
+            "--schedule",
+            type=click.Choice(["step", "cosine", "linear"]),
+            default="step",
+            show_default=True,
+            help="Learning rate: step (times --gamma at each milestone), or cosine or linear "
+            "decay to zero at the last step.",
+        ),
+        click.option(
             "--milestones",
             callback=_milestones,
             default=None,
@@ -220,6 +228,7 @@ def _run(
     batch_size,
     optimizer,
     lr,
+    schedule,
     milestones,
     gamma,
     weight_decay,
@@ -280,6 +289,7 @@ def _run(
             distill_weight=distill_weight,
             seed=seed,
             bias_correction=not no_bias_correction,
+            schedule=schedule,
         )
         show = context.main and not as_json
         summary = {"recalibrated_images": 0}

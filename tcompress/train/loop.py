@@ -38,6 +38,9 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
+#: Learning-rate schedules: ``step`` multiplies by ``gamma`` at each milestone, ``cosine`` and
+#: ``linear`` fall from ``lr`` to zero over the run.
+SCHEDULES = ("step", "cosine", "linear")
 #: Smoothing of RMSprop's running average of squared gradients (PyTorch's default).
 RMSPROP_ALPHA = 0.99
 STATE_FORMAT = "tcompress.train-state"
@@ -71,12 +74,15 @@ class TrainSettings:
     distill_weight: float = 0.0
     seed: int = 0
     bias_correction: bool = True
+    schedule: str = "step"
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise TcompressError(f"steps must be a positive integer, got {self.steps!r}")
         if self.batch_size < 1:
             raise TcompressError(f"batch size must be positive, got {self.batch_size}")
+        if self.schedule not in SCHEDULES:
+            raise TcompressError(f"schedule {self.schedule!r} is not one of {SCHEDULES}")
         if self.optimizer not in OPTIMIZERS:
             raise TcompressError(f"optimizer {self.optimizer!r} is not one of {OPTIMIZERS}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -89,14 +95,14 @@ class TrainSettings:
             object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
 
     @property
-    def schedule(self) -> tuple[int, ...]:
+    def milestone_steps(self) -> tuple[int, ...]:
         if self.milestones is not None:
             return self.milestones
         return tuple(sorted({max(1, round(self.steps * f)) for f in (0.6, 0.85)}))
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        out["milestones"] = list(self.schedule)
+        out["milestones"] = list(self.milestone_steps)
         return out
 
 
@@ -142,11 +148,16 @@ def distillation_loss(outputs, teacher_outputs) -> Tensor:
 def learning_rate_factor(settings: TrainSettings) -> Callable[[int], float]:
     """Step (0-based) -> the factor on ``settings.lr``: ``gamma`` per milestone passed, times
     RMSprop's bias correction ``sqrt(1 - alpha^(step + 1))`` when it is on."""
-    milestones = list(settings.schedule)
+    milestones = list(settings.milestone_steps)
     correct = settings.optimizer == "rmsprop" and settings.bias_correction
 
     def factor(step: int) -> float:
-        decay = settings.gamma ** bisect.bisect_right(milestones, step)
+        if settings.schedule == "cosine":
+            decay = 0.5 * (1 + math.cos(math.pi * step / settings.steps))
+        elif settings.schedule == "linear":
+            decay = 1 - step / settings.steps
+        else:
+            decay = settings.gamma ** bisect.bisect_right(milestones, step)
         return decay * math.sqrt(1 - RMSPROP_ALPHA ** (step + 1)) if correct else decay
 
     return factor
