@@ -8,7 +8,7 @@ compared with a baseline that trained as long. One more run fine-tunes the 3x T-
 distillation alone, from a folder of unlabeled images (PNG files rendered from the synthetic
 training split, their labels thrown away).
 
-    python benchmarks/bench_finetune.py --steps 300 --out runs/finetune
+    python benchmarks/bench_finetune.py --steps 280 --lr 1.5e-3 --schedule cosine --workers 1
 
 Prints a table and writes ``results.json`` in ``--out``; minutes are wall-clock times of the
 fine-tuning command on this machine.
@@ -60,6 +60,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--schedule", default="step", choices=("step", "cosine", "linear"))
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--recalibrate", type=int, default=512)
     parser.add_argument("--val-samples", type=int, default=1000)
     parser.add_argument("--unlabeled", type=int, default=2000, help="images in the folder")
@@ -79,12 +81,25 @@ def main() -> None:
         args.steps,
         "--lr",
         args.lr,
+        "--schedule",
+        args.schedule,
+        "--batch-size",
+        args.batch_size,
         "--eval-samples",
         8,
         "--workers",
         args.workers,
     ]
-    rows, results = [], {"steps": args.steps, "lr": args.lr, "runs": {}}
+    rows, results = (
+        [],
+        {
+            "steps": args.steps,
+            "lr": args.lr,
+            "schedule": args.schedule,
+            "batch_size": args.batch_size,
+            "runs": {},
+        },
+    )
 
     def run(name: str, source: str, extra: list, before: float | None) -> None:
         out = os.path.join(args.out, f"{name}.pt")

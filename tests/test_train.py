@@ -145,8 +145,9 @@ def test_a_few_steps_lower_the_loss(data):
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
 
 
-def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, data):
-    settings = TrainSettings(steps=6, batch_size=3, lr=1e-3)  # 2 batches per epoch
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path, data, schedule):
+    settings = TrainSettings(steps=6, batch_size=3, lr=1e-3, schedule=schedule)  # 2 batches/epoch
     reference = tiny_model()
     fit(reference, data, settings)
 
@@ -174,6 +175,15 @@ def test_resume_with_other_settings_is_refused(tmp_path, data):
     fit(tiny_model(), data, TrainSettings(steps=2, batch_size=4), checkpoint=path)
     with pytest.raises(CheckpointError, match=r"other settings \(lr 0.00025 -> 0.001\)"):
         fit(tiny_model(), data, TrainSettings(steps=2, batch_size=4, lr=1e-3), resume=path)
+    with pytest.raises(CheckpointError, match=r"other settings \(schedule 'step' -> 'cosine'\)"):
+        cosine = TrainSettings(steps=2, batch_size=4, schedule="cosine")
+        fit(tiny_model(), data, cosine, resume=path)
+
+    # A state written before the schedule was a setting resumes under the multi-step schedule.
+    payload = torch.load(path, weights_only=False)
+    del payload["settings"]["schedule"]
+    torch.save(payload, path)
+    assert fit(tiny_model(), data, TrainSettings(steps=2, batch_size=4), resume=path).steps == 2
 
 
 def test_a_model_file_is_not_a_training_state(tmp_path):

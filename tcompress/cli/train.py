@@ -21,7 +21,7 @@ def _milestones(ctx, param, value):
     return steps
 
 
-def training_options(steps: int, lr: float):
+def training_options(steps: int, lr: float, schedule: str):
     """The options ``train`` and ``finetune`` share (data, schedule, evaluation, checkpoints)."""
     options = [
         click.option(
@@ -56,7 +56,7 @@ def training_options(steps: int, lr: float):
         click.option(
             "--schedule",
             type=click.Choice(["step", "cosine", "linear"]),
-            default="step",
+            default=schedule,
             show_default=True,
             help="Learning rate: step (times --gamma at each milestone), or cosine or linear "
             "decay to zero at the last step.",
@@ -147,7 +147,7 @@ def training_options(steps: int, lr: float):
 @click.option("--block-depth", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--features", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--joints", type=click.IntRange(min=1), default=16, show_default=True)
-@training_options(steps=4000, lr=2.5e-4)
+@training_options(steps=4000, lr=2.5e-4, schedule="step")
 @handle_errors
 def train(stacks, depth, block_depth, features, joints, **options):
     """Train an uncompressed stacked hourglass from scratch (the paper's configuration by
@@ -192,11 +192,12 @@ def train(stacks, depth, block_depth, features, joints, **options):
     default=None,
     help="T-Net forward form to train in [default: the file's].",
 )
-@training_options(steps=500, lr=1e-4)
+@training_options(steps=500, lr=1e-4, schedule="cosine")
 @handle_errors
 def finetune(model, distill_from, distill_weight, recalibrate_images, forward, **options):
     """Fine-tune MODEL (a T-Net, or a dense hourglass) with heatmap loss on every stack, with
-    distillation from the uncompressed network, or both.
+    distillation from the uncompressed network, or both; RMSprop, its learning rate falling to
+    zero along a cosine by default.
 
     \b
     Examples:

@@ -231,7 +231,8 @@ def read_state(path: str | os.PathLike) -> dict:
 
 
 def _check_resumable(state: dict, settings: TrainSettings, path: str) -> None:
-    saved = state.get("settings", {})
+    # States written before the schedule was a setting used the multi-step schedule.
+    saved = {"schedule": "step", **state.get("settings", {})}
     mine = settings.to_dict()
     differ = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in mine.items() if saved.get(k) != v]
     if differ:
