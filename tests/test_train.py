@@ -89,6 +89,12 @@ def test_cosine_and_linear_schedules_fall_to_zero_at_the_last_step():
     assert cosine(25) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
 
 
+def test_history_records_the_rate_each_step_used(data):
+    settings = TrainSettings(steps=4, batch_size=4, lr=1e-3, schedule="linear", optimizer="adam")
+    result = fit(tiny_model(), data, settings, log_every=1)
+    assert [h["lr"] for h in result.history] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
+
+
 def test_rmsprop_bias_correction_factor_and_first_step():
     settings = TrainSettings(steps=100, lr=1e-3)
     factor = learning_rate_factor(settings)

@@ -398,6 +398,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            used_lr = optimizer.param_groups[0]["lr"]  # the rate of this step, before the update
             scheduler.step()
             step += 1
             value = loss.item()
@@ -413,7 +414,7 @@ def fit(
                 entry = {
                     "step": step,
                     "loss": window_loss / window_n,
-                    "lr": optimizer.param_groups[0]["lr"],
+                    "lr": used_lr,
                     "images_per_s": window_n * images.shape[0] * context.world / (now - window_t),
                 }
                 result.history.append(entry)
@@ -423,7 +424,7 @@ def fit(
                     "kind": "step",
                     "step": step,
                     "loss": value,
-                    "lr": optimizer.param_groups[0]["lr"],
+                    "lr": used_lr,
                 }
             )
             result.steps = step
