@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from tcompress.train.loop import SCHEDULES
+
 #: About 2x and 3x whole-network compression of the bundled model. Of the rank choices compared
 #: before fine-tuning (benchmarks/bench_ranks.py and README), reducing the kernel modes kept the
 #: most accuracy; 3x is what --ratio 3 chooses.
@@ -60,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--schedule", default="step", choices=("step", "cosine", "linear"))
+    parser.add_argument("--schedule", default="step", choices=SCHEDULES)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--recalibrate", type=int, default=512)
     parser.add_argument("--val-samples", type=int, default=1000)
@@ -90,16 +92,14 @@ def main() -> None:
         "--workers",
         args.workers,
     ]
-    rows, results = (
-        [],
-        {
-            "steps": args.steps,
-            "lr": args.lr,
-            "schedule": args.schedule,
-            "batch_size": args.batch_size,
-            "runs": {},
-        },
-    )
+    rows = []
+    results = {
+        "steps": args.steps,
+        "lr": args.lr,
+        "schedule": args.schedule,
+        "batch_size": args.batch_size,
+        "runs": {},
+    }
 
     def run(name: str, source: str, extra: list, before: float | None) -> None:
         out = os.path.join(args.out, f"{name}.pt")

@@ -278,9 +278,19 @@ def compare(
     if settings.baseline:
         after, finetune_seconds = finetune(original, "uncompressed")
         before = bootstrap_accuracy(reference_hits[None], counts, resamples)
-        row = CompareRow("uncompressed", None, None, dense_params, 1.0, before, after)
-        row.onnx_speedup, row.finetune_seconds = 1.0, finetune_seconds
-        rows.append(row)
+        rows.append(
+            CompareRow(
+                "uncompressed",
+                None,
+                None,
+                dense_params,
+                1.0,
+                before,
+                after,
+                onnx_speedup=1.0,
+                finetune_seconds=finetune_seconds,
+            )
+        )
     for ratio in settings.ratios:
         for method in settings.methods:
             label = f"{method} at {ratio:g}x"

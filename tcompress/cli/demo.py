@@ -48,7 +48,7 @@ def demo(output_dir, ranks, steps, val_samples, image_size, seed, as_json):
     from rich.table import Table
 
     from tcompress.cli.render import print_json, quiet_status, stderr, stdout
-    from tcompress.demo import DEMO_RANKS, DEMO_STEPS, run_demo
+    from tcompress.demo import DEMO_LR, DEMO_RANKS, DEMO_STEPS, run_demo
     from tcompress.models import pretrained_info
 
     info = pretrained_info()
@@ -99,8 +99,8 @@ def demo(output_dir, ranks, steps, val_samples, image_size, seed, as_json):
     console.print(table)
     console.print(
         f"BatchNorm re-estimated from {report.recalibration_images} unlabeled images; fine-tuned "
-        f"{report.finetune_steps} steps of 16 images (RMSprop, cosine decay from 1.5e-3, heatmap "
-        "loss on every stack) in "
+        f"{report.finetune_steps} steps of 16 images (RMSprop, cosine decay from {DEMO_LR:g}, "
+        "heatmap loss on every stack) in "
         f"{report.finetune_seconds / 60:.1f} min. ONNX speed-up: latency of the original's export "
         "/ the T-Net's, in the faster of its two forms (factorized or fused dense), ONNX Runtime "
         "on the CPU, batch 1, median of 10 interleaved rounds."

@@ -244,10 +244,7 @@ def quiet_status() -> _Quiet:
 def write_record(out_dir, name: str, record: dict, draw) -> tuple:
     """Write ``out_dir/name.json`` (atomically) and, when matplotlib is there, ``name.png`` with
     ``draw(path)``; returns (json path, png path or None)."""
-    import json
-    from pathlib import Path
-
-    from tcompress.checkpoint import atomic_write
+    from tcompress.checkpoint import atomic_write  # imports torch: only when writing
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
