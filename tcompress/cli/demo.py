@@ -99,11 +99,16 @@ def demo(output_dir, ranks, steps, val_samples, image_size, seed, as_json):
     console.print(table)
     console.print(
         f"BatchNorm re-estimated from {report.recalibration_images} unlabeled images; fine-tuned "
-        f"{report.finetune_steps} steps of 16 images (RMSprop, cosine decay from {DEMO_LR:g}, "
-        "heatmap loss on every stack) in "
+        f"{report.finetune_steps} steps of 16 images (RMSprop, cosine decay from "
+        f"{_short(DEMO_LR)}, heatmap loss on every stack) in "
         f"{report.finetune_seconds / 60:.1f} min. ONNX speed-up: latency of the original's export "
         "/ the T-Net's, in the faster of its two forms (factorized or fused dense), ONNX Runtime "
         "on the CPU, batch 1, median of 10 interleaved rounds."
     )
     if output_dir:
         console.print(f"files kept in {output_dir}")
+
+
+def _short(value: float) -> str:
+    """1.5e-3, not 0.0015 or 1.5e-03."""
+    return f"{value:.1e}".replace("e-0", "e-")
