@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from tcompress.train.loop import SCHEDULES
+from tcompress.train.loop import PRECISIONS, SCHEDULES
 
 #: About 2x and 3x whole-network compression of the bundled model. Of the rank choices compared
 #: before fine-tuning (benchmarks/bench_ranks.py and README), reducing the kernel modes kept the
@@ -64,6 +64,18 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--schedule", default="step", choices=SCHEDULES)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument(
+        "--train-samples", type=int, default=None, help="[default: the data set's own size]"
+    )
+    parser.add_argument("--cache", action="store_true", help="keep the training samples in memory")
+    parser.add_argument(
+        "--distill-steps",
+        type=int,
+        default=None,
+        help="steps of the distillation run, whose steps cost more (the teacher's forward) "
+        "[default: --steps]",
+    )
     parser.add_argument("--recalibrate", type=int, default=512)
     parser.add_argument("--val-samples", type=int, default=1000)
     parser.add_argument("--unlabeled", type=int, default=2000, help="images in the folder")
@@ -91,6 +103,10 @@ def main() -> None:
         8,
         "--workers",
         args.workers,
+        "--precision",
+        args.precision,
+        *(["--train-samples", args.train_samples] if args.train_samples else []),
+        *(["--cache"] if args.cache else []),
     ]
     rows = []
     results = {
@@ -98,6 +114,10 @@ def main() -> None:
         "lr": args.lr,
         "schedule": args.schedule,
         "batch_size": args.batch_size,
+        "precision": args.precision,
+        "train_samples": args.train_samples,
+        "cache": args.cache,
+        "distill_steps": args.distill_steps or args.steps,
         "runs": {},
     }
 
@@ -138,7 +158,16 @@ def main() -> None:
     run(
         "tnet-3x-distill",
         tnet,
-        ["--data", folder, "--distill-from", dense, "--recalibrate", args.recalibrate],
+        [
+            "--data",
+            folder,
+            "--distill-from",
+            dense,
+            "--recalibrate",
+            args.recalibrate,
+            "--steps",
+            args.distill_steps or args.steps,
+        ],
         results["convert-3x"]["pckh"],
     )
     with open(os.path.join(args.out, "results.json"), "w") as f:

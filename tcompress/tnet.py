@@ -278,13 +278,16 @@ class TNet(nn.Module):
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         convs = self.tensor_convs()
-        if self._forward_form == "reconstructed":
-            parts = self.reconstructed_weights()
-        else:
-            parts = self.factorized_weights()
         try:
-            for conv in convs:
-                conv._weights = tuple(part(conv.index) for part in parts)
+            # The weights are built at the factors' precision even under autocast (mixed
+            # precision training casts each convolution's input and kernel, not the rebuild).
+            with torch.autocast(x.device.type, enabled=False):
+                if self._forward_form == "reconstructed":
+                    parts = self.reconstructed_weights()
+                else:
+                    parts = self.factorized_weights()
+                for conv in convs:
+                    conv._weights = tuple(part(conv.index) for part in parts)
             return self.net(x)
         finally:
             for conv in convs:

@@ -219,10 +219,11 @@ def test_help_has_examples():
 
 def test_demo_runs_every_stage_on_the_bundled_model(tmp_path):
     # a quick version of the whole demo: small inputs, 2 fine-tuning steps
-    args = ("--steps", "2", "--val-samples", "8", "--image-size", "64", "-o", tmp_path)
-    r = cli("demo", *args)
+    args = ("--steps", "2", "--train-samples", "40", "--val-samples", "8", "--image-size", "64")
+    r = cli("demo", *args, "-o", tmp_path)
     assert r.exit_code == 0, r.output
     assert "PCKh@0.5" in r.stdout and "ONNX speed-up" in r.stdout
+    assert "on 40 synthetic samples rendered once" in " ".join(r.stdout.split())
     for stage in ("original", "T-Net, as converted", "BatchNorm re-estimated", "fine-tuned 2"):
         assert stage in r.stdout
     files = {

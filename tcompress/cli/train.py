@@ -36,6 +36,20 @@ def training_options(steps: int, lr: float, schedule: str):
             help="Labelled data for PCKh [default: the validation split of --data when it has "
             "one].",
         ),
+        click.option(
+            "--train-samples",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Train on the first N samples of --data [default: all; 10000 for synthetic].",
+        ),
+        click.option(
+            "--cache",
+            is_flag=True,
+            help="Generate every training sample once (in --workers processes), keep it in "
+            "memory (about 0.5 MB per 256x256 sample) and serve it again in later epochs, "
+            "mirrored at random. Synthetic rendering costs as much CPU time as a training step: "
+            "use it with --train-samples for short runs on CPUs.",
+        ),
         click.option("--steps", type=click.IntRange(min=1), default=steps, show_default=True),
         click.option(
             "--batch-size",
@@ -60,6 +74,14 @@ def training_options(steps: int, lr: float, schedule: str):
             show_default=True,
             help="Learning rate: step (times --gamma at each milestone), or cosine or linear "
             "decay to zero at the last step.",
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(["fp32", "bf16"]),
+            default="fp32",
+            show_default=True,
+            help="bf16: mixed precision (bfloat16 autocast), several times faster on CPUs with "
+            "AVX512-BF16 or AMX and on recent GPUs, slower elsewhere.",
         ),
         click.option(
             "--milestones",
@@ -225,11 +247,14 @@ def _run(
     forward=None,
     data,
     val_data,
+    train_samples,
+    cache,
     steps,
     batch_size,
     optimizer,
     lr,
     schedule,
+    precision,
     milestones,
     gamma,
     weight_decay,
@@ -248,13 +273,14 @@ def _run(
 ):
     """Load or build the model, the data and the process group; train; rank 0 writes."""
     import torch
+    from torch.utils.data import Subset
 
     from tcompress.checkpoint import check_output
     from tcompress.cli.render import print_json, stderr, stdout
     from tcompress.data import ImageFolder, make_dataset
     from tcompress.models import StackedHourglass
     from tcompress.serialize import load, save_model
-    from tcompress.train import TrainSettings, fit, recalibrate_batchnorm
+    from tcompress.train import TrainSettings, fit, native_bf16, recalibrate_batchnorm
     from tcompress.train.distributed import setup, teardown
 
     inputs = tuple(p for p in (model_path, teacher, resume) if p is not None)
@@ -269,8 +295,9 @@ def _run(
             model = load(model_path, forward=forward) if forward else load(model_path)
         teacher_model = load(teacher) if teacher is not None else None
         heatmap = image_size // 4
-        train_data = make_dataset(data, "train", image_size, heatmap, seed=seed)
-        labelled = not isinstance(train_data, ImageFolder)
+        train_data = make_dataset(data, "train", image_size, heatmap, n=train_samples, seed=seed)
+        source = train_data.dataset if isinstance(train_data, Subset) else train_data
+        labelled = not isinstance(source, ImageFolder)
         if distill_weight is None:
             distill_weight = 0.0 if teacher is None else (0.5 if labelled else 1.0)
         val_spec = val_data if val_data is not None else (data if labelled else None)
@@ -291,9 +318,20 @@ def _run(
             seed=seed,
             bias_correction=not no_bias_correction,
             schedule=schedule,
+            precision=precision,
         )
         show = context.main and not as_json
-        summary = {"recalibrated_images": 0}
+        if precision == "bf16" and context.main and not native_bf16(context.device):
+            click.echo(
+                f"warning: {context.device.type} has no native bfloat16 arithmetic here; "
+                "--precision bf16 is likely slower than fp32",
+                err=True,
+            )
+        summary = {"recalibrated_images": 0, "cached_samples": 0}
+        if cache:
+            train_data = _cached(train_data, workers, seed, show)
+            summary["cached_samples"] = len(train_data)
+            workers = 0  # a lookup is cheaper than handing samples between processes
         if recalibrate_images and resume is None:
             loader = torch.utils.data.DataLoader(
                 torch.utils.data.Subset(
@@ -360,6 +398,23 @@ def _run(
         + (f"; PCKh@0.5 {last:.1f}%" if last is not None else "")
     )
     console.print(f"wrote {out}" + (f" and {state_path}" if state_path else ""))
+
+
+def _cached(data, workers: int, seed: int, show: bool):
+    """``data`` generated once into a :class:`~tcompress.data.SampleCache`, with a status line."""
+    from tcompress.cli.render import stderr
+    from tcompress.data import SampleCache
+
+    status = stderr().status(f"Caching {len(data)} training samples") if show else None
+    if status is None:
+        return SampleCache(data, workers=workers, seed=seed)
+    with status:
+        return SampleCache(
+            data,
+            workers=workers,
+            seed=seed,
+            progress=lambda done: status.update(f"Caching training samples: {done}/{len(data)}"),
+        )
 
 
 class _progress:

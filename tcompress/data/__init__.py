@@ -5,6 +5,7 @@ Every labelled data set yields dicts of ``image`` (3, H, W) normalised with ``ME
 () in heatmap pixels and ``index``; :class:`ImageFolder` yields ``image`` and ``index`` only.
 """
 
+from tcompress.data.cache import SampleCache
 from tcompress.data.factory import Materialized, make_dataset
 from tcompress.data.figure import Figure, render_pose, sample_figure
 from tcompress.data.images import ImageFolder, read_image
@@ -25,6 +26,7 @@ __all__ = [
     "N_JOINTS",
     "PARENTS",
     "STD",
+    "SampleCache",
     "ImageFolder",
     "MPIIDataset",
     "SyntheticConfig",

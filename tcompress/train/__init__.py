@@ -8,6 +8,7 @@ from tcompress.train.loop import (
     evaluate_pck,
     fit,
     heatmap_loss,
+    native_bf16,
     read_state,
 )
 from tcompress.train.recalibrate import RecalibrationReport, recalibrate_batchnorm
@@ -20,6 +21,7 @@ __all__ = [
     "evaluate_pck",
     "fit",
     "heatmap_loss",
+    "native_bf16",
     "read_state",
     "recalibrate_batchnorm",
 ]
