@@ -69,9 +69,10 @@ class TrainSettings:
     it: five uncorrected steps at 5e-4 take the bundled model from 82.3% to 67.2% PCKh, a damage
     a short fine-tuning spends much of its budget repairing.
 
-    ``precision`` ``"bf16"`` runs the passes under bfloat16 autocast. On CPUs with native
-    bfloat16 (AVX512-BF16 or AMX) and on recent GPUs it is several times faster than ``"fp32"``;
-    elsewhere it can be slower. A T-Net rebuilds its weights in float32 either way.
+    ``precision`` ``"bf16"`` runs the passes under bfloat16 autocast, on channels-last
+    activations and kernels. On CPUs with native bfloat16 (AVX512-BF16 or AMX) and on recent
+    GPUs it is several times faster than ``"fp32"``; elsewhere it can be slower. A T-Net
+    rebuilds its weights in float32 either way.
     """
 
     steps: int
@@ -334,11 +335,13 @@ def fit(
             f"{len(data)} samples do not fill one batch of {settings.batch_size} on each of "
             f"{context.world} process(es)"
         )
-    # Channels-last activations and kernels: faster convolutions on CPUs (oneDNN) and on GPUs
-    # with tensor cores; the written model is given back in the default layout.
-    model.to(context.device, memory_format=torch.channels_last).train()
+    # bf16 runs on channels-last activations and kernels (faster convolutions on CPUs and on
+    # GPUs with tensor cores) and gives the model back in the default layout; fp32 keeps the
+    # default layout, so that it repeats the arithmetic of earlier runs bit for bit.
+    layout = torch.channels_last if settings.precision == "bf16" else torch.preserve_format
+    model.to(context.device, memory_format=layout).train()
     if teacher is not None:
-        teacher.to(context.device, memory_format=torch.channels_last).eval()
+        teacher.to(context.device, memory_format=layout).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
     network = model
@@ -420,7 +423,8 @@ def fit(
         )
         for batch in loader:
             images = batch["image"].to(context.device, non_blocking=True)
-            images = images.contiguous(memory_format=torch.channels_last)
+            if layout is torch.channels_last:
+                images = images.contiguous(memory_format=layout)
             with mixed:
                 outputs = [out.float() for out in _stacks(heatmaps_of(network, images))]
                 if w > 0:
@@ -474,7 +478,8 @@ def fit(
     run_eval()  # also gives every rank rank 0's BatchNorm statistics
     result.seconds = seconds_before + time.perf_counter() - started
     save_state()
-    model.to(memory_format=torch.contiguous_format)
-    if teacher is not None:
-        teacher.to(memory_format=torch.contiguous_format)
+    if layout is torch.channels_last:
+        for net in (model, teacher):
+            if net is not None:
+                net.to(memory_format=torch.contiguous_format)
     return result
