@@ -5,8 +5,8 @@ it, so a fine-tuning run on a few CPU cores spends much of its time drawing pict
 :class:`SampleCache` renders (or decodes) every sample of a finite training set once, in
 parallel worker processes, and serves it again in later epochs mirrored left-right with
 probability 1/2, the left and right joints swapped: the variety of a mirrored sample for the
-price of a copy. Images and heatmaps are kept in float16, which is finer than the 8-bit images
-they come from.
+price of a copy. Images and heatmaps are kept in float16, whose rounding (2^-11 relative) is
+finer than 8-bit image data.
 """
 
 from __future__ import annotations
