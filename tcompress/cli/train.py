@@ -402,12 +402,10 @@ def _run(
 
 def _cached(data, workers: int, seed: int, show: bool):
     """``data`` generated once into a :class:`~tcompress.data.SampleCache`, with a status line."""
-    from tcompress.cli.render import stderr
+    from tcompress.cli.render import quiet_status, stderr
     from tcompress.data import SampleCache
 
-    status = stderr().status(f"Caching {len(data)} training samples") if show else None
-    if status is None:
-        return SampleCache(data, workers=workers, seed=seed)
+    status = stderr().status(f"Caching {len(data)} training samples") if show else quiet_status()
     with status:
         return SampleCache(
             data,

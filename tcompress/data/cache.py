@@ -16,8 +16,8 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tcompress.data.skeleton import FLIP_PERMUTATION, N_JOINTS
-from tcompress.data.transforms import sample_rng
+from tcompress.data.skeleton import N_JOINTS
+from tcompress.data.transforms import flip_heatmaps, flip_joints, sample_rng
 from tcompress.errors import DataError
 
 __all__ = ["SampleCache"]
@@ -111,13 +111,13 @@ class SampleCache(Dataset):
 
 
 def _mirror(sample: dict) -> dict:
-    swap = list(FLIP_PERMUTATION)
     out = dict(sample)
     out["image"] = sample["image"].flip(-1)
     if "heatmaps" in sample:
-        heatmaps = sample["heatmaps"]
-        out["heatmaps"] = heatmaps.flip(-1)[swap]
-        joints = sample["joints"].clone()
-        joints[:, 0] = heatmaps.shape[-1] - 1 - joints[:, 0]
-        out["joints"], out["visible"] = joints[swap], sample["visible"][swap]
+        out["heatmaps"] = flip_heatmaps(sample["heatmaps"])
+        joints, visible = flip_joints(
+            sample["joints"].numpy(), sample["visible"].numpy(), sample["heatmaps"].shape[-1]
+        )
+        out["joints"] = torch.as_tensor(joints, dtype=sample["joints"].dtype)
+        out["visible"] = torch.as_tensor(visible, dtype=sample["visible"].dtype)
     return out
