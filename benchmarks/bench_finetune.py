@@ -51,13 +51,13 @@ def pckh(model: str, samples: int) -> float:
 
 def unlabeled_folder(path: str, count: int, seed: int) -> None:
     """PNG files of synthetic training images, without their labels."""
-    from tcompress.data import SyntheticPose, write_png
+    from tcompress.data import SyntheticPose, write_image
 
     os.makedirs(path, exist_ok=True)
     data = SyntheticPose(count, 256, 64, seed=seed + 1, split="train")
     for i in range(count):
         image = np.ascontiguousarray(data.scene(i).image.transpose(1, 2, 0))
-        write_png(os.path.join(path, f"{i:05d}.png"), (image * 255 + 0.5).astype(np.uint8))
+        write_image(os.path.join(path, f"{i:05d}.png"), (image * 255 + 0.5).astype(np.uint8))
 
 
 def main() -> None:

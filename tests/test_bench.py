@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from tcompress.cli import main
 from tcompress.errors import TcompressError
-from tcompress.export.bench import KINDS, BenchError, bench_onnx, count_macs
+from tcompress.export.bench import INPUT_LAYOUT_KEY, KINDS, BenchError, bench_onnx, count_macs
 
 S = 16  # the input size the files are exported at (only the batch dim is dynamic)
 
@@ -242,3 +242,94 @@ def test_cli_bad_file_is_one_line_exit_2(files, tmp_path):
     assert r.stdout == "" and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: '{text}' is not an ONNX model")
+
+
+# --- channels-last inputs -----------------------------------------------------------------------
+
+
+class ChannelsLast(torch.nn.Module):
+    """A 3x3 convolution (C -> 16) of an (N, H, W, C) image, as a PoseNet takes it."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, 16, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x.permute(0, 3, 1, 2))
+
+
+def export_channels_last(path, channels, layout_entry=None):
+    """Exported at (1, S, S, channels), batch dynamic; ``layout_entry`` as tcompress writes it."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            ChannelsLast(channels).eval(),
+            (torch.randn(1, S, S, channels),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["image"],
+            dynamic_axes={"image": {0: "batch"}},
+        )
+    if layout_entry:
+        proto = onnx.load(path)
+        proto.metadata_props.add(key=INPUT_LAYOUT_KEY, value=layout_entry)
+        onnx.save(proto, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def last(tmp_path_factory):
+    d = tmp_path_factory.mktemp("channels-last")
+    return {
+        "rgb": export_channels_last(d / "rgb-last.onnx", 3),  # told by its shape
+        "eight": export_channels_last(d / "eight-last.onnx", 8, "NHWC"),  # told by its entry
+    }
+
+
+@pytest.mark.parametrize("name, channels", [("rgb", 3), ("eight", 8)])
+def test_channels_last_macs_use_the_spatial_axes(last, name, channels):
+    m = count_macs(last[name], (12, 20), batch=2)
+    assert m.by_kind == kinds(conv_kxk=2 * 16 * channels * 9 * 12 * 20)
+
+
+def test_bench_feeds_each_file_its_own_layout(files, last):
+    results = bench_onnx([files["rgb"], last["rgb"]], input_size=S, repeats=1, warmup=0)
+    first, other = results
+    assert (first.input_layout, first.input_shape) == ("NCHW", (1, 3, S, S))
+    assert (other.input_layout, other.input_shape) == ("NHWC", (1, S, S, 3))
+    assert [r.channels for r in results] == [3, 3] and other.input_size == (S, S)
+    assert other.macs == first.macs == 16 * 3 * 9 * S * S
+    with pytest.raises(BenchError) as e:
+        bench_onnx([files["rgb"], last["eight"]], input_size=S, repeats=1)
+    assert str(e.value) == (
+        f"input channels differ: '{files['rgb']}' takes 3, '{last['eight']}' takes 8; "
+        "expected every model to take the same input"
+    )
+    with pytest.raises(BenchError, match=r"takes a fixed input shape \(batch, 16, 16, 8\); "):
+        bench_onnx([last["eight"]], input_size=32, repeats=1)
+
+
+@pytest.fixture(scope="module")
+def posenet_onnx(tmp_path_factory):
+    from tcompress.export.onnx import export_onnx
+    from tcompress.models import PoseNet
+
+    path = tmp_path_factory.mktemp("posenet") / "pn.onnx"
+    torch.manual_seed(0)
+    model = PoseNet(n_stacks=1, depth=2, features=8, stem_features=4, stem_width=8).eval()
+    export_onnx(model, path, "dense", input_size=32)
+    return str(path)
+
+
+def test_cli_names_a_posenet_input_channels_last(posenet_onnx):
+    r = cli(posenet_onnx, "--repeats", 1, "--warmup", 0, "--json")
+    assert r.exit_code == 0, r.output
+    settings = json.loads(r.stdout)["settings"]
+    assert settings["input_size"] == [32, 32] and settings["input_layout"] == "NHWC"
+    assert settings["input_shape"] == [1, 32, 32, 3]
+    assert json.loads(r.stdout)["results"][0]["macs"] == count_macs(posenet_onnx, 32).total
+    r = cli(posenet_onnx, "--repeats", 1, "--warmup", 0)
+    assert r.exit_code == 0, r.output
+    assert "at batch 1, 32x32 channels last," in r.stdout

@@ -1,7 +1,5 @@
 import json
 import math
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -21,12 +19,10 @@ from tcompress.data import (
     flip_joints,
     gaussian_heatmaps,
     make_dataset,
-    read_image,
-    read_png,
-    write_png,
+    write_image,
 )
 from tcompress.data.figure import Figure, render_pose, sample_figure
-from tcompress.data.png import _filter_rows
+from tcompress.data.mpii import CENTER_SHIFT
 from tcompress.data.skeleton import LIMBS, head_size
 from tcompress.data.transforms import (
     crop_matrix,
@@ -68,85 +64,6 @@ def test_joint_set_flip_pairs_and_tree():
     joints = np.zeros((16, 2))
     joints[9] = (0.0, -10.0)
     assert head_size(joints) == pytest.approx(0.6 * math.sqrt(2) * 10)
-
-
-# --- PNG / PPM / NPY ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("channels", [1, 2, 3, 4])
-@pytest.mark.parametrize("filter_type", [0, 1, 2, 3, 4])
-def test_png_round_trip(tmp_path, channels, filter_type):
-    image = np.random.default_rng(channels).integers(0, 256, (7, 9, channels), dtype=np.uint8)
-    path = tmp_path / "x.png"
-    write_png(path, image, filter_type=filter_type)
-    assert np.array_equal(read_png(path), image)
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def _png(width, height, colour_type, raw, interlace=0):
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, interlace)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", ihdr)
-        + _chunk(b"IDAT", zlib.compress(raw))
-        + _chunk(b"IEND", b"")
-    )
-
-
-def test_png_reader_filters_by_hand(tmp_path):
-    # Grey 2x3: Sub row [10, 5] -> [10, 15]; Paeth row [3, 250] over it -> [13, 9] (predictors b,
-    # b); Average row [1, 2] -> [1 + 13 // 2, 2 + (7 + 9) // 2] = [7, 10].
-    raw = bytes([1, 10, 5, 4, 3, 250, 3, 1, 2])
-    path = tmp_path / "hand.png"
-    path.write_bytes(_png(2, 3, 0, raw))
-    assert read_png(path)[..., 0].tolist() == [[10, 15], [13, 9], [7, 10]]
-    image = read_image(path)
-    assert image.shape == (3, 3, 2) and torch.allclose(image[0], image[2])
-    assert image[1, 0, 1] == pytest.approx(15 / 255)
-
-
-def test_png_reader_mixed_row_filters(tmp_path):
-    image = np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)
-    kinds = np.random.default_rng(2).integers(0, 5, 40)
-    filtered = [_filter_rows(image.reshape(40, -1), 3, int(k))[r] for r, k in enumerate(kinds)]
-    raw = np.concatenate([kinds[:, None].astype(np.uint8), np.stack(filtered)], axis=1)
-    (tmp_path / "mixed.png").write_bytes(_png(30, 40, 2, raw.tobytes()))
-    assert np.array_equal(read_png(tmp_path / "mixed.png"), image)
-
-
-def test_png_errors(tmp_path):
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"not a png")
-    with pytest.raises(DataError, match="not a PNG"):
-        read_png(bad)
-    laced = tmp_path / "laced.png"
-    laced.write_bytes(_png(1, 1, 0, b"\x00\x00", interlace=1))
-    with pytest.raises(DataError, match="interlace 1"):
-        read_png(laced)
-    with pytest.raises(DataError, match="does not exist"):
-        read_image(tmp_path / "missing.png")
-    with pytest.raises(DataError, match="suffix '.jpg'"):
-        read_image(tmp_path / "photo.jpg")
-
-
-def test_ppm_pgm_and_npy(tmp_path):
-    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
-    (tmp_path / "a.ppm").write_bytes(b"P6\n# comment\n3 2\n255\n" + rgb.tobytes())
-    assert torch.allclose(
-        read_image(tmp_path / "a.ppm"), torch.tensor(rgb / 255.0).permute(2, 0, 1).float()
-    )
-    grey16 = np.array([[0, 1000], [2000, 4000]], dtype=">u2")
-    (tmp_path / "b.pgm").write_bytes(b"P5 2 2 4000\n" + grey16.tobytes())
-    image = read_image(tmp_path / "b.pgm")
-    assert image.shape == (3, 2, 2) and image[0, 1, 0] == pytest.approx(0.5)
-    np.save(tmp_path / "c.npy", rgb)
-    assert torch.allclose(read_image(tmp_path / "c.npy"), read_image(tmp_path / "a.ppm"))
-    np.save(tmp_path / "d.npy", np.zeros((4, 5, 6)))
-    with pytest.raises(DataError, match=r"shape \(4, 5, 6\)"):
-        read_image(tmp_path / "d.npy")
 
 
 # --- targets and geometry -----------------------------------------------------------------------
@@ -319,13 +236,15 @@ def test_render_pose_hand_made_figure():
 
 
 def _person(path, joints, validation=0, center=(60, 50), scale=0.4):
+    """An entry whose crop is centred on ``center``: its ``objpos`` lies ``CENTER_SHIFT x scale``
+    above it."""
     rows = [[0, 0, 0] for _ in range(16)]
     for j, (x, y) in joints.items():
         rows[j] = [x, y, 1]
     return {
         "img_paths": path,
         "joint_self": rows,
-        "objpos": list(center),
+        "objpos": [center[0], center[1] - CENTER_SHIFT * scale],
         "scale_provided": scale,
         "isValidation": validation,
     }
@@ -336,7 +255,7 @@ def mpii(tmp_path):
     for k in range(3):
         image = np.zeros((100, 120, 3), np.uint8)
         image[47:54, 82:89] = 255  # a bright spot on the right ankle at (85, 50)
-        write_png(tmp_path / f"im{k}.png", image)
+        write_image(tmp_path / f"im{k}.png", image)
     joints = {0: (85, 50), 5: (40, 60), 8: (60, 30), 9: (60, 20), 15: (5, 50)}
     entries = [_person(f"im{k}.png", joints, validation=int(k == 2)) for k in range(3)]
     (tmp_path / "annotations.json").write_text(json.dumps(entries))
@@ -348,7 +267,8 @@ def test_mpii_crop_without_augmentation(mpii):
     assert len(data) == 2
     assert len(MPIIDataset(mpii, mpii / "annotations.json", "val", 64, 16)) == 1
     sample = data[0]
-    assert set(sample) == KEYS
+    assert set(sample) == KEYS | {"matrix"}  # unaugmented samples carry their way back
+    assert np.allclose(sample["matrix"].numpy(), crop_matrix((60, 50), 100, 64))
     # crop side 200 * 0.4 * 1.25 = 100 around (60, 50): x 85 -> 47.5 in the 64 crop -> 11.5
     assert sample["joints"][0].tolist() == pytest.approx([11.5, 7.5])
     assert sample["visible"].tolist() == [1, 0, 0, 0, 0, 1, 0, 0, 1, 1] + [0] * 6
@@ -405,14 +325,24 @@ def test_mpii_errors_name_entry_and_field(tmp_path, mpii):
         (mpii / "bad.json").write_text(json.dumps(broken))
         with pytest.raises(DataError, match=rf"entry 1: field '{field}'"):
             MPIIDataset(mpii, mpii / "bad.json")
+    for path in ("/etc/hostname", "../outside.png", "a/../../outside.png", "C:\\x.png"):
+        broken = json.loads(json.dumps(entries))
+        broken[1]["img_paths"] = path
+        (mpii / "bad.json").write_text(json.dumps(broken))
+        with pytest.raises(DataError, match=r"entry 1: image path .* leaves the image root"):
+            MPIIDataset(mpii, mpii / "bad.json")
     entries[0]["img_paths"] = "gone.png"
+    (mpii / "bad.json").write_text(json.dumps(entries))
+    with pytest.raises(
+        DataError, match=r"entry 0: image file .*gone.png does not exist \(1 of 2 train entries"
+    ):
+        MPIIDataset(mpii, mpii / "bad.json")
+    entries[0]["img_paths"] = "im0.png"
     entries[1]["img_paths"] = "junk.png"
     (mpii / "junk.png").write_bytes(b"junk")
     (mpii / "bad.json").write_text(json.dumps(entries))
     data = MPIIDataset(mpii, mpii / "bad.json", augment=False)
-    with pytest.raises(DataError, match="entry 0: image file .*gone.png does not exist"):
-        data[0]
-    with pytest.raises(DataError, match="entry 1: .*junk.png is not a PNG"):
+    with pytest.raises(DataError, match="entry 1: .*junk.png is not an image file Pillow can read"):
         data[1]
 
 
@@ -420,7 +350,7 @@ def test_mpii_errors_name_entry_and_field(tmp_path, mpii):
 
 
 def test_image_folder(tmp_path):
-    write_png(tmp_path / "b.png", np.full((20, 40, 3), 200, np.uint8))
+    write_image(tmp_path / "b.png", np.full((20, 40, 3), 200, np.uint8))
     np.save(tmp_path / "a.npy", np.ones((30, 30), np.float32))
     (tmp_path / "notes.txt").write_text("not an image")
     data = ImageFolder(tmp_path, image_size=32)

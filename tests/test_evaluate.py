@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 import tcompress
 from tcompress.cli import main
-from tcompress.data.png import write_png
+from tcompress.data.images import write_image
 from tcompress.evaluation import EvaluationError
 from tcompress.evaluation.run import evaluate
 from tcompress.export.onnx import export_onnx
@@ -47,7 +47,7 @@ def test_unlabelled_data_is_refused(tmp_path, files):
     folder.mkdir()
     import numpy as np
 
-    write_png(folder / "a.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    write_image(folder / "a.png", np.zeros((8, 8, 3), dtype=np.uint8))
     with pytest.raises(EvaluationError, match="has no joint labels"):
         evaluate(files["dense"], str(folder), image_size=64)
 

@@ -1,115 +1,88 @@
 """The public hourglass layouts (bearpaw/pytorch-pose ``hg``, princeton-vl ``PoseNet``).
 
-The reference here is independent of tcompress's models: the key sets and shapes the public code
-produces are enumerated from a configuration, and the forward passes are written as functions of
-the state_dict alone (``F.conv2d``, ``F.batch_norm``), following the public code's structure.
+The ground truth is ``fixtures/public-layouts`` (see its README), produced by running the public
+code: every state_dict key and shape of both networks at 1, 2 and 8 stacks, and a bearpaw ``hg1``
+checkpoint, saved as bearpaw's trainer saves one, with the public forward's heatmaps on a fixed
+input. tcompress's models must have exactly those keys and reproduce those heatmaps.
+
+The smaller cases the other tests use are the fixture's key sets with every width divided by 32
+(``narrow``): the same keys and structure, hourglass kernels 4 x 4 x 3 x 3. Their reference
+forward is, for PoseNet, a function of the state_dict alone (``F.conv2d``, ``F.batch_norm``)
+following the public code; for bearpaw, the dense :class:`BearpawHourglass`, which the fixture
+checkpoint ties to the public code.
 """
 
+import functools
+import json
 import math
+from pathlib import Path
 
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from click.testing import CliRunner
 
 import tcompress
+from tcompress.checkpoint import read_checkpoint
+from tcompress.cli import main
 from tcompress.errors import CheckpointError
 from tcompress.export.onnx import export_onnx
-from tcompress.layouts import dense_from_state
-from tcompress.models import BearpawHourglass, PoseNet
+from tcompress.layouts import build, dense_from_state
+from tcompress.models import BearpawConfig, BearpawHourglass, PoseNet, PoseNetConfig
 
 EXACT = 1e-5  # max |T-Net - public| / max |public| at full rank, float32
 
+FIXTURES = Path(__file__).parent / "fixtures" / "public-layouts"
+CHECKPOINT = FIXTURES / "bearpaw_hg_s1_b1.pth.tar"  # hg(num_stacks=1, num_blocks=1)
+PUBLIC_WIDTHS = (64, 128, 256)  # stem, stem width / inner width, features: narrowed together
+NARROW = 32
+
 
 # -- key sets and shapes, as the public code creates them ------------------------------------------
-def _bn(keys, prefix, c):
-    for name in ("weight", "bias", "running_mean", "running_var"):
-        keys[f"{prefix}.{name}"] = (c,)
-    keys[f"{prefix}.num_batches_tracked"] = ()
+@functools.cache
+def public_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
+    """Configuration name -> {key: shape} of the bare public model, in its own key order."""
+    with open(FIXTURES / "state_dict_shapes.json") as f:
+        shapes = json.load(f)
+    return {name: {k: tuple(s) for k, s in keys.items()} for name, keys in shapes.items()}
 
 
-def _conv(keys, prefix, c_out, c_in, k):
-    keys[f"{prefix}.weight"] = (c_out, c_in, k, k)
-    keys[f"{prefix}.bias"] = (c_out,)
+def public_name(layout, stacks, blocks=1):
+    if layout == "bearpaw":
+        return f"bearpaw hg num_stacks={stacks} num_blocks={blocks} num_classes=16"
+    return f"princeton-vl PoseNet nstack={stacks} inp_dim=256 oup_dim=16"
 
 
-def bearpaw_keys(stacks, blocks, joints=16, feats=4, inplanes=4, depth=4):
-    """Keys of bearpaw's HourglassNet(Bottleneck, stacks, blocks, joints) with num_feats=feats
-    (public: 128) and inplanes (public: 64)."""
-    keys = {}
-
-    def bottleneck(prefix, c_in, planes):
-        _bn(keys, f"{prefix}.bn1", c_in)
-        _conv(keys, f"{prefix}.conv1", planes, c_in, 1)
-        _bn(keys, f"{prefix}.bn2", planes)
-        _conv(keys, f"{prefix}.conv2", planes, planes, 3)
-        _bn(keys, f"{prefix}.bn3", planes)
-        _conv(keys, f"{prefix}.conv3", 2 * planes, planes, 1)
-        if c_in != 2 * planes:
-            _conv(keys, f"{prefix}.downsample.0", 2 * planes, c_in, 1)
-
-    ch = 2 * feats
-    _conv(keys, "conv1", inplanes, 3, 7)
-    _bn(keys, "bn1", inplanes)
-    bottleneck("layer1.0", inplanes, inplanes)
-    bottleneck("layer2.0", 2 * inplanes, inplanes)
-    bottleneck("layer3.0", 2 * inplanes, feats)
-    for s in range(stacks):
-        for i in range(depth):
-            for j in range(4 if i == 0 else 3):
-                for b in range(blocks):
-                    bottleneck(f"hg.{s}.hg.{i}.{j}.{b}", ch, feats)
-        for b in range(blocks):
-            bottleneck(f"res.{s}.{b}", ch, feats)
-        _conv(keys, f"fc.{s}.0", ch, ch, 1)
-        _bn(keys, f"fc.{s}.1", ch)
-        _conv(keys, f"score.{s}", joints, ch, 1)
-        if s < stacks - 1:
-            _conv(keys, f"fc_.{s}", ch, ch, 1)
-            _conv(keys, f"score_.{s}", ch, joints, 1)
-    return keys
+def public_keys(layout, stacks, blocks=1, narrow=1):
+    """The fixture's keys and shapes; with ``narrow``, every width (64, 128, 256) divided by it,
+    the joints (16), input channels (3) and kernel sizes kept."""
+    keys = public_shapes()[public_name(layout, stacks, blocks)]
+    return {
+        key: tuple(d // narrow if i < 2 and d in PUBLIC_WIDTHS else d for i, d in enumerate(shape))
+        for key, shape in keys.items()
+    }
 
 
-def posenet_keys(stacks, inp_dim=8, oup_dim=16, depth=4, stem=4, width=8):
-    """Keys of princeton-vl's PoseNet(stacks, inp_dim, oup_dim) with the stem's 64 and 128
-    channels as ``stem`` and ``width``."""
-    keys = {}
+def tcompress_config(name):
+    """The tcompress architecture and configuration of a fixture configuration name."""
+    values = {k: int(v) for k, v in (part.split("=") for part in name.split() if "=" in part)}
+    if name.startswith("bearpaw"):
+        config = BearpawConfig(
+            n_stacks=values["num_stacks"],
+            n_blocks=values["num_blocks"],
+            n_joints=values["num_classes"],
+        )
+        return "BearpawHourglass", config
+    config = PoseNetConfig(
+        n_stacks=values["nstack"], features=values["inp_dim"], n_joints=values["oup_dim"]
+    )
+    return "PoseNet", config
 
-    def residual(prefix, c_in, c_out):
-        mid = c_out // 2
-        _bn(keys, f"{prefix}.bn1", c_in)
-        _conv(keys, f"{prefix}.conv1.conv", mid, c_in, 1)
-        _bn(keys, f"{prefix}.bn2", mid)
-        _conv(keys, f"{prefix}.conv2.conv", mid, mid, 3)
-        _bn(keys, f"{prefix}.bn3", mid)
-        _conv(keys, f"{prefix}.conv3.conv", c_out, mid, 1)
-        _conv(keys, f"{prefix}.skip_layer.conv", c_out, c_in, 1)
 
-    def hourglass(prefix, n, f):
-        residual(f"{prefix}.up1", f, f)
-        residual(f"{prefix}.low1", f, f)
-        if n > 1:
-            hourglass(f"{prefix}.low2", n - 1, f)
-        else:
-            residual(f"{prefix}.low2", f, f)
-        residual(f"{prefix}.low3", f, f)
-
-    _conv(keys, "pre.0.conv", stem, 3, 7)
-    _bn(keys, "pre.0.bn", stem)
-    residual("pre.1", stem, width)
-    residual("pre.3", width, width)
-    residual("pre.4", width, inp_dim)
-    for s in range(stacks):
-        hourglass(f"hgs.{s}.0", depth, inp_dim)
-        residual(f"features.{s}.0", inp_dim, inp_dim)
-        _conv(keys, f"features.{s}.1.conv", inp_dim, inp_dim, 1)
-        _bn(keys, f"features.{s}.1.bn", inp_dim)
-        _conv(keys, f"outs.{s}.conv", oup_dim, inp_dim, 1)
-        if s < stacks - 1:
-            _conv(keys, f"merge_features.{s}.conv.conv", inp_dim, inp_dim, 1)
-            _conv(keys, f"merge_preds.{s}.conv.conv", inp_dim, oup_dim, 1)
-    return keys
+def shapes_of(state):
+    return {k: tuple(v.shape) for k, v in state.items()}
 
 
 def random_state(keys, seed=0):
@@ -137,40 +110,6 @@ def _bn_f(st, p, x):
 def _conv_f(st, p, x, stride=1):
     w = st[f"{p}.weight"]
     return F.conv2d(x, w, st[f"{p}.bias"], stride, (w.shape[-1] - 1) // 2)
-
-
-def bearpaw_forward(st, x, stacks, blocks, depth=4):
-    def bottleneck(p, x):
-        out = _conv_f(st, f"{p}.conv1", F.relu(_bn_f(st, f"{p}.bn1", x)))
-        out = _conv_f(st, f"{p}.conv2", F.relu(_bn_f(st, f"{p}.bn2", out)))
-        out = _conv_f(st, f"{p}.conv3", F.relu(_bn_f(st, f"{p}.bn3", out)))
-        shortcut = _conv_f(st, f"{p}.downsample.0", x) if f"{p}.downsample.0.weight" in st else x
-        return out + shortcut
-
-    def residual(p, x, n):
-        for b in range(n):
-            x = bottleneck(f"{p}.{b}", x)
-        return x
-
-    def hg(s, n, x):
-        up1 = residual(f"hg.{s}.hg.{n - 1}.0", x, blocks)
-        low1 = residual(f"hg.{s}.hg.{n - 1}.1", F.max_pool2d(x, 2, 2), blocks)
-        low2 = hg(s, n - 1, low1) if n > 1 else residual(f"hg.{s}.hg.0.3", low1, blocks)
-        low3 = residual(f"hg.{s}.hg.{n - 1}.2", low2, blocks)
-        return up1 + F.interpolate(low3, scale_factor=2, mode="nearest")
-
-    x = F.relu(_bn_f(st, "bn1", F.conv2d(x, st["conv1.weight"], st["conv1.bias"], 2, 3)))
-    x = residual("layer1", x, 1)
-    x = residual("layer3", residual("layer2", F.max_pool2d(x, 2, 2), 1), 1)
-    out = []
-    for s in range(stacks):
-        y = residual(f"res.{s}", hg(s, depth, x), blocks)
-        y = F.relu(_bn_f(st, f"fc.{s}.1", _conv_f(st, f"fc.{s}.0", y)))
-        score = _conv_f(st, f"score.{s}", y)
-        out.append(score)
-        if s < stacks - 1:
-            x = x + _conv_f(st, f"fc_.{s}", y) + _conv_f(st, f"score_.{s}", score)
-    return out
 
 
 def posenet_forward(st, imgs, stacks, depth=4):
@@ -204,31 +143,33 @@ def posenet_forward(st, imgs, stacks, depth=4):
 
 
 def scaled_error(got, want):
+    return max(stack_errors(got, want))
+
+
+def stack_errors(got, want):
+    """max |got - want| / max |want| of every stack."""
     got = got if isinstance(got, list | tuple) else [got]
     want = want if isinstance(want, list | tuple) else [want]
     assert len(got) == len(want)
-    return max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(got, want))
+    return [float((a - b).abs().max() / b.abs().max()) for a, b in zip(got, want)]
 
 
+#: stacks -> blocks per residual of the narrowed cases (the fixture's configurations).
 BEARPAW = {1: 2, 2: 1, 8: 1}
-STACKS = [
-    1,
-    2,
-    pytest.param(8, marks=pytest.mark.slow),
-]  # 8 stacks: about 10 s a test  # stacks -> blocks per residual (public hg1 uses 8, hg8 uses 1)
+STACKS = [1, 2, pytest.param(8, marks=pytest.mark.slow)]  # 8 stacks: about 10 s a test
 
 
 def bearpaw_case(stacks, seed=0):
-    blocks = BEARPAW[stacks]
-    state = random_state(bearpaw_keys(stacks, blocks), seed)
+    state = random_state(public_keys("bearpaw", stacks, BEARPAW[stacks], NARROW), seed)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed + 1))
+    reference = dense_from_state({k: v.clone() for k, v in state.items()}, "sd").eval()
     with torch.no_grad():
-        want = bearpaw_forward(state, x, stacks, blocks)
+        want = reference(x)
     return state, x, want
 
 
 def posenet_case(stacks, seed=0):
-    state = random_state(posenet_keys(stacks), seed)
+    state = random_state(public_keys("posenet", stacks, narrow=NARROW), seed)
     x = torch.randn(2, 64, 64, 3, generator=torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
         want = posenet_forward(state, x, stacks)
@@ -255,30 +196,138 @@ def wrapped_posenet(state):
     }
 
 
-# -- tests -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("stacks", STACKS)
-def test_bearpaw_loads_strictly_and_reproduces_the_public_forward(stacks):
-    state, x, want = bearpaw_case(stacks)
-    model = dense_from_state(state, "sd")
-    assert isinstance(model, BearpawHourglass)
-    assert model.config.n_stacks == stacks and model.config.n_blocks == BEARPAW[stacks]
-    assert model.config.depth == 4 and model.config.features == 8
-    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {
-        k: tuple(v.shape) for k, v in state.items()
-    }
+def cli(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+# -- tests: the public key sets ----------------------------------------------------------------
+ALL_PUBLIC = list(public_shapes())
+LOADABLE = [
+    n if "=8 " not in n else pytest.param(n, marks=pytest.mark.slow) for n in ALL_PUBLIC
+]  # 8 stacks: the same structure as 2, several times the bytes
+
+
+@pytest.mark.parametrize("name", ALL_PUBLIC)
+def test_the_models_have_exactly_the_public_keys_and_shapes(name):
+    arch, config = tcompress_config(name)
+    model = build(arch, config)  # on the meta device: no storage, no initialisation
+    assert shapes_of(model.state_dict()) == public_shapes()[name]
+    # The layout is read off the keys and shapes alone, and the state loads strictly.
+    state = {k: torch.empty(s, device="meta") for k, s in public_shapes()[name].items()}
+    for key in [k for k in state if k.endswith("num_batches_tracked")]:
+        state[key] = torch.empty((), dtype=torch.long, device="meta")
+    detected = dense_from_state(state, name)
+    assert type(detected).__name__ == arch and detected.config == config
+
+
+def test_bottlenecks_have_a_downsample_exactly_where_the_width_changes():
+    # In the public widths (stem 64, features 256) layer3 keeps its width; in others it may not.
+    for stem, features, with_layer3 in ((64, 256, False), (4, 8, True), (2, 16, True)):
+        with torch.device("meta"):
+            model = BearpawHourglass(n_stacks=2, n_blocks=2, stem_features=stem, features=features)
+        assert [model.layer1[0].conv3.out_channels, model.layer2[0].conv3.out_channels] == [
+            2 * stem,
+            4 * stem,
+        ]
+        assert model.layer3[0].bn1.num_features == 4 * stem
+        assert (model.layer3[0].downsample is not None) == with_layer3
+        for name, module in model.named_modules():
+            if hasattr(module, "conv3"):
+                widens = module.bn1.num_features != module.conv3.out_channels
+                assert (module.downsample is not None) == widens, name
     with torch.no_grad():
-        got = model.eval()(x)
-    assert isinstance(got, list) and len(got) == stacks
-    assert scaled_error(got, want) <= EXACT
+        out = BearpawHourglass(n_stacks=2, n_blocks=1, depth=2, stem_features=4, features=8)(
+            torch.randn(1, 3, 32, 32)
+        )
+    assert [o.shape for o in out] == [(1, 16, 8, 8)] * 2
 
 
+@pytest.mark.parametrize("name", LOADABLE)
+def test_wrapped_public_checkpoints_load_strictly_through_info(tmp_path, name):
+    arch, config = tcompress_config(name)
+    state = random_state(public_shapes()[name])
+    wrap = wrapped_bearpaw if arch == "BearpawHourglass" else wrapped_posenet
+    path = tmp_path / "public.pth.tar"
+    torch.save(wrap(state), path)
+    info = json.loads(cli("info", path, "--json").stdout)
+    assert info["kind"] == "dense"
+    assert info["architecture"] == {"name": arch, "config": config.to_dict()}
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    assert info["params"] == sum(v.numel() for k, v in state.items() if not k.endswith(buffers))
+    ckpt = read_checkpoint(path)
+    model = dense_from_state(ckpt.state_dict, ckpt.path)
+    loaded = model.state_dict()
+    assert list(loaded) == list(state)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+# -- tests: the public checkpoint and its outputs ----------------------------------------------
+@pytest.fixture(scope="module")
+def public_io():
+    return torch.load(FIXTURES / "bearpaw_hg_s1_b1_io.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """The fixture checkpoint converted at full rank by ``tcompress convert``."""
+    path = tmp_path_factory.mktemp("public") / "full.pt"
+    cli("convert", CHECKPOINT, "--ranks", "full", "-o", path, "--json")
+    return path
+
+
+def test_the_public_checkpoint_loads_strictly_and_gives_the_public_outputs(public_io):
+    ckpt = read_checkpoint(CHECKPOINT)
+    model = dense_from_state(ckpt.state_dict, ckpt.path).eval()
+    assert isinstance(model, BearpawHourglass)
+    assert model.config == BearpawConfig(n_stacks=1, n_blocks=1)
+    with torch.no_grad():
+        got = model(public_io["input"])
+    assert len(got) == len(public_io["outputs"]) == 1
+    assert max(stack_errors(got, public_io["outputs"])) <= EXACT
+
+
+@pytest.mark.parametrize("form", ["reconstructed", "factorized"])
+def test_full_rank_conversion_reproduces_the_public_outputs(converted, public_io, form):
+    x, want = public_io["input"], public_io["outputs"]
+    from_cli = tcompress.load(converted, forward=form).eval()
+    from_api = tcompress.convert(CHECKPOINT).set_forward(form).eval()
+    assert from_api.summary["architecture"] == "BearpawHourglass"
+    assert from_api.summary["mode_sizes"] == [1, 4, 3, 1, 128, 128, 3, 3]
+    for tnet in (from_cli, from_api):
+        with torch.no_grad():
+            got = tnet(x)
+        assert [g.shape for g in got] == [w.shape for w in want]
+        assert max(stack_errors(got, want)) <= EXACT, form
+
+
+def test_the_converted_public_checkpoint_exports_a_valid_onnx_file(converted, tmp_path):
+    out = tmp_path / "public.onnx"
+    report = json.loads(cli("export", converted, "--input-size", 64, "-o", out, "--json").stdout)
+    assert report["validation"]["ok"] and report["outputs"] == ["heatmaps_0"]
+    onnx.checker.check_model(str(out))
+
+
+def test_the_converted_public_checkpoint_finetunes_and_evaluates(converted, tmp_path):
+    tuned = tmp_path / "tuned.pt"
+    args = ["--data", "synthetic", "--steps", 2, "--batch-size", 2, "--image-size", 64]
+    cli("finetune", converted, *args, "--eval-samples", 2, "-o", tuned, "--json")
+    assert isinstance(tcompress.load(tuned).net, BearpawHourglass)
+    report = json.loads(
+        cli("evaluate", tuned, "--data", "synthetic", "-n", 4, "--image-size", 64, "--json").stdout
+    )
+    assert report["kind"] == "tnet" and report["image_size"] == 64
+
+
+# -- tests: the narrowed cases -----------------------------------------------------------------
 @pytest.mark.parametrize("stacks", STACKS)
 def test_posenet_loads_strictly_and_reproduces_the_public_forward(stacks):
     state, x, want = posenet_case(stacks)
     model = dense_from_state(state, "sd")
     assert isinstance(model, PoseNet)
     assert model.config.n_stacks == stacks and model.config.depth == 4
-    assert set(model.state_dict()) == set(state)
+    assert shapes_of(model.state_dict()) == shapes_of(state)
     with torch.no_grad():
         got = model.eval()(x)
     assert got.shape == (2, stacks, 16, 16, 16)
@@ -314,8 +363,8 @@ def test_tensor_members_are_the_3x3_hourglass_convs_and_biases_stay_dense():
     assert tnet.net.hg[0].hg[3][0][0].conv2.index == (0, 0, 0, 0)
     assert tnet.net.hg[1].hg[0][2][0].conv2.index == (1, 3, 2, 0)
     assert "hg.0.hg.3.0.0.conv2.weight" not in keys and "hg.0.hg.3.0.0.conv2.bias" in keys
-    # The innermost residual stays dense.
-    assert "hg.0.hg.0.3.0.conv2.weight" in keys
+    # The innermost residual and the stem stay dense.
+    assert "hg.0.hg.0.3.0.conv2.weight" in keys and "layer2.0.conv2.weight" in keys
     state, x, _ = posenet_case(1)
     tnet = tcompress.convert(state)
     assert tnet.net.hgs[0][0].low2.low2.low3.conv2.conv.index == (0, 2, 2, 0)
@@ -402,14 +451,14 @@ def test_saved_public_tnets_load_with_their_layout(tmp_path):
 
 
 def test_posenet_with_wider_inner_levels_is_refused():
-    keys = posenet_keys(1)
+    keys = public_keys("posenet", 1, narrow=NARROW)
     keys["hgs.0.0.low1.conv3.conv.weight"] = (12, 4, 1, 1)
     with pytest.raises(CheckpointError, match=r"trained with increase=4 .* expected increase=0"):
         tcompress.convert(random_state(keys))
 
 
 def test_partial_public_checkpoint_names_what_is_missing():
-    state = random_state(bearpaw_keys(2, 1))
+    state = random_state(public_keys("bearpaw", 2, narrow=NARROW))
     del state["score_.0.weight"], state["res.1.0.conv2.bias"]
     with pytest.raises(CheckpointError, match=r"2 missing key\(s\) \('res.1.0.conv2.bias'"):
         tcompress.convert(state)

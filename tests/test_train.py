@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from tcompress.cli import main
-from tcompress.data import SyntheticPose, write_png
+from tcompress.data import SyntheticPose, write_image
 from tcompress.errors import CheckpointError, DataError, TcompressError
 from tcompress.models import StackedHourglass
 from tcompress.serialize import load
@@ -403,7 +403,7 @@ def test_cli_distills_from_unlabeled_images(trained, tmp_path):
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(8):
-        write_png(folder / f"{i}.png", (rng.random((64, 64, 3)) * 255).astype(np.uint8))
+        write_image(folder / f"{i}.png", (rng.random((64, 64, 3)) * 255).astype(np.uint8))
     tnet = tmp_path / "t.pt"
     run(["convert", d / "hg.pth", "--ranks", "1,2,3,1,4,4,3,3", "-o", tnet])
     base = ["finetune", tnet, "--data", folder, "--steps", "2", *COMMON]
@@ -425,7 +425,7 @@ def test_cli_finetune_on_an_mpii_style_set(trained, tmp_path):
     d, _ = trained
     rng = np.random.default_rng(1)
     for k in range(5):
-        write_png(tmp_path / f"im{k}.png", (rng.random((100, 120, 3)) * 255).astype(np.uint8))
+        write_image(tmp_path / f"im{k}.png", (rng.random((100, 120, 3)) * 255).astype(np.uint8))
     joints = {0: (85, 50), 5: (40, 60), 8: (60, 30), 9: (60, 20), 15: (5, 50)}
     entries = [_person(f"im{k}.png", joints, validation=int(k >= 3)) for k in range(5)]
     (tmp_path / "annotations.json").write_text(json.dumps(entries))

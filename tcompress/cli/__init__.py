@@ -21,10 +21,34 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except TcompressError as e:
-            click.echo(f"Error: {e}", err=True)
+            click.echo(f"Error: {one_line(e)}", err=True)
             sys.exit(2)
 
     return wrapper
+
+
+def images_option(fn):
+    """``--images DIR``: the folder an MPII annotation file's image paths are relative to."""
+    from pathlib import Path
+
+    return click.option(
+        "--images",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="MPII: folder the annotations' image paths are relative to [default: images/ "
+        "beside the annotation file if the images are there].",
+    )(fn)
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error``; for one re-raised from a DataLoader worker (whose text is the
+    worker's whole traceback), the original message alone."""
+    text = str(error)
+    if "DataLoader worker" not in text or "Original Traceback" not in text:
+        return text
+    last = next((line for line in reversed(text.splitlines()) if line.strip()), text)
+    name, sep, message = last.partition(": ")
+    return message if sep and name.split(".")[-1].isidentifier() else last
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -47,10 +47,11 @@ from tcompress.cli import handle_errors, main
 def bench(files, input_size, batch, threads, repeats, warmup, as_json):
     """Time ONNX FILES in ONNX Runtime (CPU) and compare each with the first.
 
-    Every model gets the same seeded input. The timed rounds are interleaved (each round runs
-    every model once), so load on a shared machine weighs on all of them alike. Alongside the
-    measured speed-up, the MAC bound is the speed-up an ideal runtime would reach (ratio of
-    multiply-accumulates), and the fraction of it that the runtime delivers.
+    Every model gets the same seeded input, in its own layout (channels last for a PoseNet
+    export). The timed rounds are interleaved (each round runs every model once), so load on a
+    shared machine weighs on all of them alike. Alongside the measured speed-up, the MAC bound is
+    the speed-up an ideal runtime would reach (ratio of multiply-accumulates), and the fraction
+    of it that the runtime delivers.
 
     \b
     Examples:
@@ -75,10 +76,11 @@ def bench(files, input_size, batch, threads, repeats, warmup, as_json):
             seed=0,
             progress=lambda phase: status.update(phase),
         )
-    height, width = results[0].input_shape[2:]
+    height, width = results[0].input_size
     settings = dict(
         input_size=[height, width],
         input_shape=list(results[0].input_shape),
+        input_layout=results[0].input_layout,
         batch=batch,
         threads=threads,
         repeats=repeats,
@@ -94,7 +96,9 @@ def bench(files, input_size, batch, threads, repeats, warmup, as_json):
     console.print(bench_table(results))
     console.print(
         f"[dim]Latencies are medians of {repeats} interleaved rounds ({warmup} warm-up) at "
-        f"batch {batch}, {height}x{width}, {threads} thread(s), ONNX Runtime "
+        f"batch {batch}, {height}x{width}"
+        + (" channels last" if results[0].input_layout == "NHWC" else "")
+        + f", {threads} thread(s), ONNX Runtime "
         f"{onnxruntime.__version__} on the CPU; every ratio is to the first file (ref), "
         "larger meaning smaller or faster. MAC bound = MACs of ref / MACs; fraction of bound = "
         "speed-up / MAC bound.[/dim]"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tcompress.cli import handle_errors, main
+from tcompress.cli import handle_errors, images_option, main
 
 
 @main.command()
@@ -17,6 +17,22 @@ from tcompress.cli import handle_errors, main
     show_default=True,
     help="'synthetic', an MPII-style annotation JSON, or a folder holding annotations.json.",
 )
+@images_option
+@click.option(
+    "--mpii-mat",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="MPII validation split: score against the ground truth and head boxes of this "
+    "detections_our_format.mat-style file (bearpaw's evaluation/data/).",
+)
+@click.option(
+    "--preds-mat",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="MPII: also write the predictions (source-image pixels) as a .mat file with 'preds' "
+    "(N, 16, 2), the layout the public evaluation scripts read.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing --preds-mat file.")
 @click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
 @click.option(
     "-n",
@@ -38,22 +54,49 @@ from tcompress.cli import handle_errors, main
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic data set.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @handle_errors
-def evaluate(model, data, split, n, image_size, batch_size, flip, device, seed, as_json):
+def evaluate(
+    model,
+    data,
+    images,
+    mpii_mat,
+    preds_mat,
+    force,
+    split,
+    n,
+    image_size,
+    batch_size,
+    flip,
+    device,
+    seed,
+    as_json,
+):
     """PCKh@0.5 of MODEL (dense checkpoint, T-Net or .onnx file), per joint and mean.
+
+    On MPII-style data the predictions are mapped back to the source images and scored by
+    MPII's own rules: head size 0.6 x the head-box diagonal (the annotations' 'headboxes' or
+    --mpii-mat), a strict threshold, every annotated joint, Head = head top, Mean over the 14
+    joints but pelvis and thorax. On synthetic data joints are scored in the crop.
 
     \b
     Examples:
       tcompress evaluate hg.pth --data synthetic -n 500
-      tcompress evaluate tnet.pt --data mpii/annotations.json --flip
+      tcompress evaluate tnet.pt --data data/mpii/mpii_annotations.json --flip
+      tcompress evaluate tnet.pt --data data/mpii/ --mpii-mat detections_our_format.mat \\
+          --preds-mat preds.mat
       tcompress evaluate tnet.onnx --data synthetic --json
     """
     from rich.progress import Progress
     from rich.table import Table
 
+    from tcompress.checkpoint import check_output
     from tcompress.cli.render import print_json, stderr, stdout
+    from tcompress.evaluation.decode import EvaluationError
+    from tcompress.evaluation.mpii import write_preds_mat
     from tcompress.evaluation.run import evaluate as run_evaluation
     from tcompress.evaluation.run import load_for_evaluation
 
+    if preds_mat is not None:
+        check_output(preds_mat, force=force, inputs=(model,))
     loaded = load_for_evaluation(model)  # load errors come before any progress display
     name = str(model)
     kwargs = dict(
@@ -65,17 +108,31 @@ def evaluate(model, data, split, n, image_size, batch_size, flip, device, seed, 
         flip=flip,
         device=device,
         seed=seed,
+        images=images,
+        mpii_mat=mpii_mat,
     )
     if as_json:
-        print_json(dict(run_evaluation(loaded, **kwargs).to_dict(), model=name))
+        report = run_evaluation(loaded, **kwargs)
+    else:
+        with Progress(console=stderr(), transient=True) as bar:
+            task = bar.add_task("Evaluating", total=None)
+            report = run_evaluation(
+                loaded,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                **kwargs,
+            )
+    if preds_mat is not None:
+        if report.predictions is None:
+            raise EvaluationError(
+                f"--preds-mat writes MPII predictions; data '{data}' is not an MPII-style set"
+            )
+        check_output(preds_mat, force=force, inputs=(model,))
+        write_preds_mat(preds_mat, report.predictions)
+    if as_json:
+        extra = {"preds_mat": str(preds_mat)} if preds_mat is not None else {}
+        print_json(dict(report.to_dict(), model=name, **extra))
         return
-    with Progress(console=stderr(), transient=True) as bar:
-        task = bar.add_task("Evaluating", total=None)
-        report = run_evaluation(
-            model,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-            **kwargs,
-        )
+    report.model = name
     result = report.result
     console = stdout()
     console.print(
@@ -83,6 +140,13 @@ def evaluate(model, data, split, n, image_size, batch_size, flip, device, seed, 
         f", {report.image_size}x{report.image_size}, {result.n_samples} samples"
         + (", flip-averaged" if report.flip else "")
     )
+    if report.rules == "mpii":
+        console.print(
+            f"MPII's rules: source-image pixels, head sizes from {report.head_sizes}, "
+            "distance < 0.5 x head size, every annotated joint"
+        )
+    else:
+        console.print("scored in the crop, head sizes from the head joints (synthetic rules)")
     table = Table(title=f"{result.label} per joint (%)", title_justify="left")
     table.add_column("joint")
     table.add_column(result.label, justify="right")
@@ -92,8 +156,17 @@ def evaluate(model, data, split, n, image_size, batch_size, flip, device, seed, 
     console.print(table)
     groups = ", ".join(f"{k} {v:.1f}" for k, v in result.groups.items())
     console.print(f"groups: {groups}")
-    console.print(
-        f"[bold]mean {result.label}: {result.mean:.1f}%[/bold] (all visible joints but "
-        f"{', '.join(result.mean_excludes) or 'none'}; unweighted over joints "
-        f"{result.mean_joints:.1f}%)"
-    )
+    if report.rules == "mpii":
+        console.print(
+            f"[bold]Mean {result.label}: {result.mean:.2f}%[/bold] (MPII's: the 14 joints but "
+            f"pelvis and thorax, unweighted; over joint instances {result.mean_instances:.2f}%; "
+            f"Mean PCKh@0.1 {report.result_at_0_1.mean:.2f}%)"
+        )
+    else:
+        console.print(
+            f"[bold]mean {result.label}: {result.mean:.1f}%[/bold] (all visible joints but "
+            f"{', '.join(result.mean_excludes) or 'none'}; unweighted over joints "
+            f"{result.mean_joints:.1f}%)"
+        )
+    if preds_mat is not None:
+        console.print(f"predictions written to {preds_mat}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tcompress.cli import handle_errors, main
+from tcompress.cli import handle_errors, images_option, main
 
 
 @main.command()
@@ -16,6 +16,7 @@ from tcompress.cli import handle_errors, main
     required=True,
     help="A folder of images (no labels needed), 'synthetic', or an MPII-style set.",
 )
+@images_option
 @click.option(
     "-n",
     "--n",
@@ -33,7 +34,9 @@ from tcompress.cli import handle_errors, main
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @handle_errors
-def recalibrate(model, data, n, batch_size, image_size, device, seed, output, force, as_json):
+def recalibrate(
+    model, data, images, n, batch_size, image_size, device, seed, output, force, as_json
+):
     """Re-estimate every BatchNorm's running statistics of MODEL (dense or T-Net) from forward
     passes over unlabeled images; weights are unchanged.
 
@@ -52,7 +55,9 @@ def recalibrate(model, data, n, batch_size, image_size, device, seed, output, fo
 
     out = check_output(output, force=force, inputs=(model,))
     net = load(model, device=device)
-    dataset = make_dataset(data, "train", image_size, image_size // 4, n=n, seed=seed)
+    dataset = make_dataset(
+        data, "train", image_size, image_size // 4, n=n, seed=seed, images=images
+    )
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     status = quiet_status() if as_json else stderr().status("Re-estimating", spinner="dots")
     with status:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tcompress.cli import handle_errors, main
+from tcompress.cli import handle_errors, images_option, main
 
 
 def _milestones(ctx, param, value):
@@ -30,6 +30,7 @@ def training_options(steps: int, lr: float, schedule: str):
             help="'synthetic', an MPII-style annotation JSON or folder, or (finetune with "
             "--distill-from) a folder of unlabeled images.",
         ),
+        images_option,
         click.option(
             "--val-data",
             default=None,
@@ -246,6 +247,7 @@ def _run(
     recalibrate_images=0,
     forward=None,
     data,
+    images,
     val_data,
     train_samples,
     cache,
@@ -295,7 +297,9 @@ def _run(
             model = load(model_path, forward=forward) if forward else load(model_path)
         teacher_model = load(teacher) if teacher is not None else None
         heatmap = image_size // 4
-        train_data = make_dataset(data, "train", image_size, heatmap, n=train_samples, seed=seed)
+        train_data = make_dataset(
+            data, "train", image_size, heatmap, n=train_samples, seed=seed, images=images
+        )
         source = train_data.dataset if isinstance(train_data, Subset) else train_data
         labelled = not isinstance(source, ImageFolder)
         if distill_weight is None:
@@ -303,7 +307,10 @@ def _run(
         val_spec = val_data if val_data is not None else (data if labelled else None)
         val = None
         if val_spec is not None:
-            val = make_dataset(val_spec, "val", image_size, heatmap, n=eval_samples, seed=seed)
+            root = images if val_data is None else None  # --images belongs to --data
+            val = make_dataset(
+                val_spec, "val", image_size, heatmap, n=eval_samples, seed=seed, images=root
+            )
             if isinstance(val, ImageFolder) or len(val) == 0:
                 val = None
         settings = TrainSettings(

@@ -8,9 +8,8 @@ Every labelled data set yields dicts of ``image`` (3, H, W) normalised with ``ME
 from tcompress.data.cache import SampleCache
 from tcompress.data.factory import Materialized, make_dataset
 from tcompress.data.figure import Figure, render_pose, sample_figure
-from tcompress.data.images import ImageFolder, read_image
+from tcompress.data.images import IMAGE_EXTENSIONS, ImageFolder, read_crop, read_image, write_image
 from tcompress.data.mpii import MPIIDataset
-from tcompress.data.png import read_png, write_png
 from tcompress.data.skeleton import FLIP_PAIRS, FLIP_PERMUTATION, JOINTS, N_JOINTS, PARENTS
 from tcompress.data.synthetic import SyntheticConfig, SyntheticPose
 from tcompress.data.targets import default_sigma, gaussian_heatmaps
@@ -21,6 +20,7 @@ __all__ = [
     "Figure",
     "Materialized",
     "FLIP_PERMUTATION",
+    "IMAGE_EXTENSIONS",
     "JOINTS",
     "MEAN",
     "N_JOINTS",
@@ -38,9 +38,9 @@ __all__ = [
     "gaussian_heatmaps",
     "make_dataset",
     "normalize",
+    "read_crop",
     "read_image",
-    "read_png",
     "render_pose",
     "sample_figure",
-    "write_png",
+    "write_image",
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 from torch.utils.data import Dataset, Subset
 
 from tcompress.data.images import IMAGE_EXTENSIONS, ImageFolder, list_images
-from tcompress.data.mpii import MPIIDataset
+from tcompress.data.mpii import ANNOTATION_NAMES, MPIIDataset
 from tcompress.data.synthetic import SyntheticPose
 from tcompress.errors import DataError
 
@@ -19,7 +19,7 @@ SYNTHETIC_SIZES = {"train": 10000, "val": 1000}
 
 _EXPECTED = (
     "expected 'synthetic', an MPII-style JSON annotation file, a directory holding "
-    f"annotations.json, or a directory of images ({', '.join(IMAGE_EXTENSIONS)})"
+    f"{' or '.join(ANNOTATION_NAMES)}, or a directory of images ({', '.join(IMAGE_EXTENSIONS)})"
 )
 
 
@@ -30,6 +30,7 @@ def make_dataset(
     heatmap_size: int = 64,
     n: int | None = None,
     seed: int = 0,
+    images: str | os.PathLike | None = None,
 ) -> Dataset:
     """The data set a spec names; augmentation is on for ``split="train"`` only.
 
@@ -38,8 +39,9 @@ def make_dataset(
     spec : str or path-like
         - ``"synthetic"``: :class:`SyntheticPose` of ``n`` samples (``SYNTHETIC_SIZES`` if None;
           write ``./synthetic`` for a folder of that name);
-        - a ``.json`` file: :class:`MPIIDataset`, images relative to the file's directory;
-        - a directory with ``annotations.json``: :class:`MPIIDataset` rooted there;
+        - a ``.json`` file: :class:`MPIIDataset`;
+        - a directory holding ``annotations.json`` (or pytorch-pose's ``mpii_annotations.json``):
+          :class:`MPIIDataset` of that file;
         - a directory of images: :class:`ImageFolder` (unlabeled; ``split``, ``heatmap_size``
           unused).
     split : {"train", "val"}
@@ -49,6 +51,10 @@ def make_dataset(
         Synthetic: the number of samples; paths: keep the first ``n`` samples (a ``Subset``).
     seed : int
         Generation / augmentation seed.
+    images : path-like, optional
+        MPII: the folder the entries' ``img_paths`` are relative to; default: ``images/`` beside
+        the annotation file when the images are there, else the annotation file's folder
+        (:func:`~tcompress.data.mpii.find_image_root`).
 
     Returns
     -------
@@ -64,18 +70,20 @@ def make_dataset(
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
         raise DataError(f"n must be a non-negative integer or None, got {n!r}")
     augment = split == "train"
+    path = Path(spec)
+    annotations = None if str(spec) == "synthetic" else _annotation_file(path)
+    if images is not None and annotations is None:
+        raise DataError(
+            f"an image folder ({images}) was given for data set {str(spec)!r}, which is not an "
+            "MPII-style annotation file; expected an annotation JSON or a folder holding one"
+        )
     if str(spec) == "synthetic":
         size = SYNTHETIC_SIZES[split] if n is None else n
         return SyntheticPose(
             size, image_size, heatmap_size, seed=seed, split=split, augment=augment
         )
-    path = Path(spec)
-    if path.is_file() and path.suffix.lower() == ".json":
-        data = MPIIDataset(path.parent, path, split, image_size, heatmap_size, augment, seed)
-    elif path.is_dir() and (path / "annotations.json").is_file():
-        data = MPIIDataset(
-            path, path / "annotations.json", split, image_size, heatmap_size, augment, seed
-        )
+    if annotations is not None:
+        data = MPIIDataset(images, annotations, split, image_size, heatmap_size, augment, seed)
     elif path.is_dir() and list_images(path):
         data = ImageFolder(path, image_size)
     elif not path.exists():
@@ -83,6 +91,14 @@ def make_dataset(
     else:
         raise DataError(f"data set {str(spec)!r} is not usable; {_EXPECTED}")
     return data if n is None or n >= len(data) else Subset(data, range(n))
+
+
+def _annotation_file(path: Path) -> Path | None:
+    if path.is_file() and path.suffix.lower() == ".json":
+        return path
+    if path.is_dir():
+        return next((path / n for n in ANNOTATION_NAMES if (path / n).is_file()), None)
+    return None
 
 
 class Materialized(Dataset):

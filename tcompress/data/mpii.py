@@ -2,8 +2,13 @@
 
 Each entry is a dict with ``img_paths`` (relative to the image root), ``joint_self`` (16 rows of
 ``[x, y, visible]`` in MPII joint order), ``objpos`` (``[x, y]`` person centre),
-``scale_provided`` (person height / 200 px) and ``isValidation`` (0 or 1). Coordinates are used as
-given, in the pixel-centre convention of :mod:`tcompress.data.transforms`.
+``scale_provided`` (person height / 200 px) and ``isValidation`` (0 or 1), and optionally
+``headboxes`` (``[[x1, y1], [x2, y2]]``, the head box MPII's PCKh is measured against).
+Coordinates are used as given, in the pixel-centre convention of :mod:`tcompress.data.transforms`.
+
+The image root is usually a folder of its own (pytorch-pose's ``data/mpii/mpii_annotations.json``
+beside ``data/mpii/images/``): :func:`find_image_root` picks it. An ``img_paths`` that is absolute
+or climbs out of the root with ``..`` is refused.
 
 A joint counts as labelled when both coordinates are positive (the format writes missing joints as
 zeros or negatives), whatever its visibility flag: MPII's PCKh scores occluded labelled joints
@@ -22,13 +27,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tcompress.data.images import read_image
+from tcompress.data.images import read_crop
 from tcompress.data.skeleton import (
     FLIP_PERMUTATION,
     HEAD_BOX_PER_SEGMENT,
+    HEAD_TOP,
     N_JOINTS,
     PCKH_HEAD_FACTOR,
+    UPPER_NECK,
     head_size,
+    head_size_from_box,
 )
 from tcompress.data.targets import gaussian_heatmaps
 from tcompress.data.transforms import (
@@ -38,17 +46,32 @@ from tcompress.data.transforms import (
     normalize,
     sample_rng,
     transform_points,
-    warp,
 )
 from tcompress.errors import DataError
 
-__all__ = ["CROP_MARGIN", "HEAD_SEGMENT_PER_SCALE", "MPIIDataset", "Person", "load_annotations"]
+__all__ = [
+    "ANNOTATION_NAMES",
+    "CENTER_SHIFT",
+    "CROP_MARGIN",
+    "HEAD_SEGMENT_PER_SCALE",
+    "MPIIDataset",
+    "Person",
+    "SourceTruth",
+    "find_image_root",
+    "load_annotations",
+]
 
 #: Crop side = 200 px x ``scale_provided`` x ``CROP_MARGIN``.
 CROP_MARGIN = 1.25
 #: upper_neck-head_top distance per unit of ``scale_provided`` (person height / 200 px), used only
 #: when a head joint is unlabelled: the head is taken as 1/8 of the height, 25 px per unit.
 HEAD_SEGMENT_PER_SCALE = 200 / 8
+#: The crop centre sits this many source pixels per unit of ``scale_provided`` below ``objpos``
+#: (about 7% of the person's height), as in the public MPII codes (pytorch-pose, HRNet, mmpose),
+#: so that crops match the ones their checkpoints were trained on.
+CENTER_SHIFT = 15.0
+#: Annotation file names looked for in a data folder, in this order.
+ANNOTATION_NAMES = ("annotations.json", "mpii_annotations.json")
 
 
 @dataclass(frozen=True)
@@ -62,6 +85,45 @@ class Person:
     center: tuple[float, float]
     scale: float
     validation: bool
+    head_box: np.ndarray | None = None  # (2, 2): [[x1, y1], [x2, y2]]
+
+    @property
+    def crop_center(self) -> tuple[float, float]:
+        """Centre of the person's crop: ``objpos`` moved down by ``CENTER_SHIFT x scale``."""
+        return (self.center[0], self.center[1] + CENTER_SHIFT * self.scale)
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """(16,) bool: the joint is annotated (both coordinates positive)."""
+        return (self.joints > 0).all(1)
+
+    def head_size(self) -> float:
+        """Head size in source pixels: MPII's ``0.6 x head-box diagonal`` when the entry has a
+        head box, else the estimate from the neck-top segment (or the person's height)."""
+        if self.head_box is not None:
+            return float(head_size_from_box(self.head_box.reshape(4)))
+        if self.labelled[UPPER_NECK] and self.labelled[HEAD_TOP]:
+            return float(head_size(self.joints))
+        return PCKH_HEAD_FACTOR * HEAD_BOX_PER_SEGMENT * HEAD_SEGMENT_PER_SCALE * self.scale
+
+
+@dataclass(frozen=True)
+class SourceTruth:
+    """Ground truth of a split in source-image pixels, for scoring predictions mapped back
+    through the crop.
+
+    Shapes
+    ------
+    joints : (N, 16, 2) float64
+    labelled : (N, 16) bool
+    head_sizes : (N,) float64, ``0.6 x head-box diagonal`` or its estimate
+    has_box : (N,) bool, the head size comes from a head box
+    """
+
+    joints: np.ndarray
+    labelled: np.ndarray
+    head_sizes: np.ndarray
+    has_box: np.ndarray
 
 
 def _number(value: object) -> bool:
@@ -79,6 +141,11 @@ def _parse(entry: int, item: object, where: str) -> Person:
     path = item.get("img_paths")
     if not isinstance(path, str) or not path:
         raise bad("img_paths", "an image path relative to the root")
+    if _leaves_root(path):
+        raise DataError(
+            f"{where}: entry {entry}: image path {path!r} leaves the image root; expected a path "
+            "inside it (no leading '/', no '..' above the root)"
+        )
     rows = item.get("joint_self")
     if not (
         isinstance(rows, list)
@@ -95,10 +162,56 @@ def _parse(entry: int, item: object, where: str) -> Person:
     validation = item.get("isValidation")
     if validation not in (0, 1):  # also admits true/false and 0.0/1.0
         raise bad("isValidation", "0 or 1")
+    box = item.get("headboxes")
+    if box is not None:
+        if not (
+            isinstance(box, list)
+            and len(box) == 2
+            and all(isinstance(c, list) and len(c) == 2 and all(map(_number, c)) for c in box)
+        ):
+            raise bad("headboxes", "[[x1, y1], [x2, y2]] numbers")
+        box = np.asarray(box, dtype=np.float64)
+        if not (box[1] - box[0] != 0).any():
+            raise bad("headboxes", "a box with two distinct corners")
     table = np.asarray(rows, dtype=np.float64)
     return Person(
-        entry, path, table[:, :2], table[:, 2], (center[0], center[1]), scale, bool(validation)
+        entry,
+        path,
+        table[:, :2],
+        table[:, 2],
+        (center[0], center[1]),
+        scale,
+        bool(validation),
+        box,
     )
+
+
+def _leaves_root(path: str) -> bool:
+    """The path is absolute (POSIX or Windows style) or climbs above its root."""
+    if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
+        return True
+    depth = 0
+    for part in path.replace("\\", "/").split("/"):
+        depth += -1 if part == ".." else 0 if part in ("", ".") else 1
+        if depth < 0:
+            return True
+    return False
+
+
+def find_image_root(annotations_json: str | os.PathLike, people: list[Person]) -> Path:
+    """The folder the entries' ``img_paths`` are relative to, when not given.
+
+    ``images/`` beside the annotation file (the usual MPII layout) when it holds the first
+    entry's image or the annotation file's own folder does not, else the annotation file's
+    folder.
+    """
+    here = Path(annotations_json).parent
+    beside = here / "images"
+    if not beside.is_dir():
+        return here
+    if not people or (beside / people[0].image).is_file() or not (here / people[0].image).is_file():
+        return beside
+    return here
 
 
 def load_annotations(path: str | os.PathLike) -> list[Person]:
@@ -120,15 +233,17 @@ def load_annotations(path: str | os.PathLike) -> list[Person]:
 class MPIIDataset(Dataset):
     """MPII-style crops around one person, with heatmap targets.
 
-    The crop is a square of side ``200 * scale_provided * CROP_MARGIN`` source pixels centred on
-    ``objpos``, resized to ``image_size``. Training augmentation (``augment``): rotation uniform in
-    +-30 degrees, scale uniform in 0.75-1.25, horizontal flip with left/right swap (p = 0.5) and
-    colour jitter, drawn from a generator keyed by (seed, split, entry, epoch).
+    The crop is a square of side ``200 * scale_provided * CROP_MARGIN`` source pixels centred
+    ``CENTER_SHIFT * scale_provided`` pixels below ``objpos`` (:attr:`Person.crop_center`, the
+    public MPII codes' crop), resized to ``image_size``. Training augmentation (``augment``):
+    rotation uniform in +-30 degrees, scale uniform in 0.75-1.25, horizontal flip with
+    left/right swap (p = 0.5) and colour jitter, drawn from a generator keyed by (seed, split,
+    entry, epoch).
 
     Parameters
     ----------
-    root : path-like
-        Folder the ``img_paths`` are relative to.
+    root : path-like or None
+        Folder the ``img_paths`` are relative to; None: :func:`find_image_root`.
     annotations_json : path-like
         The JSON annotation list.
     split : {"train", "val"}
@@ -158,7 +273,7 @@ class MPIIDataset(Dataset):
 
     def __init__(
         self,
-        root: str | os.PathLike,
+        root: str | os.PathLike | None,
         annotations_json: str | os.PathLike,
         split: str = "train",
         image_size: int = 256,
@@ -168,8 +283,6 @@ class MPIIDataset(Dataset):
         sigma: float | None = None,
         drop_occluded: bool = False,
     ) -> None:
-        if not Path(root).is_dir():
-            raise DataError(f"MPII image root {root} is not a directory")
         if split not in ("train", "val"):
             raise DataError(f"split {split!r} is not one of ('train', 'val')")
         for name, value in (("image_size", image_size), ("heatmap_size", heatmap_size)):
@@ -178,8 +291,18 @@ class MPIIDataset(Dataset):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise DataError(f"seed must be an integer, got {seed!r}")
         people = load_annotations(annotations_json)
+        root = find_image_root(annotations_json, people) if root is None else Path(root)
+        if not root.is_dir():
+            raise DataError(f"MPII image root {root} is not a directory")
         self.people = [p for p in people if p.validation == (split == "val")]
-        self.root, self.split, self.seed = Path(root), split, int(seed)
+        missing = [p for p in self.people if not (root / p.image).is_file()]
+        if missing:
+            raise DataError(
+                f"{annotations_json}: entry {missing[0].entry}: image file "
+                f"{root / missing[0].image} does not exist ({len(missing)} of {len(self.people)} "
+                f"{split} entries name missing images; expected them under {root})"
+            )
+        self.root, self.split, self.seed = root, split, int(seed)
         self.image_size, self.heatmap_size, self.sigma = image_size, heatmap_size, sigma
         self.augment = split == "train" if augment is None else bool(augment)
         self.drop_occluded, self.epoch = bool(drop_occluded), 0
@@ -191,29 +314,45 @@ class MPIIDataset(Dataset):
     def __len__(self) -> int:
         return len(self.people)
 
-    def _read(self, person: Person) -> torch.Tensor:
+    def _read(self, person: Person, matrix: np.ndarray) -> torch.Tensor:
+        """The person's crop through ``matrix``, in [0, 1], not normalised: only the region
+        around it is decoded (JPEG at reduced scale when the crop shrinks by 2x or more), see
+        :func:`~tcompress.data.images.read_crop`. Colour jitter is applied to this crop, so its
+        contrast turns about the crop's mean colour rather than the whole photo's."""
         path = self.root / person.image
         if not path.is_file():
             raise DataError(f"entry {person.entry}: image file {path} does not exist")
         try:
-            return read_image(path)
+            return read_crop(path, matrix, self.image_size)
         except DataError as e:
             raise DataError(f"entry {person.entry}: {e}") from None
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self.people):
             raise IndexError(f"index {index} out of range for {len(self.people)} people")
+        try:
+            return self._sample(index)
+        except DataError:
+            raise
+        except Exception as e:  # whatever fails on a sample: one line naming the entry and file
+            person = self.people[index]
+            raise DataError(
+                f"entry {person.entry} ({self.root / person.image}): {type(e).__name__}: {e}"
+            ) from None
+
+    def _sample(self, index: int) -> dict:
         person = self.people[index]
-        image = self._read(person)
         side = 200.0 * person.scale * CROP_MARGIN
         rotation, flip = 0.0, False
         if self.augment:
             rng = sample_rng("mpii", self.seed, self.split, person.entry, self.epoch)
             side *= rng.uniform(0.75, 1.25)
             rotation, flip = rng.uniform(-30.0, 30.0), bool(rng.random() < 0.5)
+        matrix = crop_matrix(person.crop_center, side, self.image_size, rotation, flip)
+        image = self._read(person, matrix)
+        if self.augment:  # drawn after the geometry, as before: same augmentations per seed
             image = color_jitter(image, rng)
-        matrix = crop_matrix(person.center, side, self.image_size, rotation, flip)
-        image = warp(normalize(image), matrix, self.image_size)
+        image = normalize(image)
 
         labelled = (person.joints > 0).all(1)
         if self.drop_occluded:
@@ -225,12 +364,8 @@ class MPIIDataset(Dataset):
             joints, labelled = joints[list(FLIP_PERMUTATION)], labelled[list(FLIP_PERMUTATION)]
         inside = ((joints > -0.5) & (joints < self.heatmap_size - 0.5)).all(1)
         visible = (labelled & inside).astype(np.float32)
-        if labelled[8] and labelled[9]:
-            head = float(head_size(joints))
-        else:  # a neck-top segment estimated from the person's height, 200 px x scale
-            segment = HEAD_SEGMENT_PER_SCALE * person.scale * self.heatmap_size / side
-            head = PCKH_HEAD_FACTOR * HEAD_BOX_PER_SEGMENT * segment
-        return {
+        head = person.head_size() * self.heatmap_size / side  # source -> heatmap pixels
+        sample = {
             "image": image,
             "heatmaps": gaussian_heatmaps(joints, visible, self.heatmap_size, self.sigma),
             "joints": torch.as_tensor(joints, dtype=torch.float32),
@@ -238,3 +373,20 @@ class MPIIDataset(Dataset):
             "head_size": torch.tensor(head, dtype=torch.float32),
             "index": int(index),
         }
+        if not self.augment:  # the way back to source pixels, for scoring there
+            sample["matrix"] = torch.from_numpy(matrix)
+        return sample
+
+    def truth(self) -> SourceTruth:
+        """Ground truth of every person of the split in source pixels (see :class:`SourceTruth`);
+        row ``i`` belongs to sample ``i``."""
+        people = self.people
+        labelled = np.array([p.labelled for p in people], dtype=bool).reshape(-1, N_JOINTS)
+        if self.drop_occluded:
+            labelled &= np.array([p.flags > 0 for p in people], dtype=bool).reshape(-1, N_JOINTS)
+        return SourceTruth(
+            joints=np.array([p.joints for p in people], dtype=np.float64).reshape(-1, N_JOINTS, 2),
+            labelled=labelled,
+            head_sizes=np.array([p.head_size() for p in people], dtype=np.float64),
+            has_box=np.array([p.head_box is not None for p in people], dtype=bool),
+        )

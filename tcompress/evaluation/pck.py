@@ -1,14 +1,16 @@
 """PCKh and PCK: the percentage of joints predicted within a fraction of a per-sample size.
 
-A visible joint is correct when ``||pred - joint|| <= threshold * normalizer`` (inclusive);
-invisible (unannotated) joints are ignored. :class:`PCKAccumulator` sums hits and counts over
+A visible joint is correct when ``||pred - joint|| <= threshold * normalizer`` (inclusive; MPII's
+own evaluation, :mod:`tcompress.evaluation.mpii`, uses ``<``: ``strict=True``); invisible
+(unannotated) joints are ignored. :class:`PCKAccumulator` sums hits and counts over
 batches (and over ``torch.distributed`` ranks), so evaluation never holds the whole set.
 
 Conventions (MPII, as in its official evaluation):
 
-- the headline ``mean`` is over all visible joint instances (joints weighted by their counts),
-  excluding pelvis and thorax (``mean_excludes``) when the joints are the 16 MPII ones;
-  ``mean_joints`` is the unweighted mean of the per-joint accuracies over the same joints;
+- the headline ``mean`` is over all visible joint instances (joints weighted by their counts,
+  ``mean_instances``), excluding pelvis and thorax (``mean_excludes``) when the joints are the 16
+  MPII ones; ``mean_joints`` is the unweighted mean of the per-joint accuracies over the same
+  joints, and the headline with ``headline="joints"`` (MPII's own Mean);
 - the summary groups (Head = head_top and upper_neck, Shoulder, Elbow, Wrist, Hip, Knee, Ankle)
   are the unweighted mean of their members' per-joint accuracies (left and right).
 """
@@ -66,9 +68,13 @@ class PCKResult:
     per_joint
         Per joint: ``100 * hits / counts``.
     mean
-        The headline: ``100 * sum(hits) / sum(counts)`` over the joints not in ``mean_excludes``.
+        The headline: ``mean_instances``, or ``mean_joints`` when ``headline`` is ``"joints"``.
     mean_joints
         Unweighted mean of ``per_joint`` over the same joints, those with a count only.
+    mean_instances
+        ``100 * sum(hits) / sum(counts)`` over the joints not in ``mean_excludes``.
+    headline
+        Which mean ``mean`` is: ``"instances"`` or ``"joints"``.
     groups
         MPII summary groups whose joints are all present, name -> mean of their members'
         accuracies (members with a count only).
@@ -93,6 +99,8 @@ class PCKResult:
     groups: dict[str, float] = field(default_factory=dict)
     mean_excludes: tuple[str, ...] = ()
     n_samples: int = 0
+    mean_instances: float = math.nan
+    headline: str = "instances"
 
     @property
     def label(self) -> str:
@@ -106,6 +114,8 @@ class PCKResult:
             "threshold": self.threshold,
             "mean": _json(self.mean),
             "mean_joints": _json(self.mean_joints),
+            "mean_instances": _json(self.mean_instances),
+            "headline": self.headline,
             "groups": {k: _json(v) for k, v in self.groups.items()},
             "joints": {
                 name: {"accuracy": _json(acc), "hits": hit, "count": count}
@@ -138,6 +148,12 @@ class PCKAccumulator:
     keep_samples
         Also keep, per sample, the hits and visible counts over the joints of the mean
         (``sample_hits``, ``sample_counts``), for confidence intervals by resampling images.
+    strict
+        Correct means strictly within the threshold (``<``, MPII's rule) instead of ``<=``.
+    groups
+        Summary groups, (name, member joint names); default ``MPII_GROUPS``.
+    headline
+        ``"instances"`` (default) or ``"joints"``: which mean is the result's ``mean``.
     """
 
     def __init__(
@@ -149,6 +165,9 @@ class PCKAccumulator:
         mean_excludes: Sequence[str] | None = None,
         name: str = "PCKh",
         keep_samples: bool = False,
+        strict: bool = False,
+        groups: Sequence[tuple[str, Sequence[str]]] = MPII_GROUPS,
+        headline: str = "instances",
     ) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
             raise EvaluationError(f"threshold {threshold!r}; expected a positive number")
@@ -177,8 +196,13 @@ class PCKAccumulator:
         self.threshold = float(threshold)
         self.joint_names = names
         self.mean_excludes = excludes
+        if headline not in ("instances", "joints"):
+            raise EvaluationError(f"headline {headline!r}; expected 'instances' or 'joints'")
         self.name = str(name)
         self.keep_samples = bool(keep_samples)
+        self.strict = bool(strict)
+        self.groups = tuple((str(g), tuple(str(m) for m in members)) for g, members in groups)
+        self.headline = headline
         self.reset()
 
     @property
@@ -245,7 +269,8 @@ class PCKAccumulator:
                 f"expected a positive size"
             )
         dist = torch.linalg.vector_norm(pred - joints, dim=-1)
-        hit = (dist <= self.threshold * size.unsqueeze(1)) & visible
+        limit = self.threshold * size.unsqueeze(1)
+        hit = ((dist < limit) if self.strict else (dist <= limit)) & visible
         self.hits += hit.sum(dim=0)
         self.counts += visible.sum(dim=0)
         self.n_samples += int(used.sum())
@@ -297,11 +322,12 @@ class PCKAccumulator:
         per_joint = tuple(100.0 * h / c if c else math.nan for h, c in zip(hits, counts))
         kept = [k for k, s in enumerate(self.joint_names) if s not in self.mean_excludes]
         total = sum(counts[k] for k in kept)
-        mean = 100.0 * sum(hits[k] for k in kept) / total if total else math.nan
+        instances = 100.0 * sum(hits[k] for k in kept) / total if total else math.nan
+        joints = _mean([per_joint[k] for k in kept if counts[k]])
         index = {s: k for k, s in enumerate(self.joint_names)}
         groups = {
             group: _mean([per_joint[index[s]] for s in members if counts[index[s]]])
-            for group, members in MPII_GROUPS
+            for group, members in self.groups
             if all(s in index for s in members)
         }
         return PCKResult(
@@ -311,15 +337,25 @@ class PCKAccumulator:
             hits=tuple(hits),
             counts=tuple(counts),
             per_joint=per_joint,
-            mean=mean,
-            mean_joints=_mean([per_joint[k] for k in kept if counts[k]]),
+            mean=joints if self.headline == "joints" else instances,
+            mean_joints=joints,
             groups=groups,
             mean_excludes=self.mean_excludes,
             n_samples=self.n_samples,
+            mean_instances=instances,
+            headline=self.headline,
         )
 
     def _config(self) -> tuple:
-        return (self.name, self.threshold, self.joint_names, self.mean_excludes)
+        return (
+            self.name,
+            self.threshold,
+            self.joint_names,
+            self.mean_excludes,
+            self.strict,
+            self.groups,
+            self.headline,
+        )
 
 
 def pckh(

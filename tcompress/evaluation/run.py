@@ -1,21 +1,34 @@
-"""Evaluate a model file (dense hourglass, T-Net or ONNX) on a labelled data set: PCKh@0.5."""
+"""Evaluate a model file (dense hourglass, T-Net or ONNX) on a labelled data set: PCKh@0.5.
+
+On MPII-style data the predictions are mapped back through the crop and scored in source-image
+pixels by MPII's own rules (:mod:`tcompress.evaluation.mpii`); on synthetic data they are scored
+in the crop, with the head size taken from the head joints."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
+from tcompress.data.mpii import MPIIDataset, SourceTruth
 from tcompress.evaluation.decode import EvaluationError, predict
+from tcompress.evaluation.mpii import official_pckh, read_mpii_mat, to_source
 from tcompress.evaluation.pck import PCKAccumulator, PCKResult
+from tcompress.models.io import ModelIO
 
 
 @dataclass
 class Evaluation:
-    """PCKh of one model on one data set, and what was evaluated."""
+    """PCKh of one model on one data set, and what was evaluated.
+
+    ``rules`` is ``"mpii"`` (source pixels, MPII's evaluation) or ``"crop"`` (synthetic data);
+    ``head_sizes`` says where the head sizes came from; under MPII's rules ``result_at_0_1`` is
+    PCKh@0.1 and ``predictions`` the (N, 16, 2) predictions in source pixels, in split order.
+    """
 
     model: str
     kind: str  # "dense", "tnet", "layerwise" or "onnx"
@@ -24,19 +37,34 @@ class Evaluation:
     image_size: int
     flip: bool
     result: PCKResult
+    rules: str = "crop"
+    head_sizes: str = "head joints"
+    result_at_0_1: PCKResult | None = None
+    predictions: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k != "result"}
+        hidden = ("result", "result_at_0_1", "predictions")
+        out = {k: v for k, v in self.__dict__.items() if k not in hidden}
         out["pckh"] = self.result.to_dict()
+        if self.result_at_0_1 is not None:
+            out["pckh_at_0_1"] = self.result_at_0_1.to_dict()
         return out
 
 
 class OnnxModel:
-    """An ONNX file as a callable on image batches (ONNX Runtime, CPU), returning the list of
-    per-stack heatmaps like the PyTorch models."""
+    """An ONNX file as a callable on channels-first image batches (ONNX Runtime, CPU), returning
+    the list of per-stack heatmaps (N, J, h, w) like the PyTorch models.
 
-    def __init__(self, path: str, threads: int | None = None) -> None:
+    A channels-last file (a PoseNet's, input (N, H, W, C)) is given the images permuted, and a
+    single stacked output (N, stacks, J, h, w) is split into its stacks. The layout is the one
+    the file's metadata names, else it is read off the input's shape against ``channels``, the
+    images' channels (:func:`tcompress.export.bench.input_layout`).
+    """
+
+    def __init__(self, path: str, threads: int | None = None, channels: int = 3) -> None:
         import onnxruntime as ort
+
+        from tcompress.export.bench import LAYOUTS, PIXEL_MEAN_KEY, PIXEL_STD_KEY, input_layout
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -49,15 +77,54 @@ class OnnxModel:
             raise EvaluationError(f"ONNX file '{path}' cannot be loaded: {reason}") from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
-            raise EvaluationError(f"ONNX file '{path}' must have one (N, C, H, W) image input")
+            shapes = ", ".join(str(tuple(i.shape)) for i in inputs) or "none"
+            raise EvaluationError(
+                f"ONNX file '{path}' has inputs of shapes {shapes}; expected one image input, "
+                "(N, C, H, W) or (N, H, W, C)"
+            )
         self.input_name = inputs[0].name
         self.path = path
-        height = inputs[0].shape[2]
-        self.image_size = height if isinstance(height, int) else None
+        shape = inputs[0].shape
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.layout = input_layout(shape, metadata, channels, where=f"ONNX file '{path}'")
+        c, h, _ = LAYOUTS[self.layout]
+        self.channels = shape[c] if isinstance(shape[c], int) else None
+        self.image_size = shape[h] if isinstance(shape[h], int) else None
+        self.io = ModelIO(
+            self.channels or channels,
+            ("heatmaps",),
+            pixel_mean=_floats(metadata, PIXEL_MEAN_KEY, path),
+            pixel_std=_floats(metadata, PIXEL_STD_KEY, path),
+        )
 
     def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
-        outputs = self.session.run(None, {self.input_name: images.float().cpu().numpy()})
-        return [torch.from_numpy(o) for o in outputs]
+        """Heatmaps of channels-first ``images`` (N, C, H, W), one (N, J, h, w) per stack."""
+        fits = images.dim() == 4 and self.channels in (None, images.shape[1])
+        if not fits:
+            raise EvaluationError(
+                f"images have shape {tuple(images.shape)}; ONNX file '{self.path}' expects "
+                f"(N, {self.channels or 'C'}, H, W) images"
+            )
+        x = self.io.adapt(images)
+        x = x.permute(0, 2, 3, 1) if self.layout == "NHWC" else x
+        outputs = self.session.run(None, {self.input_name: x.float().cpu().contiguous().numpy()})
+        heatmaps = []
+        for out in map(torch.from_numpy, outputs):
+            heatmaps.extend(out.unbind(1) if out.dim() == 5 else [out])
+        return heatmaps
+
+
+def _floats(metadata: dict, key: str, path: str) -> tuple[float, ...] | None:
+    """A comma-separated metadata entry as numbers (None when absent)."""
+    if key not in metadata:
+        return None
+    try:
+        return tuple(float(v) for v in metadata[key].split(","))
+    except ValueError:
+        raise EvaluationError(
+            f"ONNX file '{path}' has metadata {key}={metadata[key]!r}; expected comma-separated "
+            "numbers"
+        ) from None
 
 
 def load_for_evaluation(path: str | os.PathLike) -> nn.Module | OnnxModel:
@@ -96,6 +163,8 @@ def evaluate(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    images: str | os.PathLike | None = None,
+    mpii_mat: str | os.PathLike | None = None,
 ) -> Evaluation:
     """PCKh@0.5 of ``model`` on ``data`` (``"synthetic"`` or a path :func:`make_dataset` reads).
 
@@ -107,6 +176,13 @@ def evaluate(
         Input size; default: the ONNX file's own, else 256. Heatmaps are a quarter of it.
     progress
         Called with (batches done, batches in all).
+    images
+        MPII data: the folder the annotations' image paths are relative to (see
+        :func:`~tcompress.data.make_dataset`).
+    mpii_mat
+        MPII validation split: a ``detections_our_format.mat``-style file whose ground truth and
+        head boxes are scored against (:func:`~tcompress.evaluation.mpii.read_mpii_mat`); its
+        people must be the split's, in order.
     """
     from tcompress.data import make_dataset
 
@@ -120,19 +196,94 @@ def evaluate(
         image_size = getattr(model, "image_size", None) or 256
     if isinstance(model, nn.Module):
         model = model.to(device)
-    dataset = make_dataset(data, split, image_size, image_size // 4, n=n, seed=seed)
+    heatmap_size = image_size // 4
+    dataset = make_dataset(data, split, image_size, heatmap_size, n=n, seed=seed, images=images)
+    source = _mpii_of(dataset)
+    if mpii_mat is not None and source is None:
+        raise EvaluationError(
+            f"a ground-truth .mat file was given for data '{os.fspath(data)}', which is not an "
+            "MPII-style annotation set; expected MPII data"
+        )
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     accumulator = PCKAccumulator(threshold=0.5)
+    predictions = []
     for done, batch in enumerate(loader, 1):
         if "joints" not in batch:
             raise EvaluationError(
                 f"data '{os.fspath(data)}' has no joint labels; evaluation needs a labelled set"
             )
-        images = batch["image"].to(device) if kind != "onnx" else batch["image"]
-        coords, _ = predict(model, images, flip=flip)
-        accumulator.update(coords.cpu(), batch["joints"], batch["visible"], batch["head_size"])
+        inputs = batch["image"].to(device) if kind != "onnx" else batch["image"]
+        coords, _ = predict(model, inputs, flip=flip)
+        joints = batch["joints"].shape[1]
+        if coords.shape[1] != joints:
+            raise EvaluationError(
+                f"model '{name}' predicts {coords.shape[1]} joints; data '{os.fspath(data)}' "
+                f"has {joints}; expected a model of the data set's joints"
+            )
+        if source is None:
+            accumulator.update(coords.cpu(), batch["joints"], batch["visible"], batch["head_size"])
+        else:
+            predictions.append(to_source(coords, batch["matrix"], image_size, heatmap_size))
         if progress:
             progress(done, len(loader))
-    return Evaluation(
-        name, kind, os.fspath(data), split, image_size, flip, accumulator.all_reduce().result()
+    report = Evaluation(name, kind, os.fspath(data), split, image_size, flip, None)
+    if source is None:
+        report.result = accumulator.all_reduce().result()
+        return report
+    dataset_mpii, count = source
+    truth, report.head_sizes = _truth(dataset_mpii, count, mpii_mat, split)
+    report.predictions = torch.cat(predictions).numpy() if predictions else np.zeros((0, 16, 2))
+    report.result = official_pckh(report.predictions, truth)
+    report.result_at_0_1 = official_pckh(report.predictions, truth, threshold=0.1)
+    report.rules = "mpii"
+    return report
+
+
+def _mpii_of(dataset) -> tuple[MPIIDataset, int] | None:
+    """The MPII data set behind ``dataset`` (itself or the first-n ``Subset`` of it) and the
+    number of its people evaluated."""
+    base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
+    return (base, len(dataset)) if isinstance(base, MPIIDataset) else None
+
+
+def _truth(dataset: MPIIDataset, count: int, mpii_mat, split: str) -> tuple[SourceTruth, str]:
+    """Ground truth of the first ``count`` people, and where their head sizes come from."""
+    own = dataset.truth()
+    if mpii_mat is None:
+        boxes = int(own.has_box[:count].sum())
+        where = (
+            "head boxes of the annotations"
+            if boxes == count
+            else f"estimated from the head joints ({count - boxes} of {count} people have no "
+            "head box)"
+        )
+        return _first(own, count), where
+    if split != "val":
+        raise EvaluationError(
+            f"a ground-truth .mat file holds the validation split; got split {split!r}"
+        )
+    truth = read_mpii_mat(mpii_mat)
+    if len(truth.joints) != len(own.joints):
+        raise EvaluationError(
+            f"'{os.fspath(mpii_mat)}' holds {len(truth.joints)} people; the validation split "
+            f"has {len(own.joints)}; expected the same people in the same order"
+        )
+    both = own.labelled & truth.labelled
+    if both.any():
+        gap = np.linalg.norm(own.joints - truth.joints, axis=-1) / truth.head_sizes[:, None]
+        if float(np.median(gap[both])) > 0.5:
+            raise EvaluationError(
+                f"the joints of '{os.fspath(mpii_mat)}' lie {float(np.median(gap[both])):.1f} "
+                "head sizes (median) from the annotations' validation entries; expected the same "
+                "people in the same order"
+            )
+    return _first(truth, count), f"head boxes of {os.fspath(mpii_mat)}"
+
+
+def _first(truth: SourceTruth, count: int) -> SourceTruth:
+    return SourceTruth(
+        truth.joints[:count],
+        truth.labelled[:count],
+        truth.head_sizes[:count],
+        truth.has_box[:count],
     )

@@ -4,6 +4,10 @@
 :func:`bench_onnx` times several files in ONNX Runtime, interleaved so that the load of a shared
 machine weighs on every model alike, and reports each one as ratios to the first file.
 
+An image input is (N, C, H, W) or, channels last, (N, H, W, C) (a PoseNet's); the metadata entry
+:data:`INPUT_LAYOUT_KEY` that tcompress writes at export says which, and files without it are
+read by their shape (:func:`input_layout`).
+
 Both import onnx, onnxruntime and numpy inside the functions, so importing this module is cheap.
 """
 
@@ -13,7 +17,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +33,16 @@ KINDS = ("conv1x1", "conv_kxk", "depthwise", "other")
 
 _COUNTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _EXPECTED = "expected an ONNX model file, such as one written by torch.onnx.export or onnx.save"
+_IMAGE = "expected one image input, (N, C, H, W) or (N, H, W, C)"
+
+#: The ONNX metadata entry naming the image input's layout, one of :data:`LAYOUTS`.
+INPUT_LAYOUT_KEY = "tcompress.input_layout"
+#: ONNX metadata entries with the network's own pixel normalisation, comma-separated per
+#: channel: the input is ``(pixel - mean) / std``, pixels in [0, 1] (absent: tcompress's own).
+PIXEL_MEAN_KEY = "tcompress.pixel_mean"
+PIXEL_STD_KEY = "tcompress.pixel_std"
+#: Image input layouts -> the axes of (channels, height, width).
+LAYOUTS = {"NCHW": (1, 2, 3), "NHWC": (3, 1, 2)}
 
 
 class BenchError(TcompressError):
@@ -73,7 +87,10 @@ class BenchResult:
     path
         The file as given.
     input_shape
-        The measured input, ``(batch, C, H, W)``.
+        The measured input in the file's own layout: ``(batch, C, H, W)``, or
+        ``(batch, H, W, C)`` for a channels-last one.
+    input_layout
+        ``"NCHW"`` or ``"NHWC"`` (channels last), see :func:`input_layout`.
     size_bytes
         Bytes on disk: the file and any external-data files it names.
     size_ratio
@@ -99,6 +116,7 @@ class BenchResult:
 
     path: str
     input_shape: tuple[int, int, int, int]
+    input_layout: str
     size_bytes: int
     size_ratio: float
     params: int
@@ -114,6 +132,55 @@ class BenchResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def channels(self) -> int:
+        """Channels of the measured input."""
+        return self.input_shape[LAYOUTS[self.input_layout][0]]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the measured input."""
+        _, h, w = LAYOUTS[self.input_layout]
+        return self.input_shape[h], self.input_shape[w]
+
+
+def input_layout(
+    shape: Sequence[int | str | None],
+    metadata: Mapping[str, str] | None = None,
+    channels: int = 3,
+    where: str = "the model",
+) -> str:
+    """``"NCHW"`` or ``"NHWC"``: the layout of a 4-d image input.
+
+    The metadata entry :data:`INPUT_LAYOUT_KEY` says it where the file has one (tcompress writes
+    it at export). Without it the shape decides: channels last when the last dim is ``channels``
+    and dim 1 is not, as in a (N, 256, 256, 3) input; anything else, symbolic dims included, is
+    channels first.
+
+    Parameters
+    ----------
+    shape
+        The input's dims: ints where fixed, names (or None) where symbolic.
+    metadata
+        The file's metadata entries (``metadata_props``, or ONNX Runtime's
+        ``custom_metadata_map``).
+    channels
+        Channels of the images the file is meant for.
+    where
+        How error messages name the file.
+    """
+    value = (metadata or {}).get(INPUT_LAYOUT_KEY)
+    if value is not None:
+        if value not in LAYOUTS:
+            raise BenchError(
+                f"{where}: metadata {INPUT_LAYOUT_KEY} is {value!r}; expected one of "
+                f"{', '.join(LAYOUTS)}"
+            )
+        return value
+    if len(shape) != 4:
+        raise BenchError(f"{where}: the image input has shape {tuple(shape)}; {_IMAGE}")
+    return "NHWC" if shape[3] == channels and shape[1] != channels else "NCHW"
+
 
 def count_macs(
     model: onnx.ModelProto | str | os.PathLike,
@@ -122,8 +189,9 @@ def count_macs(
 ) -> MacCount:
     """Count the multiply-accumulates of one inference of an ONNX graph.
 
-    The graph's single image input ``(N, C, H, W)`` is given the batch ``N`` and the spatial size
-    ``(H, W)`` asked for (replacing symbolic or fixed dims alike), shapes are propagated with
+    The graph's single image input, ``(N, C, H, W)`` or channels last ``(N, H, W, C)``
+    (:func:`input_layout`), is given the batch ``N`` and the spatial size ``(H, W)`` asked for
+    (replacing symbolic or fixed dims alike), shapes are propagated with
     ``onnx.shape_inference``, and every ``Conv`` adds (output elements) x (C_in / group) x kh x kw;
     ``ConvTranspose`` adds (input elements) x (C_out / group) x kh x kw, and ``Gemm`` and
     ``MatMul`` (output elements) x (inner dimension). Other operators (activations, pooling,
@@ -239,7 +307,8 @@ def bench_onnx(
         progress(f"Reading {os.path.basename(path)}")
         proto = _read_model(path)
         image = _image_input(proto.graph, where)
-        channels = _channels(image, where)
+        layout = _layout(proto, image, where)
+        channels = _channels(image, where, layout)
         if models and channels != models[0]["channels"]:
             first = models[0]["path"]
             raise BenchError(
@@ -252,6 +321,7 @@ def bench_onnx(
                 "where": where,
                 "proto": proto,
                 "image": image,
+                "layout": layout,
                 "input": image.name,
                 "dtype": _input_dtype(image, where),
                 "channels": channels,
@@ -259,10 +329,10 @@ def bench_onnx(
             }
         )
     if input_size is None:
-        height, width = _exported_size(models[0]["image"])
+        height, width = _exported_size(models[0]["image"], models[0]["layout"])
     for m in models:
         progress(f"Counting the MACs of {os.path.basename(m['path'])}")
-        _check_fits(m["image"], m["where"], batch, height, width)
+        _check_fits(m["image"], m["where"], batch, height, width, m["layout"])
         m["macs"] = _count(m.pop("proto"), m["where"], batch, height, width)
 
     options = ort.SessionOptions()
@@ -272,9 +342,11 @@ def bench_onnx(
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: the library does not write to the terminal
+    # One image for all, handed to a channels-last file in its layout.
     image = np.random.default_rng(seed).standard_normal(
         (batch, models[0]["channels"], height, width), dtype=np.float32
     )
+    by_layout = {"NCHW": image, "NHWC": np.ascontiguousarray(image.transpose(0, 2, 3, 1))}
     for m in models:
         progress(f"Loading {os.path.basename(m['path'])} in ONNX Runtime")
         try:
@@ -285,7 +357,7 @@ def bench_onnx(
             raise BenchError(
                 f"{m['where']} cannot be loaded by ONNX Runtime: {_first_line(e)}"
             ) from None
-        m["feed"] = {m["input"]: image.astype(m["dtype"], copy=False)}
+        m["feed"] = {m["input"]: by_layout[m["layout"]].astype(m["dtype"], copy=False)}
         m["latencies"] = []
 
     for r in range(warmup):
@@ -307,7 +379,8 @@ def bench_onnx(
         results.append(
             BenchResult(
                 path=m["path"],
-                input_shape=(batch, m["channels"], height, width),
+                input_shape=m["feed"][m["input"]].shape,
+                input_layout=m["layout"],
                 size_bytes=m["size"],
                 size_ratio=first["size"] / m["size"],
                 params=m["macs"].params,
@@ -357,23 +430,30 @@ def _image_input(graph: onnx.GraphProto, where: str) -> onnx.ValueInfoProto:
     inputs = [i for i in graph.input if i.name not in weights]
     if len(inputs) != 1:
         names = ", ".join(f"'{i.name}'" for i in inputs) or "none"
-        raise BenchError(
-            f"{where} has {len(inputs)} inputs ({names}); expected one image input (N, C, H, W)"
-        )
+        raise BenchError(f"{where} has {len(inputs)} inputs ({names}); {_IMAGE}")
     image = inputs[0]
     kind = image.type.WhichOneof("value")
     shape = image.type.tensor_type.shape
     if kind != "tensor_type" or not image.type.tensor_type.HasField("shape") or len(shape.dim) != 4:
         rank = len(shape.dim) if kind == "tensor_type" else None
         got = f"{rank}-d" if rank is not None else f"a {kind}"
-        raise BenchError(
-            f"{where}: input '{image.name}' is {got}; expected one image input (N, C, H, W)"
-        )
+        raise BenchError(f"{where}: input '{image.name}' is {got}; {_IMAGE}")
     return image
 
 
-def _channels(image: onnx.ValueInfoProto, where: str) -> int:
-    dim = image.type.tensor_type.shape.dim[1]
+def _layout(proto: onnx.ModelProto, image: onnx.ValueInfoProto, where: str) -> str:
+    """The image input's layout (:func:`input_layout`), from the file's metadata or its shape."""
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param or None for d in _dims(image)]
+    metadata = {entry.key: entry.value for entry in proto.metadata_props}
+    return input_layout(dims, metadata, where=where)
+
+
+def _dims(image: onnx.ValueInfoProto):
+    return image.type.tensor_type.shape.dim
+
+
+def _channels(image: onnx.ValueInfoProto, where: str, layout: str) -> int:
+    dim = _dims(image)[LAYOUTS[layout][0]]
     if not dim.HasField("dim_value"):
         raise BenchError(
             f"{where}: input '{image.name}' has a symbolic channel dim ({dim.dim_param or '?'}); "
@@ -382,16 +462,20 @@ def _channels(image: onnx.ValueInfoProto, where: str) -> int:
     return dim.dim_value
 
 
-def _exported_size(image: onnx.ValueInfoProto) -> tuple[int, int]:
+def _exported_size(image: onnx.ValueInfoProto, layout: str) -> tuple[int, int]:
     """The input's fixed height and width, or 256 x 256 where they are symbolic."""
-    dims = image.type.tensor_type.shape.dim
-    return tuple(d.dim_value if d.HasField("dim_value") else 256 for d in dims[2:])
+    dims = _dims(image)
+    spatial = (dims[k] for k in LAYOUTS[layout][1:])
+    return tuple(d.dim_value if d.HasField("dim_value") else 256 for d in spatial)
 
 
-def _check_fits(image: onnx.ValueInfoProto, where: str, batch: int, height: int, width: int):
+def _check_fits(
+    image: onnx.ValueInfoProto, where: str, batch: int, height: int, width: int, layout: str
+):
     """A fixed batch or spatial dim of the input must equal the one asked for."""
-    dims = image.type.tensor_type.shape.dim
-    wanted = {0: batch, 2: height, 3: width}
+    dims = _dims(image)
+    _, h, w = LAYOUTS[layout]
+    wanted = {0: batch, h: height, w: width}
     if all(not dims[k].HasField("dim_value") or dims[k].dim_value == v for k, v in wanted.items()):
         return
     shape = ", ".join(
@@ -481,15 +565,18 @@ def _count(proto: onnx.ModelProto, where: str, batch: int, height: int, width: i
     model.CopyFrom(proto)
     graph = model.graph
     image = _image_input(graph, where)
-    channels = _channels(image, where)
-    dims = image.type.tensor_type.shape.dim
-    for k, value in ((0, batch), (2, height), (3, width)):
+    layout = _layout(model, image, where)
+    _channels(image, where, layout)  # a fixed number of channels, or a clear error
+    dims = _dims(image)
+    _, h, w = LAYOUTS[layout]
+    for k, value in ((0, batch), (h, height), (w, width)):
         dims[k].dim_value = value  # replaces a dim_param: the two are a oneof
     # Shapes stored at export time would clash with the new input size: infer them afresh.
     del graph.value_info[:]
     for out in graph.output:
         out.type.tensor_type.ClearField("shape")
-    inferred = _infer(model, f"{where} at input {batch}x{channels}x{height}x{width}")
+    fed = "x".join(str(d.dim_value) for d in dims)
+    inferred = _infer(model, f"{where} at input {fed}")
 
     shapes: dict[str, tuple[int, ...] | None] = {}
     for vi in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):

@@ -19,10 +19,11 @@ from torch import nn
 
 from tcompress.checkpoint import atomic_write
 from tcompress.errors import TcompressError
+from tcompress.export.bench import INPUT_LAYOUT_KEY, PIXEL_MEAN_KEY, PIXEL_STD_KEY
 from tcompress.export.validate import ValidationReport, validate_onnx
 from tcompress.layerwise import LayerwiseNet, dense_layers, plain_layers
 from tcompress.layouts import KNOWN_MODELS
-from tcompress.models.io import model_io
+from tcompress.models.io import ModelIO, model_io
 from tcompress.passes import factorize, fold_batchnorm, materialize
 from tcompress.tnet import TNet
 
@@ -136,7 +137,8 @@ def export_onnx(
 
     Shapes
     ------
-    input ``image``: (N, C, H, W) (PoseNet: (N, H, W, C)); outputs ``heatmaps_<stack>``:
+    input ``image``: (N, C, H, W) (PoseNet: (N, H, W, C); the metadata entry
+    ``tcompress.input_layout`` says ``NCHW`` or ``NHWC``); outputs ``heatmaps_<stack>``:
     (N, n_joints, H / 4, W / 4) (PoseNet: one output ``heatmaps``, (N, stacks, n_joints, H / 4,
     W / 4); a network converted with ``--family``: ``output`` or ``output_<i>``).
     """
@@ -197,6 +199,7 @@ def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, valid
                 dynamic_axes=dynamic,
                 do_constant_folding=True,
             )
+        _record_layout(tmp, io)
         if validate:
             report.validation = validate_onnx(
                 tmp,
@@ -216,6 +219,23 @@ def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, valid
     atomic_write(path, write)
     report.file_bytes = os.path.getsize(path)
     return report
+
+
+def _record_layout(path: str, io: ModelIO) -> None:
+    """Name the image input's layout in the file's metadata, for readers that cannot tell
+    (N, C, H, W) from (N, H, W, C) by the shape alone, and the network's own pixel normalisation
+    where it has one (``tcompress.pixel_mean`` / ``tcompress.pixel_std``, comma-separated)."""
+    import onnx
+
+    proto = onnx.load(path)
+    entries = {INPUT_LAYOUT_KEY: "NHWC" if io.channels_last else "NCHW"}
+    if io.pixel_mean is not None:
+        entries[PIXEL_MEAN_KEY] = ",".join(repr(float(v)) for v in io.pixel_mean)
+        entries[PIXEL_STD_KEY] = ",".join(repr(float(v)) for v in io.pixel_std)
+    for key, value in entries.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, path)
 
 
 def output_names(model: nn.Module, example: torch.Tensor) -> list[str]:

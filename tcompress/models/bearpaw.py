@@ -11,6 +11,13 @@ BN-ReLU-conv3(1x1)`` with biases, of width ``features`` outside and ``features /
 in ``hg.<i>``, **innermost first**: level ``i`` holds ``[up1, low1, low3]`` (and, for ``i = 0``, a
 fourth: the innermost block), each a sequence of ``n_blocks`` bottlenecks.
 
+The stem is ``conv1`` (7x7, stride 2, ``stem_features`` wide) and ``bn1``, then three single
+bottlenecks whose widths follow the public constructor, which reads its running width back as the
+next one's ``planes``: ``layer1`` stem -> 2 stem, a 2x2 max-pool, ``layer2`` 2 stem -> 4 stem
+(``planes`` 2 stem), ``layer3`` 4 stem -> ``features`` (``planes`` features / 2). A bottleneck has
+a 1x1 ``downsample`` (with a bias) exactly where its input width differs from its output width:
+at the public widths (stem 64, features 256) ``layer1`` and ``layer2`` have one, ``layer3`` not.
+
 Mapping onto the T-Net tensor (stack, depth, pathway, block, f_in, f_out, 3, 3):
 
 - depth ``d`` counts levels **outermost first** as in :class:`~tcompress.models.StackedHourglass`:
@@ -33,6 +40,10 @@ from torch import nn
 from tcompress.errors import TcompressError
 from tcompress.models._config import PositiveIntConfig
 from tcompress.models.io import ModelIO
+
+#: The public trainer feeds RGB in [0, 1] minus the MPII training images' mean colour
+#: (``data/mpii/mean.pth.tar`` of that repository), not divided by a deviation.
+PIXEL_MEAN = (0.440442830324173, 0.4440267086029053, 0.4326828420162201)
 
 #: Pathway (skip, down, up) -> position of its sequence in a level's ModuleList.
 PATHWAY_SLOTS = (0, 1, 2)
@@ -137,9 +148,11 @@ class BearpawHourglass(nn.Module):
         f, stem = cfg.features, cfg.stem_features
         self.conv1 = nn.Conv2d(cfg.in_channels, stem, 7, stride=2, padding=3)
         self.bn1 = nn.BatchNorm2d(stem)
+        # The public constructor widens as it goes: layer1 maps stem -> 2 stem and layer2 reads
+        # that width back as its planes, 2 stem -> 4 stem; layer3 brings 4 stem to features.
         self.layer1 = _sequence(stem, stem, 1)
-        self.layer2 = _sequence(2 * stem, stem, 1)
-        self.layer3 = _sequence(2 * stem, f // 2, 1)
+        self.layer2 = _sequence(2 * stem, 2 * stem, 1)
+        self.layer3 = _sequence(4 * stem, f // 2, 1)
         self.hg = nn.ModuleList(
             BearpawHourglassModule(f, cfg.depth, cfg.n_blocks) for _ in range(cfg.n_stacks)
         )
@@ -157,10 +170,13 @@ class BearpawHourglass(nn.Module):
     @property
     def io(self) -> ModelIO:
         n = self.config.n_stacks
+        rgb = self.config.in_channels == 3
         return ModelIO(
             self.config.in_channels,
             tuple(f"heatmaps_{s}" for s in range(n)),
             size_multiple=4 * 2**self.config.depth,
+            pixel_mean=PIXEL_MEAN if rgb else None,
+            pixel_std=(1.0, 1.0, 1.0) if rgb else None,
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

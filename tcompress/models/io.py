@@ -1,8 +1,10 @@
-"""What a network takes and gives: channel order of its input, number and layout of its outputs.
+"""What a network takes and gives: channel order and pixel scale of its input, number and layout
+of its outputs.
 
 Export, validation, fine-tuning and evaluation call networks through :func:`heatmaps_of`, so that
-a network keeps its own conventions (a channels-last input, heatmaps stacked into one tensor)
-while the rest of tcompress sees channels-first images and a list of per-stack heatmaps.
+a network keeps its own conventions (a channels-last input, its own pixel normalisation, heatmaps
+stacked into one tensor) while the rest of tcompress sees channels-first images normalised with
+:data:`tcompress.data.MEAN` / :data:`~tcompress.data.STD` and a list of per-stack heatmaps.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ class ModelIO:
         (N, joints, h, w).
     size_multiple
         Input height and width must be multiples of this.
+    pixel_mean, pixel_std
+        The network takes ``(pixel - pixel_mean) / pixel_std`` per channel, pixels in [0, 1], as
+        the code that trained it fed them; None: tcompress's own normalisation
+        (:data:`tcompress.data.MEAN`, :data:`~tcompress.data.STD`).
     """
 
     in_channels: int
@@ -39,6 +45,8 @@ class ModelIO:
     channels_last: bool = False
     stacked_output: bool = False
     size_multiple: int = 1
+    pixel_mean: tuple[float, ...] | None = None
+    pixel_std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "size_multiple"):
@@ -47,6 +55,35 @@ class ModelIO:
                 raise TcompressError(f"{name} must be a positive integer, got {value!r}")
         if not self.output_names:
             raise TcompressError("output_names is empty; expected at least one output name")
+        if (self.pixel_mean is None) != (self.pixel_std is None):
+            raise TcompressError("pixel_mean and pixel_std are given together or not at all")
+        for name in ("pixel_mean", "pixel_std"):
+            value = getattr(self, name)
+            if value is not None and len(value) != self.in_channels:
+                raise TcompressError(
+                    f"{name} has {len(value)} values; expected one per input channel "
+                    f"({self.in_channels})"
+                )
+        if self.pixel_std is not None and not all(v > 0 for v in self.pixel_std):
+            raise TcompressError(f"pixel_std {self.pixel_std}; expected positive values")
+
+    def adapt(self, images: torch.Tensor) -> torch.Tensor:
+        """Channels-first images in tcompress's normalisation -> the network's own input
+        (its pixel normalisation and layout)."""
+        if self.pixel_mean is not None:
+            from tcompress.data.transforms import MEAN, STD
+
+            # x = (p - MEAN) / STD  ->  (p - pixel_mean) / pixel_std, as one multiply-add
+            scale = torch.tensor([s / t for s, t in zip(STD, self.pixel_std)], dtype=images.dtype)
+            shift = torch.tensor(
+                [(m - n) / t for m, n, t in zip(MEAN, self.pixel_mean, self.pixel_std)],
+                dtype=images.dtype,
+            )
+            images = (
+                images * scale.to(images.device)[:, None, None]
+                + shift.to(images.device)[:, None, None]
+            )
+        return images.permute(0, 2, 3, 1) if self.channels_last else images
 
     def example(
         self, batch: int, size: tuple[int, int], generator: torch.Generator | None = None
@@ -94,8 +131,7 @@ def heatmaps_of(model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
     A network without an ``io`` attribute is called as it is (channels first; a list of
     heatmaps, or one tensor taken as the only stack)."""
     io = getattr(unwrap(model), "io", None)
-    channels_last = isinstance(io, ModelIO) and io.channels_last
-    out = model(images.permute(0, 2, 3, 1) if channels_last else images)
+    out = model(io.adapt(images) if isinstance(io, ModelIO) else images)
     if isinstance(io, ModelIO) and io.stacked_output:
         return list(out.unbind(1))
     return list(out) if isinstance(out, list | tuple) else [out]

@@ -169,6 +169,9 @@ class PoseNet(nn.Module):
             channels_last=True,
             stacked_output=True,
             size_multiple=4 * 2**self.config.depth,
+            # the public trainer feeds pixels / 255, neither centred nor scaled
+            pixel_mean=(0.0,) * self.config.in_channels,
+            pixel_std=(1.0,) * self.config.in_channels,
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -146,6 +146,13 @@ def heatmap_loss(outputs, targets: Tensor) -> Tensor:
     Shapes: each output and ``targets`` (N, J, h, w).
     """
     stacks = _stacks(outputs)
+    if stacks and stacks[0].shape[1:] != targets.shape[1:]:
+        got, want = stacks[0].shape[1:], targets.shape[1:]
+        raise DataError(
+            f"the model gives {got[0]} heatmaps of {got[1]}x{got[2]}; the data's targets are "
+            f"{want[0]} of {want[1]}x{want[2]}; expected a model of the data set's joints whose "
+            "heatmaps are a quarter of the image size"
+        )
     return sum(torch.nn.functional.mse_loss(out, targets) for out in stacks)
 
 
