@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy.io import loadmat, savemat
 
 from tcompress.cli import one_line
 from tcompress.data import MPIIDataset, make_dataset
+from tcompress.data.skeleton import JOINTS
 from tcompress.errors import DataError
+from tcompress.evaluation.mpii import MAT_JOINT_NAMES
 from tcompress.models import StackedHourglass
 
 from .test_cli import cli
@@ -172,3 +175,52 @@ def test_grey_and_png_images_read(mpii, tmp_path):
     (tmp_path / "annotations.json").write_text(json.dumps(entries))
     data = make_dataset(tmp_path, "train", 64, 16)
     assert all(data[i]["image"].shape == (3, 64, 64) for i in range(len(data)))
+
+
+def test_train_on_an_mpii_folder(mpii, tmp_path):
+    out = tmp_path / "hg.pth"
+    config = ["--stacks", "1", "--depth", "2", "--block-depth", "1", "--features", "16"]
+    r = cli("train", "--data", mpii, *config, "--steps", "2", "--batch-size", "2",
+            "--image-size", "64", "-o", out)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert out.exists()
+
+
+def test_preds_mat_is_not_overwritten_without_force(mpii, small, tmp_path):
+    preds = tmp_path / "preds.mat"
+    preds.write_bytes(b"keep me")
+    args = ["evaluate", small, "--data", mpii, "--image-size", "64", "--preds-mat", preds]
+    assert "exists; pass --force to overwrite it" in error_line(cli(*args))
+    assert preds.read_bytes() == b"keep me"
+    assert cli(*args, "--force").exit_code == 0
+    assert loadmat(preds)["preds"].shape == (2, 16, 2)
+    line = error_line(cli("evaluate", small, "--data", "synthetic", "-n", "2", "--image-size",
+                          "64", "--preds-mat", tmp_path / "syn.mat"))  # fmt: skip
+    assert "writes MPII predictions; data 'synthetic' is not an MPII-style set" in line
+    assert not (tmp_path / "syn.mat").exists()
+
+
+def test_a_mat_file_of_other_people_is_refused(mpii, small, tmp_path):
+    truth = MPIIDataset(None, mpii / "annotations.json", "val").truth()
+    order = [MAT_JOINT_NAMES[n] for n in MAT_JOINT_NAMES]
+    assert tuple(order) == JOINTS
+    fields = {
+        "pos_gt_src": truth.joints[::-1].transpose(1, 2, 0),  # the two people swapped
+        "headboxes_src": np.tile([[[0.0]], [[30.0]]], (1, 2, 2)),
+        "jnt_missing": (~truth.labelled).T.astype(np.uint8),
+    }
+    savemat(tmp_path / "gt.mat", fields)
+    args = ["evaluate", small, "--data", mpii, "--image-size", "64", "--mpii-mat"]
+    line = error_line(cli(*args, tmp_path / "gt.mat"))
+    assert "head sizes (median) from the annotations' validation entries" in line
+    savemat(tmp_path / "three.mat", {k: np.concatenate([v, v[..., :1]], -1) for k, v in
+                                      fields.items()})  # fmt: skip
+    line = error_line(cli(*args, tmp_path / "three.mat"))
+    assert "holds 3 people; the validation split has 2" in line
+    fields["pos_gt_src"] = truth.joints.transpose(1, 2, 0)
+    savemat(tmp_path / "good.mat", fields)
+    r = cli(*args, tmp_path / "good.mat", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["head_sizes"] == f"head boxes of {tmp_path / 'good.mat'}"
+    line = error_line(cli(*args, tmp_path / "good.mat", "--split", "train"))
+    assert "holds the validation split; got split 'train'" in line

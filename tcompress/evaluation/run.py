@@ -204,6 +204,8 @@ def evaluate(
             f"a ground-truth .mat file was given for data '{os.fspath(data)}', which is not an "
             "MPII-style annotation set; expected MPII data"
         )
+    if source is not None:  # the ground truth is checked before any prediction is made
+        truth, head_sizes = _truth(*source, mpii_mat, split)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     accumulator = PCKAccumulator(threshold=0.5)
     predictions = []
@@ -230,8 +232,7 @@ def evaluate(
     if source is None:
         report.result = accumulator.all_reduce().result()
         return report
-    dataset_mpii, count = source
-    truth, report.head_sizes = _truth(dataset_mpii, count, mpii_mat, split)
+    report.head_sizes = head_sizes
     report.predictions = torch.cat(predictions).numpy() if predictions else np.zeros((0, 16, 2))
     report.result = official_pckh(report.predictions, truth)
     report.result_at_0_1 = official_pckh(report.predictions, truth, threshold=0.1)
