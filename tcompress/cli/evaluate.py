@@ -150,7 +150,7 @@ def evaluate(
     table = Table(title=f"{result.label} per joint (%)", title_justify="left")
     table.add_column("joint")
     table.add_column(result.label, justify="right")
-    table.add_column("visible", justify="right")
+    table.add_column("annotated" if report.rules == "mpii" else "visible", justify="right")
     for name, accuracy, count in zip(result.joint_names, result.per_joint, result.counts):
         table.add_row(name, "-" if count == 0 else f"{accuracy:.1f}", str(count))
     console.print(table)
