@@ -22,7 +22,7 @@ from tcompress.data import (
     write_image,
 )
 from tcompress.data.figure import Figure, render_pose, sample_figure
-from tcompress.data.mpii import CENTER_SHIFT
+from tcompress.data.mpii import CENTER_SHIFT, MPII_ORIGIN
 from tcompress.data.skeleton import LIMBS, head_size
 from tcompress.data.transforms import (
     crop_matrix,
@@ -237,14 +237,14 @@ def test_render_pose_hand_made_figure():
 
 def _person(path, joints, validation=0, center=(60, 50), scale=0.4):
     """An entry whose crop is centred on ``center``: its ``objpos`` lies ``CENTER_SHIFT x scale``
-    above it."""
+    above it. ``center`` and ``joints`` are 0-based; the file counts pixels from 1, as MPII's."""
     rows = [[0, 0, 0] for _ in range(16)]
     for j, (x, y) in joints.items():
-        rows[j] = [x, y, 1]
+        rows[j] = [x + MPII_ORIGIN, y + MPII_ORIGIN, 1]
     return {
         "img_paths": path,
         "joint_self": rows,
-        "objpos": [center[0], center[1] - CENTER_SHIFT * scale],
+        "objpos": [center[0] + MPII_ORIGIN, center[1] - CENTER_SHIFT * scale + MPII_ORIGIN],
         "scale_provided": scale,
         "isValidation": validation,
     }

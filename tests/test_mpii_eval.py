@@ -10,7 +10,7 @@ from PIL import Image
 from scipy.io import loadmat, savemat
 
 from tcompress.data import MPIIDataset
-from tcompress.data.mpii import SourceTruth
+from tcompress.data.mpii import MPII_ORIGIN, SourceTruth
 from tcompress.data.skeleton import JOINTS
 from tcompress.data.transforms import crop_matrix, image_to_heatmap, transform_points
 from tcompress.errors import DataError
@@ -84,7 +84,11 @@ def _mpii_folder(tmp_path, joints, labelled, with_boxes=True):
     entries = []
     for p in range(3):
         Image.fromarray(np.zeros((48, 64, 3), dtype=np.uint8)).save(tmp_path / f"images/{p}.png")
-        rows = [[*xy, 1] if labelled[p, j] else [0, 0, 0] for j, xy in enumerate(joints[p])]
+        # MPII's files count pixels from 1: the 0-based joints plus MPII_ORIGIN
+        rows = [
+            [*(xy + MPII_ORIGIN), 1] if labelled[p, j] else [0, 0, 0]
+            for j, xy in enumerate(joints[p])
+        ]
         entry = {
             "img_paths": f"{p}.png",
             "joint_self": [[float(v) for v in row] for row in rows],
@@ -111,7 +115,7 @@ def _mat(path, joints, labelled, names=tuple(MAT_JOINT_NAMES)):
     savemat(
         path,
         {
-            "pos_gt_src": joints[:, order].transpose(1, 2, 0),
+            "pos_gt_src": (joints[:, order] + MPII_ORIGIN).transpose(1, 2, 0),
             "headboxes_src": np.array(BOXES, dtype=np.float64).transpose(1, 2, 0),
             "jnt_missing": (~labelled[:, order]).T.astype(np.uint8),
             "dataset_joints": cells,
@@ -170,8 +174,8 @@ def test_to_source_inverts_the_crop():
 
 def test_preds_mat_round_trip(tmp_path):
     preds = np.random.default_rng(1).uniform(0, 900, (5, 16, 2))
-    write_preds_mat(tmp_path / "preds.mat", preds)
-    assert np.array_equal(loadmat(tmp_path / "preds.mat")["preds"], preds)
+    write_preds_mat(tmp_path / "preds.mat", preds)  # 0-based here, from 1 in the file
+    assert np.array_equal(loadmat(tmp_path / "preds.mat")["preds"], preds + MPII_ORIGIN)
     assert [p.name for p in tmp_path.iterdir()] == ["preds.mat"]  # no temporary file left
     with pytest.raises(DataError, match=r"preds of shape \(5, 15, 2\); expected \(N, 16, 2\)"):
         write_preds_mat(tmp_path / "bad.mat", preds[:, :15])

@@ -11,6 +11,7 @@ from scipy.io import loadmat, savemat
 
 from tcompress.cli import one_line
 from tcompress.data import MPIIDataset, make_dataset
+from tcompress.data.mpii import MPII_ORIGIN
 from tcompress.data.skeleton import JOINTS
 from tcompress.errors import DataError
 from tcompress.evaluation.mpii import MAT_JOINT_NAMES
@@ -205,7 +206,7 @@ def test_a_mat_file_of_other_people_is_refused(mpii, small, tmp_path):
     order = [MAT_JOINT_NAMES[n] for n in MAT_JOINT_NAMES]
     assert tuple(order) == JOINTS
     fields = {
-        "pos_gt_src": truth.joints[::-1].transpose(1, 2, 0),  # the two people swapped
+        "pos_gt_src": (truth.joints[::-1] + MPII_ORIGIN).transpose(1, 2, 0),  # people swapped
         "headboxes_src": np.tile([[[0.0]], [[30.0]]], (1, 2, 2)),
         "jnt_missing": (~truth.labelled).T.astype(np.uint8),
     }
@@ -217,7 +218,7 @@ def test_a_mat_file_of_other_people_is_refused(mpii, small, tmp_path):
                                       fields.items()})  # fmt: skip
     line = error_line(cli(*args, tmp_path / "three.mat"))
     assert "holds 3 people; the validation split has 2" in line
-    fields["pos_gt_src"] = truth.joints.transpose(1, 2, 0)
+    fields["pos_gt_src"] = (truth.joints + MPII_ORIGIN).transpose(1, 2, 0)
     savemat(tmp_path / "good.mat", fields)
     r = cli(*args, tmp_path / "good.mat", "--json")
     assert r.exit_code == 0, r.output

@@ -4,15 +4,17 @@ Each entry is a dict with ``img_paths`` (relative to the image root), ``joint_se
 ``[x, y, visible]`` in MPII joint order), ``objpos`` (``[x, y]`` person centre),
 ``scale_provided`` (person height / 200 px) and ``isValidation`` (0 or 1), and optionally
 ``headboxes`` (``[[x1, y1], [x2, y2]]``, the head box MPII's PCKh is measured against).
-Coordinates are used as given, in the pixel-centre convention of :mod:`tcompress.data.transforms`.
+MPII's coordinates count pixels from 1 (its MATLAB tools; ``MPII_ORIGIN``): on reading they are
+moved to the 0-based pixel-centre convention of :mod:`tcompress.data.transforms`, and predictions
+written for MPII's scripts are moved back (:func:`~tcompress.evaluation.mpii.write_preds_mat`).
 
 The image root is usually a folder of its own (pytorch-pose's ``data/mpii/mpii_annotations.json``
 beside ``data/mpii/images/``): :func:`find_image_root` picks it. An ``img_paths`` that is absolute
 or climbs out of the root with ``..`` is refused.
 
-A joint counts as labelled when both coordinates are positive (the format writes missing joints as
-zeros or negatives), whatever its visibility flag: MPII's PCKh scores occluded labelled joints
-too, so they keep their heatmaps unless ``drop_occluded=True``.
+A joint counts as labelled when both coordinates in the file are positive (the format writes
+missing joints as zeros or negatives), whatever its visibility flag: MPII's PCKh scores occluded
+labelled joints too, so they keep their heatmaps unless ``drop_occluded=True``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ __all__ = [
     "ANNOTATION_NAMES",
     "CENTER_SHIFT",
     "CROP_MARGIN",
+    "MPII_ORIGIN",
     "HEAD_SEGMENT_PER_SCALE",
     "MPIIDataset",
     "Person",
@@ -70,13 +73,16 @@ HEAD_SEGMENT_PER_SCALE = 200 / 8
 #: (about 7% of the person's height), as in the public MPII codes (pytorch-pose, HRNet, mmpose),
 #: so that crops match the ones their checkpoints were trained on.
 CENTER_SHIFT = 15.0
+#: Where MPII's pixel coordinates start: the centre of the first pixel is 1 in its files, 0 here.
+MPII_ORIGIN = 1.0
 #: Annotation file names looked for in a data folder, in this order.
 ANNOTATION_NAMES = ("annotations.json", "mpii_annotations.json")
 
 
 @dataclass(frozen=True)
 class Person:
-    """One validated annotation entry; ``entry`` is its position in the JSON list."""
+    """One validated annotation entry; ``entry`` is its position in the JSON list. Coordinates are
+    0-based (the file's less ``MPII_ORIGIN``)."""
 
     entry: int
     image: str
@@ -86,16 +92,16 @@ class Person:
     scale: float
     validation: bool
     head_box: np.ndarray | None = None  # (2, 2): [[x1, y1], [x2, y2]]
+    labelled: np.ndarray | None = None  # (16,) bool; None: every joint with positive coordinates
 
     @property
     def crop_center(self) -> tuple[float, float]:
         """Centre of the person's crop: ``objpos`` moved down by ``CENTER_SHIFT x scale``."""
         return (self.center[0], self.center[1] + CENTER_SHIFT * self.scale)
 
-    @property
-    def labelled(self) -> np.ndarray:
-        """(16,) bool: the joint is annotated (both coordinates positive)."""
-        return (self.joints > 0).all(1)
+    def __post_init__(self) -> None:
+        if self.labelled is None:
+            object.__setattr__(self, "labelled", (self.joints > 0).all(1))
 
     def head_size(self) -> float:
         """Head size in source pixels: MPII's ``0.6 x head-box diagonal`` when the entry has a
@@ -170,19 +176,20 @@ def _parse(entry: int, item: object, where: str) -> Person:
             and all(isinstance(c, list) and len(c) == 2 and all(map(_number, c)) for c in box)
         ):
             raise bad("headboxes", "[[x1, y1], [x2, y2]] numbers")
-        box = np.asarray(box, dtype=np.float64)
+        box = np.asarray(box, dtype=np.float64) - MPII_ORIGIN
         if not (box[1] - box[0] != 0).any():
             raise bad("headboxes", "a box with two distinct corners")
     table = np.asarray(rows, dtype=np.float64)
     return Person(
         entry,
         path,
-        table[:, :2],
+        table[:, :2] - MPII_ORIGIN,
         table[:, 2],
-        (center[0], center[1]),
+        (center[0] - MPII_ORIGIN, center[1] - MPII_ORIGIN),
         scale,
         bool(validation),
         box,
+        (table[:, :2] > 0).all(1),
     )
 
 
@@ -354,7 +361,7 @@ class MPIIDataset(Dataset):
             image = color_jitter(image, rng)
         image = normalize(image)
 
-        labelled = (person.joints > 0).all(1)
+        labelled = person.labelled.copy()
         if self.drop_occluded:
             labelled &= person.flags > 0
         joints = image_to_heatmap(

@@ -16,7 +16,8 @@ bearpaw's evaluation reads the ground truth of the 2,958-person validation split
 ``detections_our_format.mat``: ``pos_gt_src`` (16, 2, N) joints, ``headboxes_src`` (2, 2, N)
 head-box corners, ``jnt_missing`` (16, N), ``dataset_joints`` (1, 16) names; and predictions from a
 ``preds.mat`` whose ``preds`` is (N, 16, 2). :func:`read_mpii_mat` and :func:`write_preds_mat` read
-and write those layouts.
+and write those layouts; their coordinates count pixels from 1, as MPII's annotations do
+(:data:`~tcompress.data.mpii.MPII_ORIGIN`), and are 0-based in tcompress.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tcompress.data.mpii import SourceTruth
+from tcompress.data.mpii import MPII_ORIGIN, SourceTruth
 from tcompress.data.skeleton import JOINTS, N_JOINTS, PCKH_HEAD_FACTOR
 from tcompress.data.transforms import heatmap_to_image
 from tcompress.errors import DataError
@@ -167,7 +168,7 @@ def read_mpii_mat(path: str | os.PathLike) -> SourceTruth:
             f"{jnt_missing.shape}; expected (16, 2, N), (2, 2, N) and (16, N)"
         )
     order = _joint_order(fields.get("dataset_joints"), path)
-    joints = joints.transpose(2, 0, 1)[:, order]
+    joints = joints.transpose(2, 0, 1)[:, order] - MPII_ORIGIN
     labelled = (jnt_missing == 0).T[:, order]
     boxes = boxes.transpose(2, 0, 1)  # (N, corner, xy)
     sizes = PCKH_HEAD_FACTOR * np.linalg.norm(boxes[:, 1] - boxes[:, 0], axis=1)
@@ -189,8 +190,8 @@ def _joint_order(names: object, path: Path) -> list[int]:
 
 
 def write_preds_mat(path: str | os.PathLike, preds: np.ndarray | torch.Tensor) -> None:
-    """Write ``preds`` (N, 16, 2), source-image pixels in tcompress's joint order (MPII's), as
-    a ``.mat`` file the public evaluation scripts read; atomically."""
+    """Write ``preds`` (N, 16, 2), 0-based source-image pixels in tcompress's joint order (MPII's),
+    as a ``.mat`` file the public evaluation scripts read (counting pixels from 1); atomically."""
     from scipy.io import savemat
 
     from tcompress.checkpoint import atomic_write
@@ -198,4 +199,5 @@ def write_preds_mat(path: str | os.PathLike, preds: np.ndarray | torch.Tensor) -
     preds = np.asarray(preds, dtype=np.float64)
     if preds.ndim != 3 or preds.shape[1:] != (N_JOINTS, 2):
         raise DataError(f"preds of shape {preds.shape}; expected (N, {N_JOINTS}, 2)")
+    preds = preds + MPII_ORIGIN
     atomic_write(path, lambda tmp: savemat(tmp, {"preds": preds}, appendmat=False))
