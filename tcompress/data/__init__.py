@@ -2,7 +2,8 @@
 
 Every labelled data set yields dicts of ``image`` (3, H, W) normalised with ``MEAN`` / ``STD``,
 ``heatmaps`` (16, h, w), ``joints`` (16, 2) in heatmap pixels, ``visible`` (16,), ``head_size``
-() in heatmap pixels and ``index``; :class:`ImageFolder` yields ``image`` and ``index`` only.
+() in heatmap pixels and ``index`` (unaugmented MPII samples also ``matrix``, their crop);
+:class:`ImageFolder` yields ``image`` and ``index`` only.
 """
 
 from tcompress.data.cache import SampleCache

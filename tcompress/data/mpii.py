@@ -272,10 +272,12 @@ class MPIIDataset(Dataset):
     heatmaps : (16, heatmap_size, heatmap_size) float32
     joints : (16, 2) float32, (x, y) in heatmap pixels
     visible : (16,) float32, 1 when labelled and inside the crop
-    head_size : () float32, heatmap pixels (:func:`~tcompress.data.skeleton.head_size`); when
-        upper_neck or head_top is unlabelled, estimated from the person scale
-        (``HEAD_SEGMENT_PER_SCALE``)
+    head_size : () float32, heatmap pixels (:meth:`Person.head_size`: 0.6 x the head-box
+        diagonal when the entry has ``headboxes``, else from the neck-top segment, else from the
+        person scale, ``HEAD_SEGMENT_PER_SCALE``)
     index : int
+    matrix : (3, 3) float64, source pixels -> input pixels; unaugmented samples only (the way
+        back for scoring in the source image, :meth:`truth`)
     """
 
     def __init__(
