@@ -19,7 +19,7 @@ from tcompress.checkpoint import check_finite, read_checkpoint
 from tcompress.decompose import tensor_train, tucker
 from tcompress.decompose.cp import CP_ITERATIONS, cp_als
 from tcompress.errors import CheckpointError, RankError, TcompressError
-from tcompress.family import KernelFamily, layout_family, pattern_family, tensorize
+from tcompress.family import KernelFamily, layout_family, pattern_family
 from tcompress.layerwise import LAYER_MODE_NAMES, LayerwiseNet, StackedChains
 from tcompress.layouts import (
     CUSTOM,
@@ -37,7 +37,7 @@ from tcompress.ranks import (
     fixed_ranks,
     resolve_ranks,
 )
-from tcompress.tnet import CPTensor, MPSTensor, TNet, TuckerTensor
+from tcompress.tnet import CPTensor, MPSTensor, TNet, TuckerTensor, tensorize
 from tcompress.train.data_aware import DATA_AWARE_ITERATIONS, block_statistics, refine_to_data
 
 log = logging.getLogger(__name__)

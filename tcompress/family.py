@@ -19,7 +19,6 @@ from torch import nn
 
 from tcompress.errors import TcompressError
 from tcompress.stacking import stack_kernels
-from tcompress.tnet import TensorConv2d
 
 #: The modes every kernel family ends with.
 KERNEL_MODES = ("f_in", "f_out", "h", "w")
@@ -258,32 +257,3 @@ def _full_grid(cells: Mapping[tuple, str], values: list[list[str]], modes: Seque
         for c in present:
             if c[k] == value:
                 dropped.append((c, f"{modes[k]} {value!r} lacks kernels of the family's shape"))
-
-
-def tensorize(net: nn.Module, family: KernelFamily) -> nn.Module:
-    """Replace every member of ``family`` in ``net`` (in place) by a :class:`TensorConv2d` with
-    the same geometry and index; a bias stays the layer's own parameter (left empty on the meta
-    device, for ``load_state_dict(assign=True)``). Returns ``net``."""
-    for index, name in family.members:
-        parent_name, _, attr = name.rpartition(".")
-        parent = net.get_submodule(parent_name) if parent_name else net
-        conv = getattr(parent, attr)
-        if not isinstance(conv, nn.Conv2d):
-            raise FamilyError(
-                f"family member '{name}' is a {type(conv).__name__}; expected an nn.Conv2d"
-            )
-        bias = None
-        if conv.bias is not None:
-            bias = torch.empty_like(conv.bias, device=conv.bias.device)
-        replacement = TensorConv2d(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            index,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
-            bias=bias,
-        )
-        setattr(parent, attr, replacement)
-    return net

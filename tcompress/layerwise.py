@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tcompress.family import KernelFamily
+from tcompress.models.io import WrapsNetwork
 from tcompress.ranks import LAYERWISE_METHODS
 
 #: The modes of one block kernel, the tensor each layer-wise method decomposes.
@@ -202,7 +203,7 @@ def chain_geometry(method: str, layers: nn.Sequential) -> SimpleNamespace:
     return SimpleNamespace(**{k: joined(k) for k in ("stride", "padding", "dilation")})
 
 
-class LayerwiseNet(nn.Module):
+class LayerwiseNet(WrapsNetwork, nn.Module):
     """A network whose kernel-family convolutions are each decomposed on their own.
 
     Parameters

@@ -1,6 +1,6 @@
 """Parse and validate ranks, in one place, for every method.
 
-Accepted forms (DESIGN section 5):
+Accepted forms:
 
 - Tucker: one rank per mode, ``"4,4,3,2,64,64,3,3"``, where ``full`` or ``-`` keeps a mode; named
   overrides ``"f_in=64,f_out=64"`` (the other modes full); ``"full"``. In Python: a sequence of ints

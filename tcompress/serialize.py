@@ -30,7 +30,7 @@ from torch import nn
 from tcompress import __version__
 from tcompress.checkpoint import check_finite, read_checkpoint, save_torch
 from tcompress.errors import CheckpointError, TcompressError
-from tcompress.family import KernelFamily, layout_family, tensorize
+from tcompress.family import KernelFamily, layout_family
 from tcompress.layerwise import LAYER_MODE_NAMES, LayerwiseNet, layerwise_skeleton
 from tcompress.layouts import (
     ARCHITECTURES,
@@ -43,7 +43,7 @@ from tcompress.layouts import (
 )
 from tcompress.ranks import LAYERWISE_METHODS, resolve_layer_ranks
 from tcompress.stacking import MODE_NAMES
-from tcompress.tnet import CPTensor, MPSTensor, TNet, TuckerTensor
+from tcompress.tnet import CPTensor, MPSTensor, TNet, TuckerTensor, tensorize
 
 FORMAT = "tcompress.tnet"
 FORMAT_VERSION = 1

@@ -1,4 +1,5 @@
-"""Block kernels <-> the 8th-order weight tensor W with named modes (DESIGN section 2).
+"""Block kernels <-> the 8th-order weight tensor W with named modes
+(docs/design.md, "The weight tensor").
 
 W[s, d, p, c] is the kernel of convolution (stack s, depth d, pathway p, conv c) with its channel
 modes in the order (f_in, f_out), while a PyTorch Conv2d weight is (out, in, kh, kw); the two

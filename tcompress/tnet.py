@@ -6,7 +6,7 @@ its index (stack, depth, pathway, conv) in the tensor. Two forward forms, chosen
 switchable with :meth:`TNet.set_forward`:
 
 - ``reconstructed``: rebuild W once per forward pass, each convolution slices its kernel;
-- ``factorized``: each convolution runs as smaller ones (DESIGN section 3): Tucker 1x1 (U5^T,
+- ``factorized``: each convolution runs as smaller ones: Tucker 1x1 (U5^T,
   shared) -> h x w (per-layer core) -> 1x1 (U6, shared); MPS 1x1 (per layer) -> h x w (shared).
 """
 
@@ -20,8 +20,8 @@ from torch import nn
 
 from tcompress.decompose import tt_to_tensor, tucker_to_tensor
 from tcompress.decompose.cp import cp_to_tensor
-from tcompress.models import HourglassConfig, StackedHourglass
-from tcompress.models.hourglass import dense_block_conv
+from tcompress.family import FamilyError, KernelFamily
+from tcompress.models.io import WrapsNetwork
 
 FORWARD_FORMS = ("reconstructed", "factorized")
 
@@ -199,7 +199,7 @@ def separable_depthwise(
     return F.conv2d(x, horizontal, None, (1, stride[1]), (0, padding[1]), (1, dilation[1]), groups)
 
 
-class TNet(nn.Module):
+class TNet(WrapsNetwork, nn.Module):
     """A network whose stacked convolutions are slices of one factorized tensor.
 
     Parameters
@@ -232,7 +232,7 @@ class TNet(nn.Module):
 
     # -- description ---------------------------------------------------------------------------
     @property
-    def config(self) -> HourglassConfig | None:
+    def config(self):
         """The network's configuration (None for a network built by a user's factory)."""
         return getattr(self.net, "config", None)
 
@@ -378,19 +378,6 @@ def _constant(weight: torch.Tensor) -> Callable[[tuple[int, ...]], torch.Tensor]
     return lambda index: weight
 
 
-def tnet_skeleton(config: HourglassConfig) -> StackedHourglass:
-    """The hourglass of a T-Net, without storage (meta device): every block convolution is a
-    :class:`TensorConv2d`, every other tensor waits to be assigned."""
-
-    def block_conv(features: int, index: tuple[int, int, int, int] | None) -> nn.Module:
-        if index is None:
-            return dense_block_conv(features)
-        return TensorConv2d(features, features, 3, index, padding=1)
-
-    with torch.device("meta"):
-        return StackedHourglass(**config.to_dict(), block_conv=block_conv)
-
-
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
@@ -399,3 +386,32 @@ def _check_forward(form: str) -> str:
     if form not in FORWARD_FORMS:
         raise ValueError(f"forward form {form!r} is unknown; expected one of {FORWARD_FORMS}")
     return form
+
+
+def tensorize(net: nn.Module, family: KernelFamily) -> nn.Module:
+    """Replace every member of ``family`` in ``net`` (in place) by a :class:`TensorConv2d` with
+    the same geometry and index; a bias stays the layer's own parameter (left empty on the meta
+    device, for ``load_state_dict(assign=True)``). Returns ``net``."""
+    for index, name in family.members:
+        parent_name, _, attr = name.rpartition(".")
+        parent = net.get_submodule(parent_name) if parent_name else net
+        conv = getattr(parent, attr)
+        if not isinstance(conv, nn.Conv2d):
+            raise FamilyError(
+                f"family member '{name}' is a {type(conv).__name__}; expected an nn.Conv2d"
+            )
+        bias = None
+        if conv.bias is not None:
+            bias = torch.empty_like(conv.bias, device=conv.bias.device)
+        replacement = TensorConv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            index,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            bias=bias,
+        )
+        setattr(parent, attr, replacement)
+    return net

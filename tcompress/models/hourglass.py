@@ -1,4 +1,5 @@
-"""The T-Net-ready stacked hourglass of Kossaifi et al. (CVPR 2019), section 3 of DESIGN.md.
+"""The T-Net-ready stacked hourglass of Kossaifi et al., CVPR 2019
+(docs/design.md, "The reference network").
 
 Every residual module inside the hourglasses is a basic block of ``block_depth`` 3x3 convolutions at
 constant width, so that all of them can be stacked into one 8th-order tensor indexed by

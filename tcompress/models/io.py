@@ -94,16 +94,20 @@ class ModelIO:
         return torch.randn(*shape, generator=generator)
 
 
+class WrapsNetwork:
+    """Marks a module that runs a network it holds as ``net`` (T-Nets and layer-wise networks):
+    :func:`unwrap` looks through it, so that the network's own conventions still apply."""
+
+    net: nn.Module
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The network inside DistributedDataParallel / DataParallel wrappers, T-Nets and layer-wise
-    networks."""
-    from tcompress.layerwise import LayerwiseNet
-    from tcompress.tnet import TNet
-
+    networks (:class:`WrapsNetwork`)."""
     while True:
         if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
             model = model.module
-        elif isinstance(model, TNet | LayerwiseNet):
+        elif isinstance(model, WrapsNetwork):
             model = model.net
         else:
             return model

@@ -1,4 +1,5 @@
-"""T-Net -> plain convolutions in the factorized form (DESIGN section 3), standard ops only.
+"""T-Net -> plain convolutions in the factorized form, standard ops only
+(docs/design.md, "The factorized form").
 
 Tucker: each block convolution becomes 1x1 (f_in -> R5, weight U5^T, one parameter shared by every
 layer) -> h x w (R5 -> R6, the layer's core G_l x7 U7 x8 U8, original stride/padding/dilation) ->
