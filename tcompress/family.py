@@ -17,16 +17,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from tcompress.errors import TcompressError
+from tcompress.errors import FamilyError
 from tcompress.stacking import stack_kernels
 
 #: The modes every kernel family ends with.
 KERNEL_MODES = ("f_in", "f_out", "h", "w")
 HOURGLASS_MODES = ("stack", "depth", "pathway", "block")
-
-
-class FamilyError(TcompressError):
-    """A pattern that selects no usable kernel family."""
 
 
 @dataclass(frozen=True)

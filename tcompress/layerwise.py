@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tcompress.errors import MethodError
 from tcompress.family import KernelFamily
 from tcompress.models.io import WrapsNetwork
 from tcompress.ranks import LAYERWISE_METHODS
@@ -154,7 +155,9 @@ def layer_skeleton(
             _conv(f_in, k, (h, 1), conv, axis=0, **opts),
             _conv(k, f_out, (1, w), conv, axis=1, bias=bias, **opts),
         )
-    raise ValueError(f"method {method!r} is not layer-wise; expected one of {LAYERWISE_METHODS}")
+    raise MethodError(
+        f"method {method!r} is not layer-wise; expected one of {', '.join(LAYERWISE_METHODS)}"
+    )
 
 
 def layer_kernel(method: str, layers: nn.Sequential) -> torch.Tensor:
@@ -182,7 +185,9 @@ def layer_kernel(method: str, layers: nn.Sequential) -> torch.Tensor:
     if method == "tai":
         vertical, horizontal = layers
         return torch.einsum("njx,jcy->ncyx", horizontal.weight[:, :, 0, :], vertical.weight[..., 0])
-    raise ValueError(f"method {method!r} is not layer-wise; expected one of {LAYERWISE_METHODS}")
+    raise MethodError(
+        f"method {method!r} is not layer-wise; expected one of {', '.join(LAYERWISE_METHODS)}"
+    )
 
 
 def chain_geometry(method: str, layers: nn.Sequential) -> SimpleNamespace:
@@ -237,8 +242,9 @@ class LayerwiseNet(WrapsNetwork, nn.Module):
     ) -> None:
         super().__init__()
         if method not in LAYERWISE_METHODS:
-            raise ValueError(
-                f"method {method!r} is not layer-wise; expected one of {LAYERWISE_METHODS}"
+            raise MethodError(
+                f"method {method!r} is not layer-wise; expected one of "
+                f"{', '.join(LAYERWISE_METHODS)}"
             )
         self.net = net
         self.method = method

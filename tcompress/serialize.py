@@ -53,7 +53,9 @@ def save(tnet: TNet | LayerwiseNet, path: str | os.PathLike) -> None:
     """Write a T-Net or a layer-wise compressed network to ``path`` atomically (a temporary file
     renamed into place)."""
     if not isinstance(tnet, TNet | LayerwiseNet):
-        raise TypeError(f"save expects a TNet or a LayerwiseNet, got {type(tnet).__name__}")
+        raise CheckpointError(
+            f"tnet is a {type(tnet).__name__}; expected a TNet or a LayerwiseNet to save"
+        )
     save_torch(to_payload(tnet), path)
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from tcompress.decompose import tt_to_tensor, tucker_to_tensor
 from tcompress.decompose.cp import cp_to_tensor
+from tcompress.errors import ForwardFormError
 from tcompress.family import FamilyError, KernelFamily
 from tcompress.models.io import WrapsNetwork
 
@@ -193,7 +194,10 @@ def separable_depthwise(
     """A depthwise h x 1 then a depthwise 1 x w convolution, splitting the geometry of one h x w
     convolution between them. Shapes: vertical (R, 1, h, 1), horizontal (R, 1, 1, w)."""
     if isinstance(padding, str):
-        raise ValueError("CP T-Nets need integer padding")
+        raise ForwardFormError(
+            f"padding is {padding!r}; the factorized form of a CP T-Net needs integer padding "
+            "(use forward='reconstructed')"
+        )
     groups = vertical.shape[0]
     x = F.conv2d(x, vertical, None, (stride[0], 1), (padding[0], 0), (dilation[0], 1), groups)
     return F.conv2d(x, horizontal, None, (1, stride[1]), (0, padding[1]), (1, dilation[1]), groups)
@@ -384,7 +388,9 @@ def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
 
 def _check_forward(form: str) -> str:
     if form not in FORWARD_FORMS:
-        raise ValueError(f"forward form {form!r} is unknown; expected one of {FORWARD_FORMS}")
+        raise ForwardFormError(
+            f"forward form {form!r} is unknown; expected one of {', '.join(FORWARD_FORMS)}"
+        )
     return form
 
 

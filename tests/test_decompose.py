@@ -28,7 +28,7 @@ from tcompress.decompose import (
 )
 from tcompress.decompose._grams import block_mode_grams
 from tcompress.decompose._products import multi_mode_product
-from tcompress.errors import RankError
+from tcompress.errors import DecompositionError, RankError
 
 # (shape, Tucker ranks): paper-like 8-way, 3-way and 4-way, a mode wider than the rest of the
 # tensor (column-Gram path), a short trailing extent (chunked Gram path) and a mode > 128.
@@ -323,7 +323,7 @@ def test_tucker_bad_ranks(ranks, match):
 
 
 def test_tucker_bad_input():
-    with pytest.raises(TypeError):
+    with pytest.raises(DecompositionError, match="tensor has dtype torch.int64"):
         tucker(torch.zeros(3, 4, dtype=torch.int64), (1, 1))
     with pytest.raises(ValueError):
         tucker(seeded((3, 4)), (1, 1), n_iter=-1)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from tcompress.errors import RankError
+from tcompress.errors import DecompositionError, RankError
 
 __all__ = [
     "balanced",
@@ -33,9 +33,9 @@ _CANCELLATION_EPS = 2.0e4
 def check_decomposable(tensor: Tensor) -> None:
     """A float32 or float64 tensor of order >= 1, else a clear error."""
     if not isinstance(tensor, Tensor):
-        raise TypeError(f"expected a torch.Tensor, got {type(tensor).__name__}")
+        raise DecompositionError(f"tensor is a {type(tensor).__name__}; expected a torch.Tensor")
     if tensor.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"expected a float32 or float64 tensor, got {tensor.dtype}")
+        raise DecompositionError(f"tensor has dtype {tensor.dtype}; expected float32 or float64")
     if tensor.ndim == 0:
         raise RankError("cannot decompose a 0-dimensional tensor; expected at least one mode")
 

@@ -256,7 +256,9 @@ def multi_mode_product(tensor: Tensor, matrices: Sequence[Tensor | None]) -> Ten
     """
     shape = tuple(tensor.shape)
     if len(matrices) != len(shape):
-        raise ValueError(f"expected {len(shape)} matrices, got {len(matrices)}")
+        raise ValueError(
+            f"matrices has {len(matrices)} entries; expected {len(shape)}, one per mode of tensor"
+        )
     groups = _contraction_groups(shape, matrices)
     axes: list[_Axis] = [("mode", k, shape[k]) for k in range(len(shape))]
     work = tensor

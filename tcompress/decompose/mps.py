@@ -209,7 +209,7 @@ def tensor_train(tensor: Tensor, ranks: Sequence[int]) -> MPSDecomposition:
     ------
     RankError
         If the number of ranks is not ``N - 1`` or a rank is outside ``[1, max_tt_ranks]``.
-    TypeError
+    DecompositionError
         If ``tensor`` is not a float32 or float64 tensor.
 
     Notes

@@ -11,6 +11,7 @@ of the mode-``k`` unfolding of ``W``; HOOI then improves every ``U_k`` in turn g
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ from tcompress.decompose._norms import (
     squared_norm,
 )
 from tcompress.decompose._products import multi_mode_product
-from tcompress.errors import RankError
+from tcompress.errors import DecompositionError, RankError
 
 __all__ = ["TuckerDecomposition", "tucker", "tucker_to_tensor"]
 
@@ -168,8 +169,9 @@ def tucker(tensor: Tensor, ranks: Sequence[int], *, n_iter: int = 0) -> TuckerDe
     ------
     RankError
         If the number of ranks differs from the order or a rank is outside ``[1, D_k]``.
-    TypeError
-        If ``tensor`` is not a float32 or float64 tensor.
+    DecompositionError
+        If ``tensor`` is not a float32 or float64 tensor, or ``n_iter`` is not a whole number
+        >= 0.
 
     Notes
     -----
@@ -180,8 +182,10 @@ def tucker(tensor: Tensor, ranks: Sequence[int], *, n_iter: int = 0) -> TuckerDe
     when the error is too small for that difference to be accurate.
     """
     ranks = _check_input(tensor, ranks)
-    if n_iter < 0:
-        raise ValueError(f"n_iter must be >= 0, got {n_iter}")
+    if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 0:
+        raise DecompositionError(
+            f"n_iter is {n_iter!r}; expected a whole number of HOOI sweeps >= 0"
+        )
     with torch.no_grad():
         w, norm_sq, scale = balanced(tensor)
         factors = _hosvd_factors(w, ranks)

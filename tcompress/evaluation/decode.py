@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from tcompress.data.skeleton import FLIP_PAIRS
-from tcompress.errors import TcompressError
+from tcompress.errors import EvaluationError
 from tcompress.models.io import heatmaps_of
 
 __all__ = [
@@ -30,10 +30,6 @@ __all__ = [
 MPII_FLIP_PAIRS: tuple[tuple[int, int], ...] = FLIP_PAIRS
 REFINEMENTS = ("none", "quarter", "quadratic")
 _LOG_FLOOR = 1e-10  # heatmap values are clamped to this before the log of quadratic refinement
-
-
-class EvaluationError(TcompressError):
-    """Heatmaps, coordinates or options of the wrong type, shape or value."""
 
 
 def decode_heatmaps(heatmaps, refine: str | None = "quarter") -> tuple[Tensor, Tensor]:

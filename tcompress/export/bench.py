@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from tcompress.errors import TcompressError
+from tcompress.errors import BenchError
 
 if TYPE_CHECKING:
     import onnx
@@ -43,10 +43,6 @@ PIXEL_MEAN_KEY = "tcompress.pixel_mean"
 PIXEL_STD_KEY = "tcompress.pixel_std"
 #: Image input layouts -> the axes of (channels, height, width).
 LAYOUTS = {"NCHW": (1, 2, 3), "NHWC": (3, 1, 2)}
-
-
-class BenchError(TcompressError):
-    """An ONNX file, or a setting, that cannot be counted or measured as asked."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from tcompress.checkpoint import atomic_write
-from tcompress.errors import TcompressError
+from tcompress.errors import ExportError
 from tcompress.export.bench import INPUT_LAYOUT_KEY, PIXEL_MEAN_KEY, PIXEL_STD_KEY
 from tcompress.export.validate import ValidationReport, validate_onnx
 from tcompress.layerwise import LayerwiseNet, dense_layers, plain_layers
@@ -32,10 +32,6 @@ log = logging.getLogger(__name__)
 FORMS = ("factorized", "dense")
 DEFAULT_OPSET = 17
 INPUT_NAME = "image"
-
-
-class ExportError(TcompressError):
-    """An export that cannot be made as asked, or whose validation failed."""
 
 
 @dataclass

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tcompress.errors import DataError
 from tcompress.models.io import heatmaps_of
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,9 @@ def block_statistics(
             handle.remove()
         model.train(was_training)
     if not seen:
-        raise ValueError("batches gave no images; data-aware refinement needs at least one")
+        raise DataError(
+            "batches gave no images; expected at least one image to gather the layers' inputs"
+        )
     moments /= torch.tensor(counts, dtype=torch.float64, device=device)[:, None, None]
     scales = []
     for name, conv in zip(conv_names, convs):
