@@ -7,6 +7,7 @@ Public API::
     tcompress.save(tnet, "tnet.pt")
     tnet = tcompress.load("tnet.pt", forward="factorized")
     tcompress.export_onnx(tnet, "tnet.onnx", form="factorized")   # or form="dense"
+    tcompress.finetune("tnet.pt", "synthetic", steps=500, output="tnet-ft.pt")
 
 Heavy modules (torch) are imported on first use, so that ``tcompress --help`` starts instantly.
 """
@@ -26,6 +27,8 @@ _LAZY = {
     "LayerwiseNet": "tcompress.layerwise",
     "TcompressError": "tcompress.errors",
     "export_onnx": "tcompress.export.onnx",
+    # train() is tcompress.train.train: the name tcompress.train is the subpackage's.
+    "finetune": "tcompress.train",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -181,10 +182,13 @@ def train(stacks, depth, block_depth, features, joints, **options):
       tcompress train --data synthetic --stacks 2 --features 32 --steps 4000 -o hg.pth
       torchrun --nproc_per_node 2 -m tcompress train --data mpii/ -o hg.pth
     """
-    config = dict(
+    from tcompress.models import HourglassConfig
+    from tcompress.train import train as train_new
+
+    config = HourglassConfig(
         n_stacks=stacks, depth=depth, block_depth=block_depth, features=features, n_joints=joints
     )
-    _run(None, config=config, **options)
+    _run(functools.partial(train_new, config), **options)
 
 
 @main.command()
@@ -228,244 +232,104 @@ def finetune(model, distill_from, distill_weight, recalibrate_images, forward, *
       tcompress finetune tnet.pt --data images/ --distill-from hg.pth -o tnet-ft.pt
       torchrun --nproc_per_node 2 -m tcompress finetune tnet.pt --data synthetic -o tnet-ft.pt
     """
+    from tcompress.train import finetune as finetune_model
+
     _run(
-        model,
+        functools.partial(finetune_model, model),
         teacher=distill_from,
         distill_weight=distill_weight,
-        recalibrate_images=recalibrate_images,
+        recalibrate=recalibrate_images,
         forward=forward,
         **options,
     )
 
 
-def _run(
-    model_path,
-    *,
-    config=None,
-    teacher=None,
-    distill_weight=None,
-    recalibrate_images=0,
-    forward=None,
-    data,
-    images,
-    val_data,
-    train_samples,
-    cache,
-    steps,
-    batch_size,
-    optimizer,
-    lr,
-    schedule,
-    precision,
-    milestones,
-    gamma,
-    weight_decay,
-    no_bias_correction,
-    image_size,
-    eval_every,
-    eval_samples,
-    save_every,
-    resume,
-    workers,
-    device,
-    seed,
-    output,
-    force,
-    as_json,
-):
-    """Load or build the model, the data and the process group; train; rank 0 writes."""
-    import torch
-    from torch.utils.data import Subset
+def _run(run, *, no_bias_correction, as_json, **options):
+    """``run`` (:func:`tcompress.train.finetune` or ``train``) with the options as its arguments
+    and the display as its callbacks; rank 0 prints the summary."""
+    from tcompress.cli.render import print_json, stdout
+    from tcompress.train import TrainingInterrupted
 
-    from tcompress.checkpoint import check_output
-    from tcompress.cli.render import print_json, stderr, stdout
-    from tcompress.data import ImageFolder, make_dataset
-    from tcompress.models import StackedHourglass
-    from tcompress.serialize import load, save_model
-    from tcompress.train import TrainSettings, fit, native_bf16, recalibrate_batchnorm
-    from tcompress.train.distributed import setup, teardown
-
-    inputs = tuple(p for p in (model_path, teacher, resume) if p is not None)
-    out = check_output(output, force=force, inputs=inputs)
-    state_path = Path(f"{out}.state") if save_every else None
-    context = setup(device)
     try:
-        if model_path is None:
-            torch.manual_seed(seed)
-            model = StackedHourglass(**config)
-        else:
-            model = load(model_path, forward=forward) if forward else load(model_path)
-        teacher_model = load(teacher) if teacher is not None else None
-        heatmap = image_size // 4
-        train_data = make_dataset(
-            data, "train", image_size, heatmap, n=train_samples, seed=seed, images=images
-        )
-        source = train_data.dataset if isinstance(train_data, Subset) else train_data
-        labelled = not isinstance(source, ImageFolder)
-        if distill_weight is None:
-            distill_weight = 0.0 if teacher is None else (0.5 if labelled else 1.0)
-        val_spec = val_data if val_data is not None else (data if labelled else None)
-        val = None
-        if val_spec is not None:
-            root = images if val_data is None else None  # --images belongs to --data
-            val = make_dataset(
-                val_spec, "val", image_size, heatmap, n=eval_samples, seed=seed, images=root
+        with _progress(show=not as_json) as display:
+            result = run(
+                bias_correction=not no_bias_correction,
+                on_event=display.event,
+                progress=display.status,
+                **options,
             )
-            if isinstance(val, ImageFolder) or len(val) == 0:
-                val = None
-        settings = TrainSettings(
-            steps=steps,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            lr=lr,
-            milestones=milestones,
-            gamma=gamma,
-            weight_decay=weight_decay,
-            distill_weight=distill_weight,
-            seed=seed,
-            bias_correction=not no_bias_correction,
-            schedule=schedule,
-            precision=precision,
-        )
-        show = context.main and not as_json
-        if precision == "bf16" and context.main and not native_bf16(context.device):
-            click.echo(
-                f"warning: {context.device.type} has no native bfloat16 arithmetic here; "
-                "--precision bf16 is likely slower than fp32",
-                err=True,
-            )
-        summary = {"recalibrated_images": 0, "cached_samples": 0}
-        if cache:
-            train_data = _cached(train_data, workers, seed, show)
-            summary["cached_samples"] = len(train_data)
-            workers = 0  # a lookup is cheaper than handing samples between processes
-        if recalibrate_images and resume is None:
-            loader = torch.utils.data.DataLoader(
-                torch.utils.data.Subset(
-                    train_data, range(min(recalibrate_images, len(train_data)))
-                ),
-                batch_size=batch_size,
-                num_workers=workers,
-            )
-            status = stderr().status("Re-estimating BatchNorm statistics") if show else None
-            if status:
-                status.start()
-            report = recalibrate_batchnorm(model, loader, device=context.device)
-            if status:
-                status.stop()
-            summary["recalibrated_images"] = report.images
-        with _progress(show, steps) as progress:
-            result = fit(
-                model,
-                train_data,
-                settings,
-                teacher=teacher_model,
-                val_data=val,
-                eval_every=eval_every,
-                context=context,
-                num_workers=workers,
-                checkpoint=state_path,
-                save_every=save_every,
-                resume=resume,
-                on_event=progress.event,
-            )
-        if context.main:
-            save_model(model.cpu().eval(), out)
-        context.barrier()
-    except KeyboardInterrupt:
-        if context.main:
-            kept = state_path is not None and state_path.exists()
+    except TrainingInterrupted as stop:
+        if stop.main:
             click.echo(
                 "Interrupted; nothing written"
-                + (f" but {state_path}: continue with --resume {state_path}" if kept else ""),
+                + (f" but {stop.state}: continue with --resume {stop.state}" if stop.state else ""),
                 err=True,
             )
         raise SystemExit(130) from None
-    finally:
-        teardown(context)
-    if not context.main:
+    if not result.main:
         return
-    summary.update(
-        {
-            "output": str(out),
-            "state": str(state_path) if state_path else None,
-            "processes": context.world,
-            "settings": settings.to_dict(),
-            **result.to_dict(),
-        }
-    )
     if as_json:
-        print_json(summary)
+        print_json(result.to_dict())
         return
-    console = stdout()
-    last = result.evaluations[-1]["pckh"] if result.evaluations else None
+    done, console = result.training, stdout()
+    last = done.evaluations[-1]["pckh"] if done.evaluations else None
     console.print(
-        f"{result.steps} steps, {result.images} images in {result.seconds / 60:.1f} min on "
-        f"{context.world} process(es); final loss {result.final_loss:.3g}"
+        f"{done.steps} steps, {done.images} images in {done.seconds / 60:.1f} min on "
+        f"{result.processes} process(es); final loss {done.final_loss:.3g}"
         + (f"; PCKh@0.5 {last:.1f}%" if last is not None else "")
     )
-    console.print(f"wrote {out}" + (f" and {state_path}" if state_path else ""))
+    console.print(f"wrote {result.output}" + (f" and {result.state}" if result.state else ""))
 
 
-def _cached(data, workers: int, seed: int, show: bool):
-    """``data`` generated once into a :class:`~tcompress.data.SampleCache`, with a status line."""
-    from tcompress.cli.render import quiet_status, stderr
-    from tcompress.data import SampleCache
-
-    status = stderr().status(f"Caching {len(data)} training samples") if show else quiet_status()
-    with status:
-        return SampleCache(
-            data,
-            workers=workers,
-            seed=seed,
-            progress=lambda done: status.update(f"Caching training samples: {done}/{len(data)}"),
-        )
+#: The library's warnings in the command line's words (its flags for the library's parameters).
+WARNINGS = {
+    "bf16-emulated": "{device} has no native bfloat16 arithmetic here; --precision bf16 is likely "
+    "slower than fp32",
+}
 
 
 class _progress:
-    """A rich progress bar (loss, learning rate, speed) on rank 0, or nothing."""
+    """On rank 0: a status line while the data is prepared, then a progress bar (loss, learning
+    rate, speed); with ``show`` False, warnings only."""
 
-    def __init__(self, show: bool, steps: int) -> None:
-        self.show, self.steps = show, steps
+    def __init__(self, show: bool) -> None:
+        self.show, self.spinner, self.bar = show, None, None
 
     def __enter__(self):
-        if self.show:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            from tcompress.cli.render import stderr
-
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=stderr(),
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("Training", total=self.steps, info="")
-            import time
-
-            self.clock, self.last = time.perf_counter, None
         return self
 
     def __exit__(self, *exc):
-        if self.show:
+        self._stop_status()
+        if self.bar is not None:
             self.bar.stop()
         return False
 
-    def event(self, event: dict) -> None:
+    def status(self, message: str) -> None:
         if not self.show:
             return
-        if event["kind"] == "step":
+        if self.spinner is None:
+            from tcompress.cli.render import stderr
+
+            self.spinner = stderr().status(message)
+            self.spinner.start()
+        else:
+            self.spinner.update(message)
+
+    def _stop_status(self) -> None:
+        if self.spinner is not None:
+            self.spinner.stop()
+            self.spinner = None
+
+    def event(self, event: dict) -> None:
+        if event["kind"] == "warning":
+            words = WARNINGS.get(event["name"])
+            click.echo(f"warning: {words.format(**event) if words else event['message']}", err=True)
+        if not self.show:
+            return
+        if event["kind"] == "start":
+            self._stop_status()
+            self._start_bar(event["steps"])
+        elif event["kind"] == "step":
             now = self.clock()
             speed = "" if self.last is None else f" {1 / max(now - self.last, 1e-9):.2f} step/s"
             self.last = now
@@ -474,3 +338,30 @@ class _progress:
         elif event["kind"] == "eval":
             self.bar.console.print(f"step {event['step']}: PCKh@0.5 {event['pckh']:.1f}%")
             self.last = None
+
+    def _start_bar(self, steps: int) -> None:
+        import time
+
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        from tcompress.cli.render import stderr
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=stderr(),
+        )
+        self.bar.start()
+        self.task = self.bar.add_task("Training", total=steps, info="")
+        self.clock, self.last = time.perf_counter, None

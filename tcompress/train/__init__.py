@@ -1,6 +1,10 @@
 """Training-side operations on dense hourglasses and T-Nets: training and fine-tuning
-(supervised, distilled, distributed) and BatchNorm re-estimation."""
+(supervised, distilled, distributed) and BatchNorm re-estimation.
 
+:func:`finetune` and :func:`train` are whole runs (data, BatchNorm re-estimation, the written
+model), as the command line does them; :func:`fit` is the loop they call."""
+
+from tcompress.train.finetune import FinetuneResult, TrainingInterrupted, finetune, train
 from tcompress.train.loop import (
     TrainResult,
     TrainSettings,
@@ -14,14 +18,18 @@ from tcompress.train.loop import (
 from tcompress.train.recalibrate import RecalibrationReport, recalibrate_batchnorm
 
 __all__ = [
+    "FinetuneResult",
     "RecalibrationReport",
     "TrainResult",
     "TrainSettings",
+    "TrainingInterrupted",
     "distillation_loss",
     "evaluate_pck",
+    "finetune",
     "fit",
     "heatmap_loss",
     "native_bf16",
     "read_state",
     "recalibrate_batchnorm",
+    "train",
 ]
