@@ -15,8 +15,7 @@ import argparse
 import torch
 
 import tcompress
-from tcompress.data import SyntheticPose
-from tcompress.demo import Materialized
+from tcompress.data import Materialized, SyntheticPose
 from tcompress.models import pretrained_path
 from tcompress.train import evaluate_pck
 

@@ -38,7 +38,7 @@ def main() -> None:
 
     from tcompress.cli.compare import comparison_table
     from tcompress.cli.render import stdout
-    from tcompress.compare import CompareReport, plot_comparison
+    from tcompress.experiments.compare import CompareReport, plot_comparison
     from tcompress.models import pretrained_path
 
     checkpoint = args.checkpoint or str(pretrained_path())

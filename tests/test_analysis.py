@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 import tcompress
-from tcompress.analysis import analyze, sweep_ranks
 from tcompress.cli import main
+from tcompress.experiments.analysis import analyze, sweep_ranks
 
 from .conftest import make_hourglass
 

@@ -7,9 +7,9 @@ import torch
 from click.testing import CliRunner
 
 from tcompress.cli import main
-from tcompress.compare import CompareSettings, bootstrap_accuracy, trimmed_features
 from tcompress.errors import TcompressError
 from tcompress.evaluation import PCKAccumulator
+from tcompress.experiments.compare import CompareSettings, bootstrap_accuracy, trimmed_features
 from tcompress.models import HourglassConfig, StackedHourglass
 
 from .conftest import make_hourglass

@@ -47,8 +47,6 @@ def analyze(checkpoint, data, val_samples, image_size, points, output_dir, as_js
     """
     from rich.table import Table
 
-    from tcompress.analysis import analyze as run_analysis
-    from tcompress.analysis import plot_analysis
     from tcompress.cli.render import (
         print_json,
         print_written,
@@ -57,6 +55,8 @@ def analyze(checkpoint, data, val_samples, image_size, points, output_dir, as_js
         stdout,
         write_record,
     )
+    from tcompress.experiments.analysis import analyze as run_analysis
+    from tcompress.experiments.analysis import plot_analysis
 
     out_dir = output_dir or checkpoint.with_name(checkpoint.name + ".analysis")
     status = quiet_status() if as_json else stderr().status("Analyzing", spinner="dots")

@@ -144,8 +144,8 @@ def compare(
         stdout,
         write_record,
     )
-    from tcompress.compare import CompareSettings, plot_comparison
-    from tcompress.compare import compare as run_compare
+    from tcompress.experiments.compare import CompareSettings, plot_comparison
+    from tcompress.experiments.compare import compare as run_compare
 
     settings = CompareSettings(
         ratios=_floats(ratios),

@@ -54,7 +54,7 @@ def demo(output_dir, ranks, steps, train_samples, val_samples, image_size, seed,
     from rich.table import Table
 
     from tcompress.cli.render import print_json, quiet_status, stderr, stdout
-    from tcompress.demo import DEMO_LR, DEMO_RANKS, DEMO_SAMPLES, DEMO_STEPS, run_demo
+    from tcompress.experiments.demo import DEMO_LR, DEMO_RANKS, DEMO_SAMPLES, DEMO_STEPS, run_demo
     from tcompress.models import pretrained_info
 
     info = pretrained_info()

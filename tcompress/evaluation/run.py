@@ -288,3 +288,38 @@ def _first(truth: SourceTruth, count: int) -> SourceTruth:
         truth.head_sizes[:count],
         truth.has_box[:count],
     )
+
+
+def pckh_of(
+    model: nn.Module | OnnxModel,
+    data: torch.utils.data.Dataset,
+    batch_size: int = 16,
+    device: str | torch.device | None = None,
+    flip: bool = False,
+    keep_samples: bool = False,
+) -> PCKAccumulator:
+    """The :class:`PCKAccumulator` (PCKh@0.5) of ``model`` over every sample of ``data``, in
+    order, scored in the crop: heatmap pixels, each sample's own ``head_size``.
+
+    The loop every experiment runs; unlike :func:`evaluate` it applies no MPII source-pixel
+    rules and does not sum over ``torch.distributed`` ranks (call ``all_reduce()`` on the result
+    for that).
+
+    Parameters
+    ----------
+    device
+        Where the images go; default: the device of the model's parameters (the CPU for an
+        :class:`OnnxModel`).
+    flip
+        Flip testing, as in :func:`~tcompress.evaluation.decode.predict`.
+    keep_samples
+        Also keep every sample's hits and visible counts (``sample_hits``, ``sample_counts``),
+        for bootstrap intervals.
+    """
+    if device is None:
+        device = next(model.parameters()).device if isinstance(model, nn.Module) else "cpu"
+    accumulator = PCKAccumulator(threshold=0.5, keep_samples=keep_samples)
+    for batch in torch.utils.data.DataLoader(data, batch_size=batch_size):
+        coords, _ = predict(model, batch["image"].to(device), flip=flip)
+        accumulator.update(coords.cpu(), batch["joints"], batch["visible"], batch["head_size"])
+    return accumulator

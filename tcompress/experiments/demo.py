@@ -22,6 +22,8 @@ from tcompress.conversion import convert
 from tcompress.data import Materialized
 from tcompress.serialize import save
 
+__all__ = ["DEMO_LR", "DEMO_RANKS", "DEMO_SAMPLES", "DEMO_STEPS", "DemoReport", "Stage", "run_demo"]
+
 #: Tucker ranks of the demo's T-Net on the bundled model: 3.00x fewer parameters overall, the
 #: channels whole, the four depth levels in a rank-2 space and 2x2 kernel ranks. Of the 3x ranks
 #: fine-tuned alike it ended highest (README, Fine-tuning after compression); ``--ratio 3``, which

@@ -26,6 +26,20 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tcompress.errors import TcompressError
 from tcompress.ranks import LAYERWISE_METHODS, TNET_METHODS
 
+__all__ = [
+    "COMPARE_METHODS",
+    "DEFAULT_METHODS",
+    "Accuracy",
+    "CompareReport",
+    "CompareRow",
+    "CompareSettings",
+    "bootstrap_accuracy",
+    "compare",
+    "plot_comparison",
+    "sample_hits",
+    "trimmed_features",
+]
+
 log = logging.getLogger(__name__)
 
 #: Methods ``compare`` knows: the converters' methods and ``trimmed`` (a narrower hourglass
@@ -143,13 +157,9 @@ def sample_hits(model: nn.Module, data: Dataset, batch_size: int = 16) -> tuple[
     ------
     returns: (N,), (N,) for the N samples of ``data``, in order.
     """
-    from tcompress.evaluation import PCKAccumulator, predict
+    from tcompress.evaluation.run import pckh_of
 
-    device = next(model.parameters()).device
-    accumulator = PCKAccumulator(threshold=0.5, keep_samples=True)
-    for batch in DataLoader(data, batch_size=batch_size):
-        coords, _ = predict(model, batch["image"].to(device))
-        accumulator.update(coords.cpu(), batch["joints"], batch["visible"], batch["head_size"])
+    accumulator = pckh_of(model, data, batch_size, keep_samples=True)
     return accumulator.sample_hits, accumulator.sample_counts
 
 

@@ -105,12 +105,11 @@ def analyze(
     val = None
     if data is not None:
         from tcompress.data import make_dataset
-        from tcompress.train import evaluate_pck
 
         say("Evaluating the original")
         val = make_dataset(data, "val", image_size, image_size // 4, n=val_samples, seed=seed)
         dense = model if isinstance(model, nn.Module) else dense_from_state(state, str(model))
-        result.original_pckh = evaluate_pck(dense.eval(), val)["mean"]
+        result.original_pckh = _pckh(dense.eval(), val)
     for k, (name, size) in enumerate(zip(mode_names, shape)):
         for rank in sweep_ranks(size, points):
             ranks = list(shape)
@@ -121,9 +120,16 @@ def analyze(
             if val is not None:
                 say(f"Evaluating {name} at rank {rank}")
                 tnet = convert(state, method="tucker", ranks=ranks).eval()  # read once, above
-                point.pckh = evaluate_pck(tnet, val)["mean"]
+                point.pckh = _pckh(tnet, val)
             result.sweep.append(point)
     return result
+
+
+def _pckh(model: nn.Module, data) -> float | None:
+    """PCKh@0.5 of ``model`` on ``data`` in percent; None where no joint is visible."""
+    from tcompress.evaluation.run import pckh_of
+
+    return pckh_of(model, data).result().to_dict()["mean"]
 
 
 def plot_analysis(analysis: Analysis, path: str | os.PathLike) -> None:
