@@ -218,15 +218,11 @@ def evaluate_pck(
 ) -> dict:
     """PCKh@0.5 of ``model`` on ``data``, every rank evaluating its own shard; the totals are
     summed over ranks. Returns :meth:`PCKResult.to_dict`."""
-    from tcompress.evaluation import PCKAccumulator, predict
+    from tcompress.evaluation.run import pckh_of
 
     context = context or Distributed(device=next(model.parameters()).device)
-    indices = list(range(context.rank, len(data), context.world))
-    loader = DataLoader(torch.utils.data.Subset(data, indices), batch_size=batch_size)
-    accumulator = PCKAccumulator(threshold=0.5)
-    for batch in loader:
-        coords, _ = predict(model, batch["image"].to(context.device), flip=flip)
-        accumulator.update(coords.cpu(), batch["joints"], batch["visible"], batch["head_size"])
+    shard = torch.utils.data.Subset(data, range(context.rank, len(data), context.world))
+    accumulator = pckh_of(model, shard, batch_size, context.device, flip=flip)
     return accumulator.all_reduce().result().to_dict()
 
 
