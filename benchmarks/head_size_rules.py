@@ -53,13 +53,7 @@ def main() -> int:
 
     truth = read_mpii_mat(args.mpii_mat)
     both = truth.labelled[:, UPPER_NECK] & truth.labelled[:, HEAD_TOP]
-    truth = replace(
-        truth,
-        joints=truth.joints[both],
-        labelled=truth.labelled[both],
-        head_sizes=truth.head_sizes[both],
-        has_box=truth.has_box[both],
-    )
+    truth = truth.rows(both)
     estimate = head_size(truth.joints)
     ratio = estimate / truth.head_sizes
     # The noise scale that gives the target PCKh by MPII's rules, by bisection.

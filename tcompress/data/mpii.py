@@ -131,6 +131,12 @@ class SourceTruth:
     head_sizes: np.ndarray
     has_box: np.ndarray
 
+    def rows(self, index) -> SourceTruth:
+        """The people ``index`` selects (a slice, an index array or a boolean mask)."""
+        return SourceTruth(
+            self.joints[index], self.labelled[index], self.head_sizes[index], self.has_box[index]
+        )
+
 
 def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -258,7 +258,7 @@ def _truth(dataset: MPIIDataset, count: int, mpii_mat, split: str) -> tuple[Sour
             else f"estimated from the head joints ({count - boxes} of {count} people have no "
             "head box)"
         )
-        return _first(own, count), where
+        return own.rows(slice(count)), where
     if split != "val":
         raise EvaluationError(
             f"a ground-truth .mat file holds the validation split; got split {split!r}"
@@ -278,16 +278,7 @@ def _truth(dataset: MPIIDataset, count: int, mpii_mat, split: str) -> tuple[Sour
                 "head sizes (median) from the annotations' validation entries; expected the same "
                 "people in the same order"
             )
-    return _first(truth, count), f"head boxes of {os.fspath(mpii_mat)}"
-
-
-def _first(truth: SourceTruth, count: int) -> SourceTruth:
-    return SourceTruth(
-        truth.joints[:count],
-        truth.labelled[:count],
-        truth.head_sizes[:count],
-        truth.has_box[:count],
-    )
+    return truth.rows(slice(count)), f"head boxes of {os.fspath(mpii_mat)}"
 
 
 def pckh_of(
