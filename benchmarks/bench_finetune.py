@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from tcompress.train.loop import PRECISIONS, SCHEDULES
+from tcompress.vocabulary import PRECISIONS, SCHEDULES
 
 #: About 2x and 3x whole-network compression of the bundled model. 2x reduces the channel and
 #: kernel modes; 3x keeps the channels whole and reduces the depth mode (4 levels -> rank 2) and

@@ -8,6 +8,7 @@ Public API::
     tnet = tcompress.load("tnet.pt", forward="factorized")
     tcompress.export_onnx(tnet, "tnet.onnx", form="factorized")   # or form="dense"
     tcompress.finetune("tnet.pt", "synthetic", steps=500, output="tnet-ft.pt")
+    tcompress.evaluate("tnet-ft.pt", "synthetic", n=500).result.mean   # PCKh@0.5
 
 Heavy modules (torch) are imported on first use, so that ``tcompress --help`` starts instantly.
 """
@@ -29,6 +30,7 @@ _LAZY = {
     "export_onnx": "tcompress.export.onnx",
     # train() is tcompress.train.train: the name tcompress.train is the subpackage's.
     "finetune": "tcompress.train",
+    "evaluate": "tcompress.evaluation",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from tcompress.errors import CheckpointError, OutputError
+from tcompress.errors import CheckpointError, OutputError, param
 
 # Keys under which training scripts commonly wrap the model's state_dict.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
@@ -185,7 +185,9 @@ def check_output(
         if os.path.exists(source) and out_path.exists() and os.path.samefile(source, out_path):
             raise OutputError(f"output '{out_path}' is the input file; choose another output path")
     if out_path.exists() and not force:
-        raise OutputError(f"output '{out_path}' exists; pass --force to overwrite it")
+        raise OutputError(
+            f"output '{out_path}' exists; pass {param('force', True)} to overwrite it"
+        )
     return out_path
 
 

@@ -1,9 +1,12 @@
-"""Dense network -> T-Net: stack the kernel family, factorize W, build the fine-tunable module; or
--> layer-wise compressed network: decompose every family member on its own."""
+"""Dense network -> compressed network, one pipeline for every method of :mod:`tcompress.methods`:
+
+read the dense source (:mod:`tcompress.source`) -> choose the ranks (for a ratio or an energy
+target) or check the ranks given -> decompose (a T-Net method: W, the stacked kernels, becomes one
+shared tensor; a layer-wise method: every kernel its own chain) -> build the module -> optional
+data-aware refinement -> summary."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -14,31 +17,14 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from tcompress import __version__
-from tcompress.checkpoint import check_finite, read_checkpoint
-from tcompress.decompose import tensor_train, tucker
-from tcompress.decompose.cp import CP_ITERATIONS, cp_als
-from tcompress.errors import CheckpointError, RankError, TcompressError
-from tcompress.family import KernelFamily, layout_family, pattern_family
+from tcompress import methods
+from tcompress.checkpoint import check_finite
+from tcompress.errors import RankError, TcompressError, param
 from tcompress.layerwise import LAYER_MODE_NAMES, LayerwiseNet, StackedChains
-from tcompress.layouts import (
-    CUSTOM,
-    KNOWN_MODELS,
-    StateSpec,
-    build,
-    build_factory,
-    check_state_matches,
-    detect_architecture,
-)
-from tcompress.ranks import (
-    LAYERWISE_METHODS,
-    check_method,
-    factorized_params,
-    fixed_ranks,
-    resolve_ranks,
-)
-from tcompress.tnet import CPTensor, MPSTensor, TNet, TuckerTensor, tensorize
-from tcompress.train.data_aware import DATA_AWARE_ITERATIONS, block_statistics, refine_to_data
+from tcompress.methods.base import RankSpec
+from tcompress.passes.data_aware import DATA_AWARE_ITERATIONS, block_statistics, refine_to_data
+from tcompress.source import Source, read_source
+from tcompress.tnet import TNet, tensorize
 
 log = logging.getLogger(__name__)
 
@@ -104,16 +90,18 @@ def convert(
         layout and its configuration are read off the keys). With ``arch`` and ``family``: any
         network's checkpoint, state_dict or module.
     method
-        ``"tucker"`` (HOSVD, optionally refined by HOOI), ``"mps"`` (TT-SVD) or ``"cp"`` (ALS):
-        a T-Net. ``"layerwise-tucker"``, ``"layerwise-cp"`` or ``"tai"``: every convolution of
-        the kernel family decomposed on its own (:mod:`tcompress.passes.layerwise`), a
-        :class:`~tcompress.layerwise.LayerwiseNet`; ``ranks`` are then per-layer ranks
-        (:func:`~tcompress.ranks.resolve_layer_ranks`), ``ratio`` picks the per-layer rank whose
-        whole-network ratio is nearest, ``refine`` counts HOOI (Tucker) or ALS (CP) sweeps per
-        layer, ``refine_data`` fits every chain, and ``forward`` does not apply.
+        A method registered in :mod:`tcompress.methods`. ``"tucker"`` (HOSVD, optionally refined
+        by HOOI), ``"mps"`` (TT-SVD), ``"cp"`` (ALS) or ``"tr"`` (tensor ring, TR-SVD): a
+        T-Net. ``"layerwise-tucker"``, ``"layerwise-cp"`` or ``"tai"``: every convolution of the
+        kernel family decomposed on its own (:mod:`tcompress.passes.layerwise`), a
+        :class:`~tcompress.layerwise.LayerwiseNet`; ``ranks`` are then per-layer ranks,
+        ``ratio`` picks the per-layer rank whose whole-network ratio is nearest, ``refine``
+        counts HOOI (Tucker) or ALS (CP) sweeps per layer, ``refine_data`` fits every chain, and
+        ``forward`` does not apply.
     ranks
-        Tucker: one rank per mode (``None``/``"full"`` entries keep a mode), a dict of named
-        modes, or a string in the CLI's forms; MPS: the bond ranks or one for all; CP: one rank.
+        In the method's grammar, as a string of the CLI's forms, a sequence (``None`` keeps a
+        mode) or a dict of named modes (:class:`~tcompress.methods.base.RankSpec`). Tucker: one
+        rank per mode or named modes; MPS and TR: the bond ranks or one for all; CP: one rank.
         ``None`` keeps full ranks. With ``ratio`` or ``energy``: the ranks given are fixed and
         the others (``None``, ``"full"``, ``"-"`` or not named) are chosen.
     arch
@@ -132,11 +120,12 @@ def convert(
     ratio, energy
         Choose the ranks for a whole-network compression ratio (met within 3% above) or for a
         fraction of ``||W||^2`` kept, greedily on the HOSVD / TT-SVD error bound
-        (:mod:`tcompress.rank_selection`).
+        (:mod:`tcompress.methods.selection`); CP and TR take the largest uniform rank within a
+        ratio's budget.
     refine_data
         Images (a data spec such as ``"synthetic"`` or an image folder, or an iterable of image
         batches) on which to fit the factors so that every block convolution's output stays close
-        to the original's (:mod:`tcompress.train.data_aware`), after the decomposition and any
+        to the original's (:mod:`tcompress.passes.data_aware`), after the decomposition and any
         ``refine`` sweeps; labels are not used.
     refine_samples, refine_iterations
         Images read from ``refine_data`` and L-BFGS iterations of that fit.
@@ -154,83 +143,55 @@ def convert(
     """
     start = time.perf_counter()
     progress = progress or (lambda phase: None)
+    chosen = methods.get(method)
+    spec = RankSpec.parse(ranks)
+    refine = chosen.check_refine(refine)
+    if ratio is not None and energy is not None:
+        raise RankError(f"give {param('ratio')} or {param('energy')}, not both")
     progress("Reading the checkpoint")
-    src = read_source(model, arch=arch, family=family)
-    if isinstance(method, str) and method.lower() in LAYERWISE_METHODS:
-        return _convert_layerwise(
-            src,
-            method.lower(),
-            ranks,
-            refine=refine,
-            ratio=ratio,
-            energy=energy,
-            seed=seed,
-            refine_data=(refine_data, refine_samples, refine_iterations),
-            device=device,
-            progress=progress,
-            start=start,
-        )
-    state, kernels = src.state, src.family
+    src = read_source(model, arch=arch, family=family, check_kernels=False)
     with torch.no_grad():
-        W = kernels.stack(state)
+        W = src.stacked()
         # A sum is finite when every entry is (barring overflow, which the exact search clears).
         if not bool(torch.isfinite(W.sum())):
-            check_finite({k: state[k] for k in kernels.weight_keys()}, src.where)
-    mode_names = kernels.all_mode_names
+            check_finite({k: src.state[k] for k in src.family.weight_keys()}, src.where)
+    device = torch.device(device) if device is not None else None
+    mode_names, mode_sizes, parts = _modes(chosen, src, W)
     choice = None
     if ratio is not None or energy is not None:
         progress("Choosing the ranks")
-        choice = _choose(W, mode_names, method, ranks, ratio, energy, src.params_before)
-        ranks = choice.ranks
-    resolved = resolve_ranks(ranks, method, tuple(W.shape), mode_names)
-    if not isinstance(refine, int) or isinstance(refine, bool) or refine < 0:
-        raise TcompressError(f"refine is {refine!r}; expected a whole number of HOOI sweeps >= 0")
-    if refine and resolved.method == "mps":
-        raise TcompressError(
-            f"refine={refine} applies to Tucker (HOOI) and CP (ALS sweeps); method is {method!r}"
+        choice = _choose(chosen, W, spec, src, ratio, energy)
+        spec = RankSpec.parse(choice.ranks)
+    resolved = chosen.resolve(spec, mode_sizes, mode_names)
+    progress(f"Decomposing {parts} with {chosen.name}")
+    if chosen.kind == methods.TNET:
+        model, fitted, errors, error = _tnet(chosen, src, W, resolved.ranks, refine, seed, device)
+        model.set_forward(forward)
+    else:
+        model, fitted, errors, error = _layerwise(
+            chosen, src, resolved.ranks, refine, seed, device, progress
         )
-    device = torch.device(device) if device is not None else None
-
-    progress(f"Decomposing W with {resolved.method}")
-    with torch.no_grad():
-        if device is not None:
-            W = W.to(device)
-        # Half-precision weights are decomposed in float32 and stored back in their own dtype.
-        work = W if W.dtype in (torch.float32, torch.float64) else W.float()
-        if resolved.method == "tucker":
-            result = tucker(work, resolved.ranks, n_iter=refine)
-            tensor = TuckerTensor(result.core.to(W.dtype), [u.to(W.dtype) for u in result.factors])
-            errors = list(result.errors)
-        elif resolved.method == "cp":
-            result = cp_als(work, resolved.ranks[0], n_iter=refine or CP_ITERATIONS, seed=seed)
-            tensor = CPTensor(result.weights.to(W.dtype), [u.to(W.dtype) for u in result.factors])
-            errors = list(result.errors)
-        else:
-            result = tensor_train(work, resolved.ranks)
-            tensor = MPSTensor([g.to(W.dtype) for g in result.cores])
-            errors = [result.relative_error]
     data_aware = None
     if refine_data is not None:
         progress("Fitting the factors to the data")
+        W_here = W if device is None else W.to(device)
         data_aware = _fit_to_data(
-            tensor, W, src, refine_data, refine_samples, refine_iterations, seed
+            fitted, W_here, src, refine_data, refine_samples, refine_iterations, seed
         )
-        with torch.no_grad():
-            final_error = float(torch.linalg.norm(tensor.full() - W) / torch.linalg.norm(W))
-    net = _net_without_kernels(src, device)
-    tnet = TNet(net, tensor, forward=forward)
-    params_after = sum(p.numel() for p in tnet.parameters())
+        errors, error = _errors(chosen, fitted, W_here, errors)
+    params_after = sum(p.numel() for p in model.parameters())
+    kernel_params = W.numel()
     summary = ConversionSummary(
-        method=resolved.method,
+        method=chosen.name,
         ranks=list(resolved.ranks),
         mode_names=list(mode_names),
-        mode_sizes=list(W.shape),
-        tensor_params_before=W.numel(),
-        tensor_params_after=factorized_params(resolved.method, W.shape, resolved.ranks),
+        mode_sizes=list(mode_sizes),
+        tensor_params_before=kernel_params,
+        tensor_params_after=params_after - (src.params_before - kernel_params),
         params_before=src.params_before,
         params_after=params_after,
         compression_ratio=src.params_before / params_after,
-        relative_error=final_error if data_aware else float(result.relative_error),
+        relative_error=error,
         refine=refine,
         errors=[float(e) for e in errors],
         notes=list(resolved.notes),
@@ -240,184 +201,103 @@ def convert(
         target=choice.target if choice else None,
         predicted_error=_finite_or_none(choice.predicted_error) if choice else None,
         architecture=src.architecture["name"],
-        left_out=list(kernels.left_out),
+        left_out=list(src.family.left_out),
         data_aware=data_aware,
+        layers=None if chosen.kind == methods.TNET else len(src.family.members),
     )
     summary.seconds = time.perf_counter() - start
-    tnet.meta = {"architecture": src.architecture, "summary": summary.to_dict()}
+    model.meta = {"architecture": src.architecture, "summary": summary.to_dict()}
     log.info(
-        "converted with %s, ranks %s: %.2fx",
-        summary.method,
-        summary.ranks,
-        summary.compression_ratio,
+        "converted with %s, ranks %s: %.2fx", chosen.name, summary.ranks, summary.compression_ratio
     )
-    return tnet
+    return model
 
 
-@dataclass
-class Source:
-    """A dense network read for conversion: its validated state_dict, the kernel family, the
-    dense module it loads into (on the meta device for the known layouts) and what the T-Net
-    file records about its architecture."""
-
-    state: dict[str, torch.Tensor]
-    family: KernelFamily
-    dense: nn.Module
-    architecture: dict
-    params_before: int
-    source: str | None = None
-    sha256: str | None = None
-    where: str = "model"
+def _modes(chosen, src: Source, W: torch.Tensor):
+    """The modes the method's ranks refer to (names, sizes) and what it decomposes, in words: W
+    for a T-Net method, one block kernel (f_out, f_in, h, w) for a layer-wise one."""
+    if chosen.kind == methods.TNET:
+        return src.family.all_mode_names, tuple(W.shape), "W"
+    g = len(src.family.grid)
+    f_in, f_out, h, w = W.shape[g:]
+    return LAYER_MODE_NAMES, (f_out, f_in, h, w), f"{len(src.family.members)} block convolutions"
 
 
-def read_source(model, *, arch: str | None = None, family: str | None = None) -> Source:
-    """Read ``model`` (module, state_dict or checkpoint path) for :func:`convert`: detect its
-    layout (or build it with ``arch`` and select the kernels with ``family``), load it strictly
-    and check its weights are finite."""
-    if (arch is None) != (family is None):
-        given, missing = ("arch", "family") if family is None else ("family", "arch")
-        raise TcompressError(
-            f"{given} is given without {missing}; a network of another layout needs both "
-            "(e.g. arch='mymodels:resnet', family='layer{stage}.{block}.conv{conv}')"
-        )
-    if isinstance(model, TNet | LayerwiseNet):
-        raise CheckpointError(
-            f"the model is already compressed ({type(model).__name__}); convert takes a dense "
-            "network"
-        )
-    source = sha256 = None
-    if isinstance(model, nn.Module):
-        state, where = model.state_dict(), "model"
-    elif isinstance(model, Mapping):
-        state, where = dict(model), "state_dict"
-    elif isinstance(model, str | os.PathLike):
-        ckpt = read_checkpoint(model)
-        if ckpt.is_tnet:
-            raise CheckpointError(
-                f"checkpoint '{ckpt.path}' is already compressed by tcompress (method "
-                f"{ckpt.payload.get('method')!r}); convert takes the uncompressed network it "
-                "came from"
-            )
-        state, where, source, sha256 = ckpt.state_dict, ckpt.path, ckpt.path, ckpt.sha256
-    else:
-        raise CheckpointError(
-            f"model is a {type(model).__name__}; expected a network, a state_dict or a "
-            "checkpoint path"
-        )
-    if arch is not None:
-        dense = build_factory(arch)
-        kernels = pattern_family(dense, family)
-        architecture = {"name": CUSTOM, "factory": arch, "pattern": family}
-    elif isinstance(model, nn.Module) and not isinstance(model, KNOWN_MODELS):
-        raise CheckpointError(
-            f"model is a {type(model).__name__}; expected a StackedHourglass, BearpawHourglass "
-            "or PoseNet, or arch='MODULE:FACTORY' with family='PATTERN' for another network"
-        )
-    else:
-        layout, config = detect_architecture(state, where)
-        dense = build(layout.name, config)
-        kernels = layout_family(dense)
-        architecture = {"name": layout.name, "config": config.to_dict()}
-    spec = StateSpec.of(dense)
-    check_state_matches(spec, state, where)
-    # The kernels are checked once stacked (see convert): one pass over W.
-    check_finite(state, where, skip=set(kernels.weight_keys()))
-    architecture = {**architecture, "family": kernels.to_dict(), "tcompress": __version__}
-    return Source(state, kernels, dense, architecture, spec.n_params, source, sha256, where)
-
-
-def _convert_layerwise(
-    src: Source,
-    method: str,
-    ranks,
-    *,
-    refine: int,
-    ratio: float | None,
-    energy: float | None,
-    seed: int,
-    refine_data: tuple,
-    device,
-    progress: Callable[[str], None],
-    start: float,
-) -> LayerwiseNet:
-    """:func:`convert` with a layer-wise method: every family member decomposed on its own."""
-    from tcompress.passes.layerwise import LayerwiseConfig, choose_layer_ranks, decompose_layers
+def _choose(chosen, W, spec: RankSpec, src: Source, ratio, energy):
+    """Ranks for a target: the T-Net methods allocate on W; a layer-wise method takes the one
+    per-layer rank whose whole-network ratio is nearest."""
+    other = src.params_before - W.numel()
+    if chosen.kind == methods.TNET:
+        names = src.family.all_mode_names
+        return chosen.choose(W, spec, names, ratio=ratio, energy=energy, other_params=other)
+    from tcompress.methods.selection import RankChoice
+    from tcompress.passes.layerwise import choose_layer_ranks
 
     if energy is not None:
         raise RankError(
-            f"an energy target applies to T-Nets (tucker, mps); give {method} --ranks or --ratio"
+            f"an energy target applies to T-Nets (tucker, mps); give {chosen.name} "
+            f"{param('ranks')} or {param('ratio')}"
         )
-    data, samples, iterations = refine_data
+    if not spec.full:
+        raise RankError(
+            f"ranks {spec.shown} and ratio {ratio!r} both given; a layer-wise method takes "
+            f"{param('ranks')} or {param('ratio')} (the same rank for every layer), not both"
+        )
+    _, shape, _ = _modes(chosen, src, W)
+    n_layers = len(src.family.members)
+    ranks = choose_layer_ranks(chosen.name, shape, n_layers, other, ratio)
+    params = n_layers * chosen.params(shape, ranks)
+    return RankChoice(chosen.name, ranks, params, math.nan, math.nan, f"ratio {ratio:g}")
+
+
+def _tnet(chosen, src: Source, W, ranks, refine: int, seed: int, device):
+    """Decompose W with a T-Net method: (TNet, its shared tensor, errors, relative error)."""
+    with torch.no_grad():
+        work = W if device is None else W.to(device)
+        # Half-precision weights are decomposed in float32 and stored back in their own dtype.
+        if work.dtype not in (torch.float32, torch.float64):
+            work = work.float()
+        result = chosen.decompose(work, ranks, n_iter=refine, seed=seed)
+    tensor = result.tensor.to(W.dtype)
+    net = src.without_kernels(tensorize, device)
+    return TNet(net, tensor), tensor, result.errors, result.relative_error
+
+
+def _layerwise(chosen, src: Source, ranks, refine: int, seed: int, device, progress):
+    """Decompose every kernel with a layer-wise method: (LayerwiseNet, its chains seen as one
+    tensor, per-layer errors, relative error over all kernels)."""
+    from tcompress.passes.layerwise import LayerwiseConfig, decompose_layers
+
+    dense = src.module(device)
+    config = LayerwiseConfig(chosen.name, ranks, n_iter=refine, seed=seed)
+    net, squared = decompose_layers(dense, config, progress, family=src.family)
+    net.meta.pop("notes", None)
     keys = src.family.weight_keys()
-    originals = [src.state[k] for k in keys]
-    check_finite(dict(zip(keys, originals)), src.where)
-    kernel_shape = tuple(originals[0].shape)
-    n_layers = len(keys)
-    kernel_params = n_layers * math.prod(kernel_shape)
-    if ratio is not None:
-        if not (ranks is None or (isinstance(ranks, str) and ranks.strip().lower() == "full")):
-            raise RankError(
-                f"ranks {ranks!r} and ratio {ratio!r} both given; a layer-wise method takes "
-                "--ranks or --ratio (the same rank for every layer), not both"
-            )
-        progress("Choosing the ranks")
-        ranks = choose_layer_ranks(
-            method, kernel_shape, n_layers, src.params_before - kernel_params, ratio
-        )
-    layer_config = LayerwiseConfig(method, ranks, n_iter=refine, seed=seed)
-    dense = copy.deepcopy(src.dense)
-    dense.load_state_dict(src.state, strict=True, assign=True)
-    if device is not None:
-        dense = dense.to(device)
-    progress(f"Decomposing {n_layers} block convolutions with {method}")
-    net, squared = decompose_layers(dense, layer_config, progress, family=src.family)
-    data_aware = None
-    if data is not None:
-        progress("Fitting the chains to the data")
-        W = src.family.stack(src.state).to(originals[0].device if device is None else device)
-        data_aware = _fit_to_data(StackedChains(net), W, src, data, samples, iterations, seed)
-        with torch.no_grad():
-            squared = [
-                float((k.double() - o.to(k.device).double()).square().sum())
-                for k, o in zip(net.kernels(), originals)
-            ]
-    norms = [float(o.double().square().sum()) for o in originals]
-    params_after = sum(p.numel() for p in net.parameters())
-    summary = ConversionSummary(
-        method=method,
-        ranks=list(net.ranks),
-        mode_names=list(LAYER_MODE_NAMES),
-        mode_sizes=list(kernel_shape),
-        tensor_params_before=kernel_params,
-        tensor_params_after=params_after - (src.params_before - kernel_params),
-        params_before=src.params_before,
-        params_after=params_after,
-        compression_ratio=src.params_before / params_after,
-        relative_error=math.sqrt(sum(squared) / max(sum(norms), 1e-300)),
-        refine=refine,
-        errors=[math.sqrt(e / max(n, 1e-300)) for e, n in zip(squared, norms)],
-        notes=net.meta.pop("notes", []),
-        source=src.source,
-        source_sha256=src.sha256,
-        dtype=str(originals[0].dtype).removeprefix("torch."),
-        target=f"ratio {ratio:g}" if ratio is not None else None,
-        architecture=src.architecture["name"],
-        left_out=list(src.family.left_out),
-        data_aware=data_aware,
-        layers=n_layers,
-    )
-    summary.seconds = time.perf_counter() - start
-    net.meta = {"architecture": src.architecture, "summary": summary.to_dict()}
-    log.info("converted with %s, ranks %s: %.2fx", method, summary.ranks, summary.compression_ratio)
-    return net
+    norms = [float(src.state[k].double().square().sum()) for k in keys]
+    errors = [math.sqrt(e / max(n, 1e-300)) for e, n in zip(squared, norms)]
+    error = math.sqrt(sum(squared) / max(sum(norms), 1e-300))
+    return net, StackedChains(net), errors, error
+
+
+def _errors(chosen, fitted, W, errors):
+    """The errors after data-aware refinement: ||W - W_hat|| / ||W||, and per layer for a
+    layer-wise method (a T-Net's sweep errors stay those of its decomposition)."""
+    with torch.no_grad():
+        rebuilt = fitted.full()
+        error = float(torch.linalg.norm(rebuilt - W) / torch.linalg.norm(W))
+        if chosen.kind == methods.TNET:
+            return errors, error
+        g = len(W.shape) - 4
+        flat_w = W.reshape(-1, *W.shape[g:]).double()
+        flat_r = rebuilt.reshape(-1, *W.shape[g:]).double()
+        per = (flat_r - flat_w).square().flatten(1).sum(1) / flat_w.square().flatten(1).sum(1)
+        return [math.sqrt(float(e)) for e in per], error
 
 
 def _fit_to_data(tensor, W, src: Source, data, samples, iterations, seed) -> dict:
     """Data-aware refinement of ``tensor`` in place (a T-Net's factorized tensor, or the chains
     of a layer-wise network as :class:`~tcompress.layerwise.StackedChains`); its report, with W's
     error before."""
-    import copy
-
     from torch.utils.data import DataLoader
 
     from tcompress.data import make_dataset
@@ -428,8 +308,7 @@ def _fit_to_data(tensor, W, src: Source, data, samples, iterations, seed) -> dic
         raise TcompressError(f"refine_iterations is {iterations!r}; expected a whole number >= 1")
     with torch.no_grad():
         weight_error = float(torch.linalg.norm(tensor.full() - W) / torch.linalg.norm(W))
-    dense = copy.deepcopy(src.dense)
-    dense.load_state_dict({k: v.to(W.device) for k, v in src.state.items()}, assign=True)
+    dense = src.module(W.device)
     if isinstance(data, str | os.PathLike):
         data = DataLoader(make_dataset(data, "train", n=samples, seed=seed), batch_size=16)
     stats = block_statistics(dense, src.family.names, data, max_images=samples, seed=seed)
@@ -443,37 +322,3 @@ def _fit_to_data(tensor, W, src: Source, data, samples, iterations, seed) -> dic
 
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
-
-
-def _choose(W, mode_names, method: str, ranks, ratio, energy, params_before: int):
-    from tcompress.rank_selection import bond_spectra, choose_ranks, mode_spectra
-
-    method = check_method(method)
-    shape = tuple(W.shape)
-    fixed = fixed_ranks(ranks, method, shape, mode_names)
-    with torch.no_grad():
-        if method == "cp":
-            spectra = []
-        else:
-            spectra = mode_spectra(W) if method == "tucker" else bond_spectra(W)
-    return choose_ranks(
-        method,
-        shape,
-        spectra,
-        ratio=ratio,
-        energy=energy,
-        fixed=fixed,
-        other_params=params_before - W.numel(),
-    )
-
-
-def _net_without_kernels(src: Source, device) -> nn.Module:
-    """The dense network with every family member replaced by a :class:`TensorConv2d`, the rest
-    of its weights copied from the source (so fine-tuning never touches the source model)."""
-    net = tensorize(copy.deepcopy(src.dense), src.family)
-    kernels = set(src.family.weight_keys())
-    rest = {k: v.detach().clone() for k, v in src.state.items() if k not in kernels}
-    if device is not None:
-        rest = {k: v.to(device) for k, v in rest.items()}
-    net.load_state_dict(rest, strict=True, assign=True)
-    return net.to(device) if device is not None else net

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import os
 
-from tcompress.checkpoint import check_finite, read_checkpoint
-from tcompress.family import layout_family
-from tcompress.layouts import CUSTOM, dense_from_state
-from tcompress.ranks import LAYERWISE_METHODS
+from tcompress import methods
+from tcompress.checkpoint import read_checkpoint
+from tcompress.layouts import CUSTOM
 from tcompress.serialize import from_payload
+from tcompress.source import read_source
 
 
 def describe(path: str | os.PathLike, *, arch: str | None = None) -> dict:
@@ -30,7 +30,7 @@ def describe(path: str | os.PathLike, *, arch: str | None = None) -> dict:
             summary["params_after"] = sum(p.numel() for p in tnet.parameters())
         return {
             "file": ckpt.path,
-            "kind": "layerwise" if payload["method"] in LAYERWISE_METHODS else "tnet",
+            "kind": methods.kind(payload["method"]),
             "sha256": ckpt.sha256,
             "tcompress_version": payload.get("tcompress_version"),
             "architecture": payload["architecture"],
@@ -42,17 +42,16 @@ def describe(path: str | os.PathLike, *, arch: str | None = None) -> dict:
             "params": summary.get("params_after"),
             "summary": summary,
         }
-    model = dense_from_state(ckpt.state_dict, ckpt.path)
-    check_finite(ckpt.state_dict, ckpt.path)
-    family = layout_family(model)
-    f_out, f_in, h, w = ckpt.state_dict[family.weight_keys()[0]].shape
+    src = read_source(ckpt)
+    family = src.family
+    f_out, f_in, h, w = src.state[family.weight_keys()[0]].shape
     sizes = [*family.grid, f_in, f_out, h, w]
     return {
         "file": ckpt.path,
         "kind": "dense",
         "sha256": ckpt.sha256,
-        "architecture": {"name": type(model).__name__, "config": model.config.to_dict()},
-        "params": sum(p.numel() for p in model.parameters()),
+        "architecture": {"name": src.architecture["name"], "config": src.architecture["config"]},
+        "params": src.params_before,
         "block_convs": len(family.members),
         "mode_names": list(family.all_mode_names),
         "mode_sizes": sizes,

@@ -13,14 +13,13 @@ Wrapper prefixes (``module.``, ``model.module.``) are removed before detection
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 
-from tcompress.errors import CheckpointError
+from tcompress.errors import CheckpointError, param
 from tcompress.models import HourglassConfig, StackedHourglass
 from tcompress.models.bearpaw import BearpawConfig, BearpawHourglass
 from tcompress.models.posenet import PoseNet, PoseNetConfig
@@ -206,8 +205,8 @@ def detect_architecture(
         infer_hourglass_config(state, path)
     except CheckpointError as e:
         raise CheckpointError(
-            f"{e}; other known layouts: {others}; any other network converts with --arch and "
-            "--family"
+            f"{e}; other known layouts: {others}; any other network converts with "
+            f"{param('arch')} and {param('family')}"
         ) from None
     raise AssertionError("unreachable: a StackedHourglass state has its marker keys")
 
@@ -286,12 +285,6 @@ class StateSpec:
         return cls(entries, sum(p.numel() for p in model.parameters()))
 
 
-@functools.lru_cache(maxsize=16)
-def state_spec(config: HourglassConfig) -> StateSpec:
-    """The dense hourglass's :class:`StateSpec`, built once per configuration."""
-    return StateSpec.of(skeleton(config))
-
-
 def check_state_matches(expected: StateSpec, state: Mapping[str, torch.Tensor], path: str) -> None:
     """Every key present with the expected shape, and no other key; else one line saying which."""
     entries = expected.entries
@@ -319,21 +312,6 @@ def check_state_matches(expected: StateSpec, state: Mapping[str, torch.Tensor], 
                 f"checkpoint '{path}': '{key}' has dtype {value.dtype}; expected a "
                 + ("floating-point tensor" if is_float else "tensor of integers")
             )
-
-
-def skeleton(config: HourglassConfig) -> StackedHourglass:
-    """The architecture without storage (meta device): no time spent on random initialisation."""
-    with torch.device("meta"):
-        return StackedHourglass(**config.to_dict())
-
-
-def dense_from_state(state: Mapping[str, torch.Tensor], path: str) -> torch.nn.Module:
-    """Build the dense network a state_dict describes (any known layout) and load it strictly."""
-    arch, config = detect_architecture(state, path)
-    model = build(arch.name, config)
-    check_state_matches(StateSpec.of(model), state, path)
-    model.load_state_dict(dict(state), strict=True, assign=True)
-    return model
 
 
 def _few(keys: list[str], n: int = 3) -> str:

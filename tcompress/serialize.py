@@ -27,9 +27,9 @@ import os
 import torch
 from torch import nn
 
-from tcompress import __version__
+from tcompress import __version__, methods
 from tcompress.checkpoint import check_finite, read_checkpoint, save_torch
-from tcompress.errors import CheckpointError, TcompressError
+from tcompress.errors import CheckpointError, MethodError, TcompressError, param
 from tcompress.family import KernelFamily, layout_family
 from tcompress.layerwise import LAYER_MODE_NAMES, LayerwiseNet, layerwise_skeleton
 from tcompress.layouts import (
@@ -39,11 +39,11 @@ from tcompress.layouts import (
     build,
     build_factory,
     check_state_matches,
-    dense_from_state,
 )
-from tcompress.ranks import LAYERWISE_METHODS, resolve_layer_ranks
+from tcompress.methods.base import RankSpec
+from tcompress.source import read_dense
 from tcompress.stacking import MODE_NAMES
-from tcompress.tnet import CPTensor, MPSTensor, TNet, TuckerTensor, tensorize
+from tcompress.tnet import TNet, tensorize
 
 FORMAT = "tcompress.tnet"
 FORMAT_VERSION = 1
@@ -136,9 +136,7 @@ def load(
     """
     ckpt = read_checkpoint(path)
     if not ckpt.is_tnet:
-        model = dense_from_state(ckpt.state_dict, ckpt.path)
-        check_finite(ckpt.state_dict, ckpt.path)
-        return model.to(device)
+        return read_dense(ckpt).to(device)
     return from_payload(ckpt.payload, ckpt.path, forward=forward, arch=arch).to(device)
 
 
@@ -159,11 +157,19 @@ def from_payload(
         net, family = _dense_skeleton(architecture, path, arch)
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"T-Net file '{path}' lacks its description ({e})") from None
-    if method in LAYERWISE_METHODS:
-        _check_layer_ranks(method, ranks, shape, path)
-        tnet = layerwise_skeleton(net, family, method, ranks)
+    try:
+        chosen = methods.get(method)
+    except MethodError:
+        raise CheckpointError(
+            f"T-Net file '{path}' has method {method!r}; expected one of "
+            f"{', '.join(methods.names())}"
+        ) from None
+    _check_ranks(chosen, ranks, shape, path)
+    if chosen.kind == methods.LAYERWISE:
+        tnet = layerwise_skeleton(net, family, chosen.name, ranks)
     else:
-        tensor = _empty_tensor(method, shape, ranks, path)
+        with torch.device("meta"):
+            tensor = chosen.empty(shape, ranks)
         forward = forward or payload.get("forward", "reconstructed")
         tnet = TNet(tensorize(net, family), tensor, forward=forward)
     check_state_matches(StateSpec.of(tnet), state, path)
@@ -182,8 +188,8 @@ def _dense_skeleton(architecture: dict, path: str, arch: str | None):
         if arch is None:
             raise CheckpointError(
                 f"T-Net file '{path}' was converted from the network of {recorded!r}; pass "
-                f"arch={recorded!r} (CLI: --arch {recorded}) to load it: tcompress does not "
-                "import code a file names"
+                f"{param('arch', recorded)} to load it: tcompress does not import code a file "
+                "names"
             )
         return build_factory(arch), KernelFamily.from_dict(architecture["family"])
     if name not in ARCHITECTURES:
@@ -195,30 +201,15 @@ def _dense_skeleton(architecture: dict, path: str, arch: str | None):
     return net, layout_family(net)
 
 
-def _check_layer_ranks(method: str, ranks: list[int], shape: list[int], path: str) -> None:
+def _check_ranks(chosen, ranks: list[int], shape: list[int], path: str) -> None:
+    """The recorded ranks must be ones the method resolves to, on the recorded modes."""
     try:
-        fits = len(shape) == 4 and resolve_layer_ranks(ranks, method, shape).ranks == tuple(ranks)
+        names = [str(k) for k in range(len(shape))]
+        fits = chosen.resolve(RankSpec.parse(ranks), shape, names).ranks == tuple(ranks)
     except TcompressError:
         fits = False
     if not fits:
         raise CheckpointError(
-            f"T-Net file '{path}' has ranks {ranks} that do not fit method {method!r} on kernels "
-            f"of shape {tuple(shape)}"
+            f"T-Net file '{path}' has ranks {ranks} that do not fit method {chosen.name!r} on "
+            f"modes of sizes {tuple(shape)}"
         )
-
-
-def _empty_tensor(method: str, shape: list[int], ranks: list[int], path: str):
-    with torch.device("meta"):
-        if method == "tucker":
-            return TuckerTensor(
-                torch.empty(ranks), [torch.empty(d, r) for d, r in zip(shape, ranks)]
-            )
-        if method == "mps":
-            bonds = [1, *ranks, 1]
-            return MPSTensor([torch.empty(bonds[k], d, bonds[k + 1]) for k, d in enumerate(shape)])
-        if method == "cp" and len(ranks) == 1:
-            return CPTensor(torch.empty(ranks[0]), [torch.empty(d, ranks[0]) for d in shape])
-    raise CheckpointError(
-        f"T-Net file '{path}' has method {method!r}; expected tucker, mps, cp, "
-        + ", ".join(LAYERWISE_METHODS)
-    )

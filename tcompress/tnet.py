@@ -1,131 +1,29 @@
 """The T-Net: a hourglass whose block convolutions read their kernels from one factorized tensor.
 
-The factorized tensor (:class:`TuckerTensor` or :class:`MPSTensor`) holds the only trainable copy of
-the block kernels as ``nn.Parameter``s; each block convolution is a :class:`TensorConv2d` that knows
-its index (stack, depth, pathway, conv) in the tensor. Two forward forms, chosen at construction and
-switchable with :meth:`TNet.set_forward`:
+The shared tensor (a :class:`~tcompress.methods.base.SharedTensor` of one of the T-Net methods in
+:mod:`tcompress.methods`) holds the only trainable copy of the block kernels as
+``nn.Parameter``s; each block convolution is a :class:`TensorConv2d` that knows its index (stack,
+depth, pathway, conv) in the tensor. Two forward forms, chosen at construction and switchable with
+:meth:`TNet.set_forward`:
 
 - ``reconstructed``: rebuild W once per forward pass, each convolution slices its kernel;
-- ``factorized``: each convolution runs as smaller ones: Tucker 1x1 (U5^T,
-  shared) -> h x w (per-layer core) -> 1x1 (U6, shared); MPS 1x1 (per layer) -> h x w (shared).
+- ``factorized``: each convolution runs as smaller ones, as its method lays them out (Tucker: 1x1
+  (U5^T, shared) -> h x w (per-layer core) -> 1x1 (U6, shared); MPS: 1x1 (per layer) -> h x w
+  (shared)).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tcompress.decompose import tt_to_tensor, tucker_to_tensor
-from tcompress.decompose.cp import cp_to_tensor
 from tcompress.errors import ForwardFormError
 from tcompress.family import FamilyError, KernelFamily
 from tcompress.models.io import WrapsNetwork
-
-FORWARD_FORMS = ("reconstructed", "factorized")
-
-
-class TuckerTensor(nn.Module):
-    """W = G x_1 U_1 ... x_N U_N with trainable core and factors.
-
-    Shapes
-    ------
-    core: (R_1, ..., R_N); factors[k]: (D_k, R_k).
-    """
-
-    def __init__(self, core: torch.Tensor, factors: Sequence[torch.Tensor]) -> None:
-        super().__init__()
-        self.core = nn.Parameter(core)
-        self.factors = nn.ParameterList(nn.Parameter(u) for u in factors)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(u.shape[0] for u in self.factors)
-
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        return tuple(self.core.shape)
-
-    def full(self) -> torch.Tensor:
-        return tucker_to_tensor(self.core, list(self.factors))
-
-    def layer_cores(self, n_grid: int, last_modes: Sequence[int]) -> torch.Tensor:
-        """The core contracted with the grid factors (modes ``0..n_grid-1``) and the factors of
-        ``last_modes``: one small core per convolution.
-
-        Shapes
-        ------
-        returns: (*grid sizes, R_{n_grid}, ..., D_k for k in last_modes ...).
-        """
-        x = self.core
-        for k in [*range(n_grid), *last_modes]:
-            x = _mode_dot(x, self.factors[k], k)
-        return x
-
-
-class MPSTensor(nn.Module):
-    """W[i_1, ..., i_N] = G_1[:, i_1, :] ... G_N[:, i_N, :] with trainable cores.
-
-    Shapes
-    ------
-    cores[k]: (R_{k-1}, D_k, R_k), R_0 = R_N = 1.
-    """
-
-    def __init__(self, cores: Sequence[torch.Tensor]) -> None:
-        super().__init__()
-        self.cores = nn.ParameterList(nn.Parameter(g) for g in cores)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(g.shape[1] for g in self.cores)
-
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        return tuple(g.shape[2] for g in self.cores[:-1])
-
-    def full(self) -> torch.Tensor:
-        return tt_to_tensor(list(self.cores))
-
-
-class CPTensor(nn.Module):
-    """W = sum_r lambda_r u_1[:, r] o ... o u_N[:, r] (a Tucker tensor with a diagonal core), with
-    trainable weights and factors.
-
-    Shapes
-    ------
-    weights: (R,); factors[k]: (D_k, R).
-    """
-
-    def __init__(self, weights: torch.Tensor, factors: Sequence[torch.Tensor]) -> None:
-        super().__init__()
-        self.weights = nn.Parameter(weights)
-        self.factors = nn.ParameterList(nn.Parameter(u) for u in factors)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(u.shape[0] for u in self.factors)
-
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        return (self.weights.shape[0],)
-
-    def full(self) -> torch.Tensor:
-        return cp_to_tensor(self.weights, list(self.factors))
-
-
-def _mode_dot(x: torch.Tensor, u: torch.Tensor, mode: int) -> torch.Tensor:
-    """x x_mode u: replace mode ``mode`` of size R by size D, with u of shape (D, R)."""
-    return torch.movedim(torch.tensordot(x, u, dims=([mode], [1])), -1, mode)
-
-
-def _chain(cores: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Contract consecutive MPS cores: (R_a, D_a, ..., D_b, R_b)."""
-    x = cores[0]
-    for g in cores[1:]:
-        x = torch.tensordot(x, g, dims=([-1], [0]))
-    return x
+from tcompress.vocabulary import FORWARD_FORMS
 
 
 class TensorConv2d(nn.Module):
@@ -212,8 +110,8 @@ class TNet(WrapsNetwork, nn.Module):
         The network (a stacked hourglass, or any network with a kernel family), its stacked
         convolutions already replaced by :class:`TensorConv2d`.
     tensor
-        The shared :class:`TuckerTensor`, :class:`MPSTensor` or :class:`CPTensor` of shape
-        (grid modes..., f_in, f_out, h, w): for a hourglass (stack, depth, pathway, block, ...).
+        The shared tensor (:class:`~tcompress.methods.base.SharedTensor`) of shape (grid
+        modes..., f_in, f_out, h, w): for a hourglass (stack, depth, pathway, block, ...).
     forward
         ``"reconstructed"`` or ``"factorized"``.
     meta
@@ -223,7 +121,7 @@ class TNet(WrapsNetwork, nn.Module):
     def __init__(
         self,
         net: nn.Module,
-        tensor: TuckerTensor | MPSTensor | CPTensor,
+        tensor: nn.Module,
         *,
         forward: str = "reconstructed",
         meta: dict | None = None,
@@ -242,9 +140,7 @@ class TNet(WrapsNetwork, nn.Module):
 
     @property
     def method(self) -> str:
-        if isinstance(self.tensor, CPTensor):
-            return "cp"
-        return "tucker" if isinstance(self.tensor, TuckerTensor) else "mps"
+        return self.tensor.method
 
     @property
     def ranks(self) -> tuple[int, ...]:
@@ -300,86 +196,13 @@ class TNet(WrapsNetwork, nn.Module):
     def reconstructed_weights(self) -> tuple[Callable, Callable, Callable]:
         """(1x1 before, kernel, 1x1 after) of each layer, as functions of its index, for the
         reconstructed form: no 1x1s, the kernel is the layer's slice of W."""
-        # (stack, depth, pathway, block, f_out, f_in, h, w): each slice is a Conv2d kernel.
-        g = self.n_grid
-        if isinstance(self.tensor, TuckerTensor):
-            # Rebuild W with f_in and f_out already swapped (a view of the core, the two factors
-            # exchanged) instead of transposing the rebuilt W: one W-sized copy less per step.
-            factors = list(self.tensor.factors)
-            factors[g], factors[g + 1] = factors[g + 1], factors[g]
-            kernels = tucker_to_tensor(self.tensor.core.transpose(g, g + 1), factors)
-        else:
-            kernels = self.tensor.full().transpose(g, g + 1).contiguous()
-        return _none, _per_layer(kernels, g), _none
+        return self.tensor.reconstructed_weights(self.n_grid)
 
     def factorized_weights(self) -> tuple[Callable, Callable, Callable]:
         """(1x1 before, h x w kernel, 1x1 after) of each layer, as functions of its index, for the
-        factorized form; a weight shared by every layer is the same tensor for every index.
-
-        Shapes
-        ------
-        Tucker: (R5, f_in, 1, 1) shared, (R6, R5, h, w) per layer, (f_out, R6, 1, 1) shared.
-        MPS: (R5, f_in, 1, 1) per layer, (f_out, R5, h, w) shared, no 1x1 after.
-        CP: (R, f_in, 1, 1) shared, a pair of depthwise kernels (R, 1, h, 1) and (R, 1, 1, w)
-        shared, (f_out, R, 1, 1) per layer (U6 scaled by the layer's weights).
-        """
-        g = self.n_grid  # the modes f_in, f_out, h, w are g, g + 1, g + 2, g + 3
-        if isinstance(self.tensor, CPTensor):
-            u = list(self.tensor.factors)
-            # Per-layer weights lambda * u1[s] * u2[d] * u3[p] * u4[b]: (stack, depth, ..., R)
-            scale = self.tensor.weights
-            for k in range(g):
-                shape = (*([1] * k), -1, *([1] * (g - 1 - k)), u[k].shape[1])
-                scale = scale * u[k].reshape(shape)
-            last = (scale[..., None, :] * u[g + 1])[..., None, None]  # (..., f_out, R, 1, 1)
-            first = u[g].t()[:, :, None, None]
-            vertical = u[g + 2].t()[:, None, :, None]
-            horizontal = u[g + 3].t()[:, None, None, :]
-            pair = (vertical.contiguous(), horizontal.contiguous())
-            return _constant(first), _constant(pair), _per_layer(last.contiguous(), g)
-        if isinstance(self.tensor, TuckerTensor):
-            u_in, u_out = self.tensor.factors[g], self.tensor.factors[g + 1]
-            # Per-layer cores G_l x_7 U_7 x_8 U_8, laid out as Conv2d kernels (R6, R5, h, w).
-            cores = self.tensor.layer_cores(g, (g + 2, g + 3)).transpose(g, g + 1).contiguous()
-            first = u_in.t()[:, :, None, None]  # 1x1 conv f_in -> R5, shared by every layer
-            last = u_out[:, :, None, None]  # 1x1 conv R6 -> f_out, shared by every layer
-            return _constant(first), _per_layer(cores, g), _constant(last)
-        cores = list(self.tensor.cores)
-        # Left part G_1..G_5 gives a per-layer 1x1 conv f_in -> R5 (as (R5, f_in, 1, 1)).
-        left = _chain(cores[:g])[0]  # (stack, depth, pathway, block, R4)
-        first = torch.tensordot(left, cores[g], dims=([-1], [0]))  # (..., f_in, R5)
-        first = first.transpose(-1, -2)[..., None, None].contiguous()
-        # Right part G_6 G_7 G_8 is one h x w conv R5 -> f_out shared by every layer.
-        right = _chain(cores[g + 1 :])[..., 0]  # (R5, f_out, h, w)
-        shared = right.transpose(0, 1).contiguous()
-        return _per_layer(first, g), _constant(shared), _none
-
-
-def _per_layer(stacked: torch.Tensor, n_grid: int) -> Callable[[tuple[int, ...]], torch.Tensor]:
-    """Index -> that layer's slice of ``stacked`` (grid modes first).
-
-    The slices come from one ``unbind``, whose backward stacks the layers' gradients once;
-    indexing each layer separately would make every backward step allocate a gradient the size
-    of the whole tensor.
-    """
-    grid = stacked.shape[:n_grid]
-    slices = stacked.reshape(-1, *stacked.shape[n_grid:]).unbind(0)
-
-    def at(index: tuple[int, ...]) -> torch.Tensor:
-        flat = 0
-        for i, size in zip(index, grid):
-            flat = flat * size + i
-        return slices[flat]
-
-    return at
-
-
-def _none(index: tuple[int, ...]) -> None:
-    return None
-
-
-def _constant(weight: torch.Tensor) -> Callable[[tuple[int, ...]], torch.Tensor]:
-    return lambda index: weight
+        factorized form (the method's layout); a weight shared by every layer is the same tensor
+        for every index."""
+        return self.tensor.factorized_weights(self.n_grid)
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:

@@ -131,7 +131,7 @@ def test_non_finite_weights_and_buffers(state, value, word):
 def test_check_output(tmp_path):
     existing = tmp_path / "out.pt"
     existing.write_text("keep")
-    with pytest.raises(OutputError, match="exists; pass --force to overwrite it"):
+    with pytest.raises(OutputError, match="exists; pass force=True to overwrite it$"):
         check_output(existing)
     assert check_output(existing, force=True) == existing
     with pytest.raises(OutputError, match="output directory '.*no/dir' does not exist"):

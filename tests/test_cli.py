@@ -145,7 +145,7 @@ def bad_inputs(tmp_path, checkpoint):
         "missing keys": ([d / "partial.pth", *T], "2 missing key(s) ('scores.1.weight'"),
         "refine with mps": (
             [ck, "--method", "mps", "--refine", "2"],
-            "applies to Tucker (HOOI) and CP",
+            "--refine 2 does not apply to mps (TT-SVD has no iterative refinement)",
         ),
     }
 

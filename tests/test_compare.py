@@ -74,3 +74,30 @@ def test_compare_cli_end_to_end(tmp_path):
     assert tucker["after"]["low"] <= tucker["after"]["mean"] <= tucker["after"]["high"]
     assert tucker["onnx_form"] in ("factorized", "dense") and tucker["onnx_speedup"] > 0
     assert (out / "compare.json").exists() and (out / "compare.png").exists()
+
+
+def test_a_row_kind_is_a_baseline_or_the_method_kind():
+    from tcompress import methods
+    from tcompress.experiments import compare
+
+    assert compare.BASELINES == (compare.UNCOMPRESSED, compare.TRIMMED)
+    assert compare.row_kind("uncompressed") == compare.UNCOMPRESSED
+    assert compare.row_kind("trimmed") == compare.TRIMMED
+    for name in methods.names():
+        assert compare.row_kind(name) == methods.kind(name)
+        assert compare.ONNX_FORMS[compare.row_kind(name)]
+    # every registered method can be compared, T-Nets first, then the trimmed baseline
+    tnets, layerwise = methods.names(methods.TNET), methods.names(methods.LAYERWISE)
+    assert compare.COMPARE_METHODS == (*tnets, *layerwise, "trimmed")
+    row = compare.CompareRow("trimmed", 2.0, [16], 10, 2.0, None, None)
+    assert row.kind == compare.TRIMMED and "kind" not in compare.asdict(row)  # not in the record
+
+
+def test_compare_does_not_branch_on_method_names():
+    import re
+    from pathlib import Path
+
+    from tcompress.experiments import compare
+
+    source = Path(compare.__file__).read_text()
+    assert re.findall(r"method\s*(?:==|!=|in)\s*[(\"'\[]", source) == []

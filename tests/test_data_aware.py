@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from tcompress import convert
 from tcompress.cli import main
 from tcompress.models import StackedHourglass
+from tcompress.passes.data_aware import block_statistics, output_error, refine_to_data
 from tcompress.serialize import load
 from tcompress.stacking import stack_hourglass
-from tcompress.train.data_aware import block_statistics, output_error, refine_to_data
 
 from .conftest import make_hourglass, outputs, scaled_error
 

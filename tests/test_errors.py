@@ -25,7 +25,7 @@ from tcompress.errors import (
     TcompressError,
 )
 from tcompress.family import layout_family
-from tcompress.layerwise import LayerwiseNet, layer_kernel, layer_skeleton
+from tcompress.layerwise import LayerwiseNet, layer_method
 
 ROOT = Path(tcompress.__file__).parent
 ERRORS = ROOT / "errors.py"
@@ -138,11 +138,11 @@ def test_layerwise_net_refuses_a_method_that_is_not_layer_wise(hourglass):
         LayerwiseNet(hourglass, "tucker", (2, 2), family)
 
 
-def test_layer_skeleton_and_kernel_refuse_a_method_that_is_not_layer_wise():
+def test_layer_methods_refuse_a_method_that_is_not_layer_wise():
     with pytest.raises(MethodError, match=f"^method 'cp' is not layer-wise; {LAYERWISE}$"):
-        layer_skeleton("cp", (2,), nn.Conv2d(4, 4, 3))
+        layer_method("cp")
     with pytest.raises(MethodError, match=f"^method 'mps' is not layer-wise; {LAYERWISE}$"):
-        layer_kernel("mps", nn.Sequential())
+        layer_method("mps")
 
 
 @pytest.mark.parametrize(

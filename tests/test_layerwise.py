@@ -9,12 +9,13 @@ import torch
 from click.testing import CliRunner
 
 import tcompress
+from tcompress import methods
 from tcompress.cli import main
 from tcompress.errors import MethodError, RankError, TcompressError
 from tcompress.export.onnx import export_onnx
-from tcompress.layerwise import LayerwiseNet, layer_kernel
+from tcompress.layerwise import LayerwiseNet
+from tcompress.methods.base import RankSpec
 from tcompress.passes.layerwise import LayerwiseConfig, decompose_conv
-from tcompress.ranks import layer_params, resolve_layer_ranks
 
 from .conftest import make_hourglass, outputs, scaled_error
 
@@ -54,7 +55,7 @@ def test_parameter_count_matches_the_closed_form(hourglass, method, ranks):
     s = net.summary
     n_layers = len(list(hourglass.block_convs()))
     per_layer = closed_form(method, net.ranks)
-    assert per_layer == layer_params(method, (8, 8, 3, 3), net.ranks)
+    assert per_layer == methods.get(method).params((8, 8, 3, 3), net.ranks)
     dense_rest = sum(p.numel() for p in hourglass.parameters()) - n_layers * 8 * 8 * 9
     assert s["params_after"] == sum(p.numel() for p in net.parameters())
     assert s["params_after"] == dense_rest + n_layers * per_layer
@@ -73,13 +74,26 @@ def test_full_rank_reproduces_the_original_outputs(hourglass, x, method):
 
 
 def test_full_ranks_are_the_exact_ranks():
-    assert resolve_layer_ranks("full", "layerwise-tucker", (8, 6, 3, 3)).ranks == (6, 8)
-    assert resolve_layer_ranks(None, "layerwise-cp", (8, 6, 3, 3)).ranks == (54,)
-    assert resolve_layer_ranks("-", "tai", (8, 6, 3, 3)).ranks == (18,)  # min(6 * 3, 8 * 3)
-    assert resolve_layer_ranks("4", "layerwise-tucker", (8, 8, 3, 3)).ranks == (4, 4)
+    assert methods.get("layerwise-tucker").resolve(RankSpec.parse("full"), (8, 6, 3, 3)).ranks == (
+        6,
+        8,
+    )
+    assert methods.get("layerwise-cp").resolve(RankSpec.parse(None), (8, 6, 3, 3)).ranks == (54,)
+    assert methods.get("tai").resolve(RankSpec.parse("-"), (8, 6, 3, 3)).ranks == (
+        18,
+    )  # min(6 * 3, 8 * 3)
+    assert methods.get("layerwise-tucker").resolve(RankSpec.parse("4"), (8, 8, 3, 3)).ranks == (
+        4,
+        4,
+    )
     # full spatial ranks decompose nothing: Tucker-2
-    assert resolve_layer_ranks("4,5,3,3", "layerwise-tucker", (8, 8, 3, 3)).ranks == (4, 5)
-    capped = resolve_layer_ranks("100", "layerwise-cp", (8, 8, 3, 3))
+    assert methods.get("layerwise-tucker").resolve(
+        RankSpec.parse("4,5,3,3"), (8, 8, 3, 3)
+    ).ranks == (
+        4,
+        5,
+    )
+    capped = methods.get("layerwise-cp").resolve(RankSpec.parse("100"), (8, 8, 3, 3))
     assert capped.ranks == (72,) and "capped at 72" in capped.notes[0]
 
 
@@ -96,7 +110,7 @@ def _conv(kernel):
 def _rebuilt_error(method, ranks, kernel, n_iter=0):
     layers = decompose_conv(_conv(kernel), method, ranks, LayerwiseConfig(method, n_iter=n_iter))
     with torch.no_grad():
-        return float((layer_kernel(method, layers) - kernel).norm() / kernel.norm())
+        return float((methods.get(method).kernel(layers) - kernel).norm() / kernel.norm())
 
 
 def test_tai_is_the_truncated_svd_of_the_reshaped_kernel():
@@ -200,10 +214,17 @@ def test_ratio_lands_near_the_target(hourglass, method, ratio):
     if method == "layerwise-tucker":
         others = [(r, r) for r in range(1, 9)]
     else:
-        others = [(r,) for r in range(1, resolve_layer_ranks(None, method, (8, 8, 3, 3)).ranks[0])]
+        others = [
+            (r,)
+            for r in range(
+                1, methods.get(method).resolve(RankSpec.parse(None), (8, 8, 3, 3)).ranks[0]
+            )
+        ]
     n_layers, rest = s["layers"], s["params_before"] - s["tensor_params_before"]
     for ranks in others:
-        other = s["params_before"] / (rest + n_layers * layer_params(method, (8, 8, 3, 3), ranks))
+        other = s["params_before"] / (
+            rest + n_layers * methods.get(method).params((8, 8, 3, 3), ranks)
+        )
         assert abs(math.log(achieved / ratio)) <= abs(math.log(other / ratio)) + 1e-12
     assert abs(achieved / ratio - 1) < 0.15
 
@@ -221,7 +242,7 @@ def test_bad_ranks_and_targets_say_what_was_expected(hourglass):
         tcompress.convert(hourglass, method="tai", ranks="f_in=4")
     with pytest.raises(RankError, match="compression ratio 50 is out of reach: with tai"):
         tcompress.convert(hourglass, method="tai", ratio=50)
-    with pytest.raises(RankError, match="a layer-wise method takes --ranks or --ratio"):
+    with pytest.raises(RankError, match="a layer-wise method takes ranks or ratio"):
         tcompress.convert(hourglass, method="tai", ranks="3", ratio=2)
     with pytest.raises(RankError, match="an energy target applies to T-Nets"):
         tcompress.convert(hourglass, method="layerwise-cp", energy=0.9)

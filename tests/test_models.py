@@ -42,3 +42,18 @@ def test_other_input_channels_and_sizes():
     model = make_hourglass(in_channels=1, n_stacks=1)
     out = model(torch.randn(1, 1, 64, 48))
     assert out[0].shape == (1, 4, 16, 12)
+
+
+def test_basic_blocks_declare_every_conv_bn_pair():
+    model = make_hourglass(n_stacks=1, block_depth=3)
+    blocks = [m for m in model.modules() if hasattr(m, "convs") and hasattr(m, "bns")]
+    assert len(blocks) == 1 + 2 * 3 + 1  # stem, depth x (skip, down, up), innermost
+    for block in blocks:
+        assert block.bn_after_conv == (
+            ("convs.0", "bns.0"),
+            ("convs.1", "bns.1"),
+            ("convs.2", "bns.2"),
+        )
+        for conv, bn in block.bn_after_conv:
+            assert isinstance(block.get_submodule(conv), torch.nn.Conv2d)
+            assert isinstance(block.get_submodule(bn), torch.nn.BatchNorm2d)

@@ -112,3 +112,35 @@ def test_stride_padding_and_dilation_are_preserved(x):
         ]
         assert [(c.padding, c.dilation, c.stride) for c in convs] == [((2, 2), (2, 2), (1, 1))]
         assert scaled_error(outputs(plain, x), ref) <= 1e-5
+
+
+class _Declared(nn.Module):
+    """A module the fold knows nothing about but its ``bn_after_conv``: dotted child names."""
+
+    bn_after_conv = (("body.0", "norms.0"),)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.ModuleList([nn.Conv2d(3, 4, 3, padding=1, bias=False)])
+        self.norms = nn.ModuleList([nn.BatchNorm2d(4)])
+
+    def forward(self, x):
+        return torch.relu(self.norms[0](self.body[0](x)))
+
+
+def test_fold_batchnorm_reads_only_declared_pairs(x):
+    import inspect
+
+    import tcompress.passes.fold_bn as fold_bn
+
+    assert "tcompress.models" not in inspect.getsource(fold_bn)  # no concrete model class
+    model = _Declared()
+    with torch.no_grad():
+        model.norms[0].running_mean.uniform_(-0.1, 0.1)
+        model.norms[0].running_var.uniform_(0.5, 1.5)
+        model.norms[0].weight.uniform_(0.5, 1.5)
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert isinstance(folded.norms[0], nn.Identity) and folded.body[0].bias is not None
+    with torch.no_grad():
+        assert scaled_error([folded(x)], [model(x)]) <= 1e-5

@@ -29,8 +29,9 @@ from tcompress.checkpoint import read_checkpoint
 from tcompress.cli import main
 from tcompress.errors import CheckpointError
 from tcompress.export.onnx import export_onnx
-from tcompress.layouts import build, dense_from_state
+from tcompress.layouts import build
 from tcompress.models import BearpawConfig, BearpawHourglass, PoseNet, PoseNetConfig
+from tcompress.source import read_dense
 
 EXACT = 1e-5  # max |T-Net - public| / max |public| at full rank, float32
 
@@ -162,7 +163,7 @@ STACKS = [1, 2, pytest.param(8, marks=pytest.mark.slow)]  # 8 stacks: about 10 s
 def bearpaw_case(stacks, seed=0):
     state = random_state(public_keys("bearpaw", stacks, BEARPAW[stacks], NARROW), seed)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed + 1))
-    reference = dense_from_state({k: v.clone() for k, v in state.items()}, "sd").eval()
+    reference = read_dense({k: v.clone() for k, v in state.items()}).eval()
     with torch.no_grad():
         want = reference(x)
     return state, x, want
@@ -218,7 +219,7 @@ def test_the_models_have_exactly_the_public_keys_and_shapes(name):
     state = {k: torch.empty(s, device="meta") for k, s in public_shapes()[name].items()}
     for key in [k for k in state if k.endswith("num_batches_tracked")]:
         state[key] = torch.empty((), dtype=torch.long, device="meta")
-    detected = dense_from_state(state, name)
+    detected = read_dense(state)
     assert type(detected).__name__ == arch and detected.config == config
 
 
@@ -257,7 +258,7 @@ def test_wrapped_public_checkpoints_load_strictly_through_info(tmp_path, name):
     buffers = ("running_mean", "running_var", "num_batches_tracked")
     assert info["params"] == sum(v.numel() for k, v in state.items() if not k.endswith(buffers))
     ckpt = read_checkpoint(path)
-    model = dense_from_state(ckpt.state_dict, ckpt.path)
+    model = read_dense(ckpt.state_dict)
     loaded = model.state_dict()
     assert list(loaded) == list(state)
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
@@ -279,7 +280,7 @@ def converted(tmp_path_factory):
 
 def test_the_public_checkpoint_loads_strictly_and_gives_the_public_outputs(public_io):
     ckpt = read_checkpoint(CHECKPOINT)
-    model = dense_from_state(ckpt.state_dict, ckpt.path).eval()
+    model = read_dense(ckpt.state_dict).eval()
     assert isinstance(model, BearpawHourglass)
     assert model.config == BearpawConfig(n_stacks=1, n_blocks=1)
     with torch.no_grad():
@@ -324,7 +325,7 @@ def test_the_converted_public_checkpoint_finetunes_and_evaluates(converted, tmp_
 @pytest.mark.parametrize("stacks", STACKS)
 def test_posenet_loads_strictly_and_reproduces_the_public_forward(stacks):
     state, x, want = posenet_case(stacks)
-    model = dense_from_state(state, "sd")
+    model = read_dense(state)
     assert isinstance(model, PoseNet)
     assert model.config.n_stacks == stacks and model.config.depth == 4
     assert shapes_of(model.state_dict()) == shapes_of(state)
@@ -374,7 +375,7 @@ def test_tensor_members_are_the_3x3_hourglass_convs_and_biases_stay_dense():
 @pytest.mark.parametrize("layout", ["bearpaw", "posenet"])
 def test_reduced_rank_parameter_counts(layout):
     state, _, _ = (bearpaw_case if layout == "bearpaw" else posenet_case)(2)
-    dense_params = sum(p.numel() for p in dense_from_state(state, "sd").parameters())
+    dense_params = sum(p.numel() for p in read_dense(state).parameters())
     blocks = 1
     shape = (2, 4, 3, blocks, 4, 4, 3, 3)
     tucker = (1, 2, 2, 1, 2, 3, 2, 3)

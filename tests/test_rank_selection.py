@@ -4,9 +4,11 @@ import pytest
 import torch
 
 import tcompress
+from tcompress import methods
 from tcompress.decompose import tucker_to_tensor
+from tcompress.decompose.spectra import mode_spectra
 from tcompress.errors import RankError
-from tcompress.rank_selection import choose_ranks, mode_spectra
+from tcompress.methods.selection import allocate
 
 from .conftest import make_hourglass
 
@@ -59,7 +61,7 @@ def test_planted_low_rank_tensor_is_found_exactly():
         for n, r in ((6, 2), (7, 3), (5, 2))
     ]
     W = tucker_to_tensor(core, factors)
-    choice = choose_ranks("tucker", W.shape, mode_spectra(W), energy=1 - 1e-12)
+    choice = allocate(methods.get("tucker"), W.shape, mode_spectra(W), energy=1 - 1e-12)
     assert choice.ranks == (2, 3, 2)
     assert choice.predicted_error < 1e-6
 

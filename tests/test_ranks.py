@@ -1,19 +1,22 @@
 import pytest
 
+from tcompress import methods
 from tcompress.decompose import max_tt_ranks
 from tcompress.errors import MethodError, RankError
-from tcompress.ranks import mps_params, resolve_ranks, tucker_params
+from tcompress.methods.base import RankSpec
+from tcompress.methods.mps import mps_params
+from tcompress.methods.tucker import tucker_params
 from tcompress.stacking import MODE_NAMES
 
 SHAPE = (4, 4, 3, 2, 128, 128, 3, 3)
 
 
 def tucker(spec):
-    return resolve_ranks(spec, "tucker", SHAPE, MODE_NAMES).ranks
+    return methods.get("tucker").resolve(RankSpec.parse(spec), SHAPE, MODE_NAMES).ranks
 
 
 def mps(spec):
-    return resolve_ranks(spec, "mps", SHAPE, MODE_NAMES)
+    return methods.get("mps").resolve(RankSpec.parse(spec), SHAPE, MODE_NAMES)
 
 
 @pytest.mark.parametrize(
@@ -96,7 +99,7 @@ def test_unknown_method():
     with pytest.raises(
         MethodError, match="method 'svd-magic' is unknown; expected one of tucker, mps, cp"
     ):
-        resolve_ranks("full", "svd-magic", SHAPE, MODE_NAMES)
+        methods.get("svd-magic")
 
 
 def test_closed_form_counts():

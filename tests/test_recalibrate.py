@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -67,3 +69,35 @@ def test_cli(tmp_path, kind):
     assert isinstance(loaded, tcompress.TNet) == (kind == "tnet")
     r = CliRunner().invoke(main, ["recalibrate", str(path), "--data", "synthetic", "-o", str(out)])
     assert r.exit_code == 2 and "exists; pass --force" in r.output
+
+
+def test_recalibrate_model_is_the_command(tmp_path):
+    from tcompress.errors import OutputError
+    from tcompress.train import recalibrate_model
+
+    path, out = tmp_path / "hg.pth", tmp_path / "out.pth"
+    torch.save(make_hourglass(n_joints=16).state_dict(), path)
+    calls = []
+    options = dict(n=4, batch_size=2, image_size=64)
+    report = recalibrate_model(
+        path, "synthetic", output=out, progress=lambda *a: calls.append(a), **options
+    )
+    assert (report.images, report.batches, report.output) == (4, 2, out)
+    assert calls == [(1, 2), (2, 2)]
+    assert report.to_dict() == {
+        "batchnorms": report.batchnorms,
+        "images": 4,
+        "batches": 2,
+        "output": str(out),
+    }
+    loaded = tcompress.load(out).state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in report.model.state_dict().items())
+    r = CliRunner().invoke(
+        main,
+        ["recalibrate", str(path), "--data", "synthetic", "-n", "4", "--batch-size", "2"]
+        + ["--image-size", "64", "-o", str(tmp_path / "cli.pth"), "--json"],
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == dict(report.to_dict(), output=str(tmp_path / "cli.pth"))
+    with pytest.raises(OutputError, match="exists; pass force=True to overwrite it$"):
+        recalibrate_model(tmp_path / "missing.pth", "synthetic", output=out)  # checked first

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tcompress
-from tcompress.ranks import mps_params, tucker_params
+from tcompress import methods
 from tcompress.tnet import TensorConv2d, TNet
 
 from .conftest import make_hourglass, outputs, scaled_error
@@ -41,7 +41,7 @@ def test_parameter_count_is_the_closed_form(hourglass, method):
     dense = sum(p.numel() for p in hourglass.parameters())
     block = sum(c.weight.numel() for _, c in hourglass.block_convs())
     shape = (2, 2, 3, 2, 8, 8, 3, 3)
-    factorized = tucker_params(shape, ranks) if method == "tucker" else mps_params(shape, ranks)
+    factorized = methods.get(method).params(shape, ranks)
     assert sum(p.numel() for p in tnet.parameters()) == dense - block + factorized
     s = tnet.summary
     assert (s["params_before"], s["params_after"]) == (dense, dense - block + factorized)
@@ -132,7 +132,9 @@ def test_hooi_refinement_lowers_the_error(hourglass, refine, better):
 
 def test_refine_is_tucker_only(hourglass):
     with pytest.raises(
-        tcompress.TcompressError, match=r"refine=2 applies to Tucker \(HOOI\) and CP"
+        tcompress.TcompressError,
+        match=r"^refine=2 does not apply to mps \(TT-SVD has no iterative refinement\); "
+        "expected 0$",
     ):
         tcompress.convert(hourglass, method="mps", refine=2)
 

@@ -345,22 +345,22 @@ def test_cli_finetune_a_tnet_with_recalibration_and_resume(trained, tmp_path, mo
     # a run interrupted at step 3 (Ctrl-C) and resumed ends where an uninterrupted one does
     r = run([*args, "-o", tmp_path / "whole.pt"])
     assert r.exit_code == 0, r.output
-    from tcompress.cli import train as train_cli
+    from tcompress.cli.progress import TrainingProgress
 
-    original = train_cli._progress.event
+    original = TrainingProgress.event
 
     def interrupt(self, event):
         if event["kind"] == "step" and event["step"] == 3:
             raise KeyboardInterrupt
         original(self, event)
 
-    monkeypatch.setattr(train_cli._progress, "event", interrupt)
+    monkeypatch.setattr(TrainingProgress, "event", interrupt)
     r = run([*args, "-o", tmp_path / "cut.pt", "--save-every", "2"])
     assert r.exit_code == 130
     assert "Interrupted; nothing written but" in r.output and "continue with --resume" in r.output
     assert not (tmp_path / "cut.pt").exists()
     assert read_state(tmp_path / "cut.pt.state")["step"] == 2
-    monkeypatch.setattr(train_cli._progress, "event", original)
+    monkeypatch.setattr(TrainingProgress, "event", original)
     r = run([*args, "-o", tmp_path / "cut.pt", "--resume", tmp_path / "cut.pt.state"])
     assert r.exit_code == 0, r.output
     whole, resumed = (

@@ -11,8 +11,13 @@ import click
 from tcompress import __version__
 
 
-def handle_errors(fn):
-    """Turn a :class:`~tcompress.errors.TcompressError` into one line on stderr, exit status 2."""
+def handle_errors(fn=None, /, **flags: str):
+    """Turn a :class:`~tcompress.errors.TcompressError` into one line on stderr, exit status 2,
+    the library's parameters it names spelled as the command's flags
+    (:meth:`~tcompress.errors.TcompressError.for_command`): ``--`` and the name with hyphens, or
+    the flag given for it, as in ``@handle_errors(teacher="--distill-from")``."""
+    if fn is None:
+        return functools.partial(handle_errors, **flags)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -21,7 +26,7 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except TcompressError as e:
-            click.echo(f"Error: {one_line(e)}", err=True)
+            click.echo(f"Error: {one_line(e, flags)}", err=True)
             sys.exit(2)
 
     return wrapper
@@ -40,10 +45,13 @@ def images_option(fn):
     )(fn)
 
 
-def one_line(error: BaseException) -> str:
-    """The message of ``error``; for one re-raised from a DataLoader worker (whose text is the
-    worker's whole traceback), the original message alone."""
-    text = str(error)
+def one_line(error: BaseException, flags: dict[str, str] | None = None) -> str:
+    """The message of ``error`` (a :class:`~tcompress.errors.TcompressError`'s with its
+    parameters spelled as ``flags``); for one re-raised from a DataLoader worker (whose text is
+    the worker's whole traceback), the original message alone."""
+    from tcompress.errors import TcompressError
+
+    text = error.for_command(flags) if isinstance(error, TcompressError) else str(error)
     if "DataLoader worker" not in text or "Original Traceback" not in text:
         return text
     last = next((line for line in reversed(text.splitlines()) if line.strip()), text)

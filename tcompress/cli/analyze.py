@@ -45,8 +45,6 @@ def analyze(checkpoint, data, val_samples, image_size, points, output_dir, as_js
       tcompress analyze hg.pth
       tcompress analyze hg.pth --data synthetic --val-samples 200 -o analysis/
     """
-    from rich.table import Table
-
     from tcompress.cli.render import (
         print_json,
         print_written,
@@ -76,6 +74,17 @@ def analyze(checkpoint, data, val_samples, image_size, points, output_dir, as_js
         print_json(dict(report.to_dict(), json=str(json_path), png=figure and str(figure)))
         return
     console = stdout()
+    console.print(spectra_table(report))
+    console.print(sweep_table(report))
+    if report.original_pckh is not None:
+        console.print(f"original PCKh@0.5: {report.original_pckh:.1f}%")
+    print_written(console, json_path, figure)
+
+
+def spectra_table(report):
+    """Per mode: the ranks keeping 90% and 99% of the energy, the energy at 1/4 and 1/2 size."""
+    from rich.table import Table
+
     spectra = Table(title="Energy of W kept per mode (fraction of ||W||^2)", title_justify="left")
     for column in ("mode", "size", "rank for 90%", "rank for 99%", "at 1/4 size", "at 1/2 size"):
         spectra.add_column(column, justify="left" if column == "mode" else "right")
@@ -89,7 +98,13 @@ def analyze(checkpoint, data, val_samples, image_size, points, output_dir, as_js
             f"{curve[max(size // 4, 1) - 1]:.3f}",
             f"{curve[max(size // 2, 1) - 1]:.3f}",
         )
-    console.print(spectra)
+    return spectra
+
+
+def sweep_table(report):
+    """One row per sweep point: the mode and its rank, the compression, the error (and PCKh)."""
+    from rich.table import Table
+
     sweep = Table(
         title="One mode truncated at a time (Tucker, other modes full)", title_justify="left"
     )
@@ -108,10 +123,7 @@ def analyze(checkpoint, data, val_samples, image_size, points, output_dir, as_js
         if p.pckh is not None:
             row.append(f"{p.pckh:.1f}%")
         sweep.add_row(*row)
-    console.print(sweep)
-    if report.original_pckh is not None:
-        console.print(f"original PCKh@0.5: {report.original_pckh:.1f}%")
-    print_written(console, json_path, figure)
+    return sweep
 
 
 def _rank_for(curve: list[float], fraction: float) -> str:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
+from tcompress import methods
 from tcompress.cli import handle_errors, main
+from tcompress.vocabulary import FORWARD_FORMS
 
 
 @main.command()
@@ -16,19 +18,17 @@ from tcompress.cli import handle_errors, main
     "-m",
     default="tucker",
     show_default=True,
-    help="tucker, mps or cp: a T-Net (one shared tensor); layerwise-tucker, layerwise-cp or "
-    "tai: every block convolution decomposed on its own.",
+    help=f"{', '.join(methods.names(methods.TNET))}: a T-Net (one shared tensor); "
+    f"{', '.join(methods.names(methods.LAYERWISE))}: every block convolution decomposed on its "
+    "own.",
 )
 @click.option(
     "--ranks",
     "-r",
     default="full",
     show_default=True,
-    help="Tucker: 8 ranks (stack,depth,pathway,block,f_in,f_out,h,w; 'full' or '-' "
-    "keeps a mode), or named overrides such as f_in=64,f_out=64. MPS: 7 bond "
-    "ranks or one value for all bonds. CP: one rank (the number of rank-one terms). "
-    "Per layer: layerwise-tucker R_in,R_out (or one value for both; R_in,R_out,R_h,R_w for "
-    "Tucker-4), layerwise-cp R, tai K (intermediate channels).",
+    help="In the method's grammar (a hourglass's modes: stack,depth,pathway,block,f_in,f_out,h,"
+    "w). " + methods.rank_help(),
 )
 @click.option(
     "--ratio",
@@ -70,7 +70,7 @@ from tcompress.cli import handle_errors, main
 @click.option(
     "--forward",
     "forward",
-    type=click.Choice(["reconstructed", "factorized"]),
+    type=click.Choice(FORWARD_FORMS),
     default="reconstructed",
     show_default=True,
     help="Forward form the saved T-Net uses by default (layer-wise networks have one).",
@@ -133,6 +133,7 @@ def convert(
       tcompress convert hg.pth --ratio 4 --ranks stack=1 --method tucker -o tnet.pt
       tcompress convert hg.pth --method mps --energy 0.9 -o tnet-mps.pt
       tcompress convert hg.pth --method cp --ranks 512 -o tnet-cp.pt
+      tcompress convert hg.pth --method tr --ranks 1,8,24,48,96,9,3,2 -o tnet-tr.pt
       tcompress convert resnet.pth --arch mymodels:resnet \\
           --family 'layer{stage}.{block}.conv{conv}' --ranks conv=1,f_in=32 -o tnet.pt
       tcompress convert hg.pth --method layerwise-tucker --ranks 64,64 -o hg-lw.pt
@@ -141,13 +142,9 @@ def convert(
     from tcompress.checkpoint import check_output
     from tcompress.cli.render import print_json, print_summary, quiet_status, stderr, stdout
     from tcompress.conversion import convert as convert_model
-    from tcompress.errors import RankError
-    from tcompress.ranks import check_method
     from tcompress.serialize import save
 
-    method = check_method(method)
-    if ratio is not None and energy is not None:
-        raise RankError("give --ratio or --energy, not both")
+    method = methods.check(method)
     if output is None:
         output = checkpoint.with_name(f"{checkpoint.stem}.{method}.pt")
     out = check_output(output, force=force, inputs=(checkpoint,))

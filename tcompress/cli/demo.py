@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import click
@@ -51,32 +50,38 @@ def demo(output_dir, ranks, steps, train_samples, val_samples, image_size, seed,
       tcompress demo
       tcompress demo --ranks 2,4,3,2,20,20,3,3 --steps 300 -o demo/
     """
-    from rich.table import Table
-
     from tcompress.cli.render import print_json, quiet_status, stderr, stdout
-    from tcompress.experiments.demo import DEMO_LR, DEMO_RANKS, DEMO_SAMPLES, DEMO_STEPS, run_demo
-    from tcompress.models import pretrained_info
+    from tcompress.experiments.demo import run_demo
 
-    info = pretrained_info()
-    with tempfile.TemporaryDirectory(prefix="tcompress-demo-") as tmp:
-        out_dir = output_dir or Path(tmp)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        status = quiet_status() if as_json else stderr().status("Starting", spinner="dots")
-        with status:
-            report = run_demo(
-                str(out_dir),
-                ranks=ranks or DEMO_RANKS,
-                steps=steps or DEMO_STEPS,
-                train_samples=train_samples or DEMO_SAMPLES,
-                val_samples=val_samples,
-                image_size=image_size,
-                seed=seed,
-                progress=status.update,
-            )
+    status = quiet_status() if as_json else stderr().status("Starting", spinner="dots")
+    with status:
+        report = run_demo(
+            output_dir,
+            ranks=ranks,
+            steps=steps,
+            train_samples=train_samples,
+            val_samples=val_samples,
+            image_size=image_size,
+            seed=seed,
+            progress=status.update,
+        )
     if as_json:
         print_json(report.to_dict())
         return
-    console = stdout()
+    print_demo(report)
+    if output_dir:
+        stdout().print(f"files kept in {output_dir}")
+
+
+def print_demo(report) -> None:
+    """The bundled model, the exactness check, the table of stages and how they were run."""
+    from rich.table import Table
+
+    from tcompress.cli.render import stdout
+    from tcompress.experiments.demo import DEMO_LR
+    from tcompress.models import pretrained_info
+
+    info, console = pretrained_info(), stdout()
     trained = info["result"]
     console.print(
         "[bold]Bundled model[/bold] StackedHourglass("
@@ -114,8 +119,6 @@ def demo(output_dir, ranks, steps, train_samples, val_samples, image_size, seed,
         "/ the T-Net's, in the faster of its two forms (factorized or fused dense), ONNX Runtime "
         "on the CPU, batch 1, median of 10 interleaved rounds."
     )
-    if output_dir:
-        console.print(f"files kept in {output_dir}")
 
 
 def _short(value: float) -> str:

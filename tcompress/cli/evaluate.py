@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tcompress.cli import handle_errors, images_option, main
+from tcompress.vocabulary import SPLITS
 
 
 @main.command()
@@ -33,7 +34,7 @@ from tcompress.cli import handle_errors, images_option, main
     "(N, 16, 2), the layout the public evaluation scripts read.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing --preds-mat file.")
-@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
+@click.option("--split", type=click.Choice(SPLITS), default="val", show_default=True)
 @click.option(
     "-n",
     "--n",
@@ -85,62 +86,46 @@ def evaluate(
           --preds-mat preds.mat
       tcompress evaluate tnet.onnx --data synthetic --json
     """
-    from rich.progress import Progress
+    from tcompress.cli.progress import CountProgress
+    from tcompress.cli.render import print_json
+    from tcompress.evaluation import evaluate as run_evaluation
+
+    with CountProgress("Evaluating", show=not as_json) as bar:
+        report = run_evaluation(
+            model,
+            data,
+            split=split,
+            n=n,
+            image_size=image_size,
+            batch_size=batch_size,
+            flip=flip,
+            device=device,
+            seed=seed,
+            images=images,
+            mpii_mat=mpii_mat,
+            preds_mat=preds_mat,
+            force=force,
+            progress=bar.update,
+        )
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        print_evaluation(report)
+
+
+def print_evaluation(report) -> None:
+    """The tables of ``tcompress evaluate``: what was evaluated, PCKh per joint, the means."""
     from rich.table import Table
 
-    from tcompress.checkpoint import check_output
-    from tcompress.cli.render import print_json, stderr, stdout
-    from tcompress.evaluation.decode import EvaluationError
-    from tcompress.evaluation.mpii import write_preds_mat
-    from tcompress.evaluation.run import evaluate as run_evaluation
-    from tcompress.evaluation.run import load_for_evaluation
+    from tcompress.cli.render import stdout
 
-    if preds_mat is not None:
-        check_output(preds_mat, force=force, inputs=(model,))
-    loaded = load_for_evaluation(model)  # load errors come before any progress display
-    name = str(model)
-    kwargs = dict(
-        data=data,
-        split=split,
-        n=n,
-        image_size=image_size,
-        batch_size=batch_size,
-        flip=flip,
-        device=device,
-        seed=seed,
-        images=images,
-        mpii_mat=mpii_mat,
-    )
-    if as_json:
-        report = run_evaluation(loaded, **kwargs)
-    else:
-        with Progress(console=stderr(), transient=True) as bar:
-            task = bar.add_task("Evaluating", total=None)
-            report = run_evaluation(
-                loaded,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-                **kwargs,
-            )
-    if preds_mat is not None:
-        if report.predictions is None:
-            raise EvaluationError(
-                f"--preds-mat writes MPII predictions; data '{data}' is not an MPII-style set"
-            )
-        check_output(preds_mat, force=force, inputs=(model,))
-        write_preds_mat(preds_mat, report.predictions)
-    if as_json:
-        extra = {"preds_mat": str(preds_mat)} if preds_mat is not None else {}
-        print_json(dict(report.to_dict(), model=name, **extra))
-        return
-    report.model = name
-    result = report.result
-    console = stdout()
+    result, mpii, console = report.result, report.rules == "mpii", stdout()
     console.print(
         f"[bold]{report.model}[/bold] ({report.kind}) on {report.data} / {report.split}"
         f", {report.image_size}x{report.image_size}, {result.n_samples} samples"
         + (", flip-averaged" if report.flip else "")
     )
-    if report.rules == "mpii":
+    if mpii:
         console.print(
             f"MPII's rules: source-image pixels, head sizes from {report.head_sizes}, "
             "distance < 0.5 x head size, every annotated joint"
@@ -150,13 +135,13 @@ def evaluate(
     table = Table(title=f"{result.label} per joint (%)", title_justify="left")
     table.add_column("joint")
     table.add_column(result.label, justify="right")
-    table.add_column("annotated" if report.rules == "mpii" else "visible", justify="right")
+    table.add_column("annotated" if mpii else "visible", justify="right")
     for name, accuracy, count in zip(result.joint_names, result.per_joint, result.counts):
         table.add_row(name, "-" if count == 0 else f"{accuracy:.1f}", str(count))
     console.print(table)
     groups = ", ".join(f"{k} {v:.1f}" for k, v in result.groups.items())
     console.print(f"groups: {groups}")
-    if report.rules == "mpii":
+    if mpii:
         console.print(
             f"[bold]Mean {result.label}: {result.mean:.2f}%[/bold] (MPII's: the 14 joints but "
             f"pelvis and thorax, unweighted; over joint instances {result.mean_instances:.2f}%; "
@@ -168,5 +153,5 @@ def evaluate(
             f"{', '.join(result.mean_excludes) or 'none'}; unweighted over joints "
             f"{result.mean_joints:.1f}%)"
         )
-    if preds_mat is not None:
-        console.print(f"predictions written to {preds_mat}")
+    if report.preds_mat is not None:
+        console.print(f"predictions written to {report.preds_mat}")

@@ -7,13 +7,14 @@ from pathlib import Path
 import click
 
 from tcompress.cli import handle_errors, main
+from tcompress.vocabulary import EXPORT_FORMS
 
 
 @main.command(name="export")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
     "--form",
-    type=click.Choice(["factorized", "dense"]),
+    type=click.Choice(EXPORT_FORMS),
     default="factorized",
     show_default=True,
     help="factorized: three convolutions per block conv (Tucker), two (MPS); dense: "

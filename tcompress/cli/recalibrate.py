@@ -45,39 +45,28 @@ def recalibrate(
       tcompress recalibrate tnet.pt --data images/ -o tnet-recal.pt
       tcompress recalibrate tnet.pt --data synthetic -n 256 -o tnet-recal.pt
     """
-    import torch
-
-    from tcompress.checkpoint import check_output
     from tcompress.cli.render import print_json, quiet_status, stderr, stdout
-    from tcompress.data import make_dataset
-    from tcompress.serialize import load, save_model
-    from tcompress.train import recalibrate_batchnorm
+    from tcompress.train import recalibrate_model
 
-    out = check_output(output, force=force, inputs=(model,))
-    net = load(model, device=device)
-    dataset = make_dataset(
-        data, "train", image_size, image_size // 4, n=n, seed=seed, images=images
-    )
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     status = quiet_status() if as_json else stderr().status("Re-estimating", spinner="dots")
     with status:
-        report = recalibrate_batchnorm(
-            net,
-            loader,
+        report = recalibrate_model(
+            model,
+            data,
+            n=n,
+            batch_size=batch_size,
+            image_size=image_size,
             device=device,
-            progress=lambda done: status.update(f"Re-estimating: batch {done}/{len(loader)}"),
+            seed=seed,
+            images=images,
+            output=output,
+            force=force,
+            progress=lambda done, total: status.update(f"Re-estimating: batch {done}/{total}"),
         )
-        save_model(net, out)
-    summary = {
-        "batchnorms": report.batchnorms,
-        "images": report.images,
-        "batches": report.batches,
-        "output": str(out),
-    }
     if as_json:
-        print_json(summary)
+        print_json(report.to_dict())
     else:
         stdout().print(
             f"re-estimated {report.batchnorms} BatchNorms from {report.images} images "
-            f"({report.batches} batches); wrote {out}"
+            f"({report.batches} batches); wrote {report.output}"
         )

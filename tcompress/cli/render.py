@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from tcompress import methods
 from tcompress.stacking import MODE_DESCRIPTIONS
 
 
@@ -27,17 +28,17 @@ def print_json(obj: dict) -> None:
 
 
 def modes_table(summary: dict, title: str = "Weight tensor W") -> Table:
-    is_mps = summary["method"] in ("mps", "cp")  # no per-mode ranks
+    per_mode = methods.get(summary["method"]).per_mode  # one rank per mode (Tucker)
     table = Table(title=title, title_justify="left")
     table.add_column("mode")
     table.add_column("name")
     table.add_column("meaning", style="dim")
     table.add_column("size", justify="right")
-    if not is_mps:
+    if per_mode:
         table.add_column("rank", justify="right")
     for k, (name, size) in enumerate(zip(summary["mode_names"], summary["mode_sizes"])):
         row = [str(k + 1), name, MODE_DESCRIPTIONS[k], str(size)]
-        if not is_mps:
+        if per_mode:
             rank = summary["ranks"][k]
             row.append(f"{rank}" if rank < size else f"{rank} (full)")
         table.add_row(*row)
@@ -45,13 +46,14 @@ def modes_table(summary: dict, title: str = "Weight tensor W") -> Table:
 
 
 def bonds_table(summary: dict) -> Table:
-    table = Table(title="MPS bond ranks", title_justify="left")
+    """One row per bond; a ring's last bond joins the last mode to the first."""
+    table = Table(title=f"{summary['method'].upper()} bond ranks", title_justify="left")
     names = summary["mode_names"]
     table.add_column("bond")
     table.add_column("between")
     table.add_column("rank", justify="right")
     for k, rank in enumerate(summary["ranks"]):
-        table.add_row(str(k + 1), f"{names[k]} | {names[k + 1]}", str(rank))
+        table.add_row(str(k + 1), f"{names[k]} | {names[(k + 1) % len(names)]}", str(rank))
     return table
 
 
@@ -68,24 +70,16 @@ def figures_table(summary: dict, first: str = "tensor W") -> Table:
     return table
 
 
-LAYERWISE_TITLES = {
-    "layerwise-tucker": "Tucker (HOSVD) of every block convolution",
-    "layerwise-cp": "CP (ALS) of every block convolution",
-    "tai": "Tai et al. split of every block convolution (SVD)",
-}
-LAYER_RANK_NAMES = {"layerwise-tucker": "R_in,R_out[,R_h,R_w]", "layerwise-cp": "R", "tai": "K"}
-
-
 def print_layerwise_summary(console: Console, summary: dict, out: str | None = None) -> None:
     """A layer-wise conversion: method, per-layer ranks, parameters, reconstruction error."""
-    method = summary["method"]
-    console.print(f"[bold]Layer-wise[/bold] {LAYERWISE_TITLES[method]}")
+    method = methods.get(summary["method"])
+    console.print(f"[bold]Layer-wise[/bold] {method.title}")
     shape = "x".join(map(str, summary["mode_sizes"]))
     ranks = ",".join(map(str, summary["ranks"]))
     chosen = f", chosen for {summary['target']}" if summary.get("target") else ""
     console.print(
         f"{summary.get('layers')} block kernels of {shape} ({','.join(summary['mode_names'])}); "
-        f"per-layer ranks {LAYER_RANK_NAMES[method]} = [bold]{ranks}[/bold]{chosen}"
+        f"per-layer ranks {method.rank_names} = [bold]{ranks}[/bold]{chosen}"
     )
     console.print(figures_table(summary, first="block kernels"))
     errors = summary.get("errors") or []
@@ -125,17 +119,13 @@ def _footer(console: Console, summary: dict, out: str | None) -> None:
 
 
 def print_summary(console: Console, summary: dict, out: str | None = None) -> None:
-    if summary["method"] in LAYERWISE_TITLES:
+    method = methods.get(summary["method"])
+    if method.kind == methods.LAYERWISE:
         print_layerwise_summary(console, summary, out)
         return
-    method = {"tucker": "Tucker", "mps": "MPS (tensor train)", "cp": "CP"}[summary["method"]]
-    init = {"tucker": "HOSVD", "mps": "TT-SVD", "cp": "CP-ALS"}[summary["method"]]
-    if summary["method"] == "cp":
-        init += f" ({len(summary.get('errors') or [])} sweeps), rank {summary['ranks'][0]}"
-    elif summary.get("refine"):
-        init += f" + {summary['refine']} HOOI sweep(s)"
+    init = method.initialisation(summary)
     architecture = summary.get("architecture") or "StackedHourglass"
-    console.print(f"[bold]T-Net[/bold] of a {architecture}: {method}, initialised by {init}")
+    console.print(f"[bold]T-Net[/bold] of a {architecture}: {method.title}, initialised by {init}")
     if summary.get("target"):
         bound = summary.get("predicted_error")
         console.print(
@@ -143,13 +133,11 @@ def print_summary(console: Console, summary: dict, out: str | None = None) -> No
             + (f" (predicted relative error at most {bound:.4g})" if bound is not None else "")
         )
     console.print(modes_table(summary))
-    if summary["method"] == "mps":
+    if method.bonds:
         console.print(bonds_table(summary))
     console.print(figures_table(summary))
-    errors = summary.get("errors") or []
     line = f"relative error ||W - W_hat|| / ||W||: [bold]{summary['relative_error']:.4g}[/bold]"
-    if len(errors) > 1 and summary["method"] == "tucker":
-        line += f" (HOSVD {errors[0]:.4g} -> after HOOI {errors[-1]:.4g})"
+    line += method.error_detail(summary)
     console.print(line)
     _footer(console, summary, out)
 

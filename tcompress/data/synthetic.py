@@ -30,10 +30,9 @@ from tcompress.data.transforms import (
     sample_rng,
 )
 from tcompress.errors import DataError
+from tcompress.vocabulary import SPLITS
 
 __all__ = ["Scene", "SyntheticConfig", "SyntheticPose", "render_scene"]
-
-SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)

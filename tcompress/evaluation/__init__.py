@@ -10,6 +10,11 @@ Typical use over a data loader (coordinates in heatmap pixels throughout)::
         acc.update(coords, batch["joints"], batch["visible"], batch["head_size"])
     result = acc.all_reduce().result()   # all_reduce: a no-op outside torch.distributed
     result.mean, result.groups, result.to_dict()
+
+A whole evaluation of a model file (``tcompress evaluate``, also ``tcompress.evaluate``)::
+
+    report = tcompress.evaluate("tnet.pt", "data/mpii/", flip=True, preds_mat="preds.mat")
+    report.result.mean, report.to_dict()
 """
 
 from tcompress.evaluation.decode import (
@@ -31,6 +36,7 @@ from tcompress.evaluation.pck import (
     pck_bbox,
     pckh,
 )
+from tcompress.evaluation.run import Evaluation, OnnxModel, evaluate
 
 __all__ = [
     "MPII_FLIP_PAIRS",
@@ -38,11 +44,14 @@ __all__ = [
     "MPII_JOINTS",
     "MPII_MEAN_EXCLUDES",
     "REFINEMENTS",
+    "Evaluation",
     "EvaluationError",
+    "OnnxModel",
     "PCKAccumulator",
     "PCKResult",
     "bbox_size",
     "decode_heatmaps",
+    "evaluate",
     "flip_average",
     "last_stack",
     "pck_bbox",

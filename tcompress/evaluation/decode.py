@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from tcompress.data.skeleton import FLIP_PAIRS
 from tcompress.errors import EvaluationError
 from tcompress.models.io import heatmaps_of
+from tcompress.vocabulary import REFINEMENTS
 
 __all__ = [
     "MPII_FLIP_PAIRS",
@@ -28,7 +29,6 @@ __all__ = [
 
 #: Left/right channel pairs of the 16 MPII joints (from :mod:`tcompress.data.skeleton`).
 MPII_FLIP_PAIRS: tuple[tuple[int, int], ...] = FLIP_PAIRS
-REFINEMENTS = ("none", "quarter", "quadratic")
 _LOG_FLOOR = 1e-10  # heatmap values are clamped to this before the log of quadratic refinement
 
 

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from tcompress.data.mpii import MPIIDataset, SourceTruth
-from tcompress.evaluation.decode import EvaluationError, predict
-from tcompress.evaluation.mpii import official_pckh, read_mpii_mat, to_source
+from tcompress.errors import EvaluationError, param
+from tcompress.evaluation.decode import predict
+from tcompress.evaluation.mpii import official_pckh, read_mpii_mat, to_source, write_preds_mat
 from tcompress.evaluation.pck import PCKAccumulator, PCKResult
 from tcompress.models.io import ModelIO
 
@@ -41,13 +42,16 @@ class Evaluation:
     head_sizes: str = "head joints"
     result_at_0_1: PCKResult | None = None
     predictions: np.ndarray | None = field(default=None, repr=False)
+    preds_mat: str | None = None  # the .mat file the predictions were written to
 
     def to_dict(self) -> dict:
-        hidden = ("result", "result_at_0_1", "predictions")
+        hidden = ("result", "result_at_0_1", "predictions", "preds_mat")
         out = {k: v for k, v in self.__dict__.items() if k not in hidden}
         out["pckh"] = self.result.to_dict()
         if self.result_at_0_1 is not None:
             out["pckh_at_0_1"] = self.result_at_0_1.to_dict()
+        if self.preds_mat is not None:
+            out["preds_mat"] = self.preds_mat
         return out
 
 
@@ -165,8 +169,14 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
     images: str | os.PathLike | None = None,
     mpii_mat: str | os.PathLike | None = None,
+    preds_mat: str | os.PathLike | None = None,
+    force: bool = False,
 ) -> Evaluation:
-    """PCKh@0.5 of ``model`` on ``data`` (``"synthetic"`` or a path :func:`make_dataset` reads).
+    """PCKh@0.5 of ``model`` on ``data`` (``"synthetic"`` or a path :func:`make_dataset` reads):
+    the whole of ``tcompress evaluate``, whose ``--json`` is the result's ``to_dict()``.
+
+    On MPII-style data the predictions are mapped back to the source images and scored by MPII's
+    own rules (``rules == "mpii"``); on synthetic data joints are scored in the crop.
 
     Parameters
     ----------
@@ -175,7 +185,8 @@ def evaluate(
     image_size
         Input size; default: the ONNX file's own, else 256. Heatmaps are a quarter of it.
     progress
-        Called with (batches done, batches in all).
+        Called with (batches done, batches in all): ``(0, total)`` once the model is loaded and
+        the data set built, then after every batch.
     images
         MPII data: the folder the annotations' image paths are relative to (see
         :func:`~tcompress.data.make_dataset`).
@@ -183,9 +194,23 @@ def evaluate(
         MPII validation split: a ``detections_our_format.mat``-style file whose ground truth and
         head boxes are scored against (:func:`~tcompress.evaluation.mpii.read_mpii_mat`); its
         people must be the split's, in order.
+    preds_mat, force
+        MPII data: also write the predictions (source-image pixels) to this ``.mat`` file
+        (:func:`~tcompress.evaluation.mpii.write_preds_mat`), atomically; an existing file only
+        with ``force``. Checked before anything is evaluated.
+
+    Raises
+    ------
+    TcompressError
+        For a model, data set or option that cannot be evaluated (before any prediction is
+        made), naming the parameter.
     """
+    from tcompress.checkpoint import check_output
     from tcompress.data import make_dataset
 
+    paths = () if isinstance(model, nn.Module | OnnxModel) else (model,)
+    if preds_mat is not None:
+        check_output(preds_mat, force=force, inputs=paths)
     if isinstance(model, nn.Module | OnnxModel):
         name = getattr(model, "path", "model")
     else:
@@ -204,9 +229,16 @@ def evaluate(
             f"a ground-truth .mat file was given for data '{os.fspath(data)}', which is not an "
             "MPII-style annotation set; expected MPII data"
         )
+    if preds_mat is not None and source is None:
+        raise EvaluationError(
+            f"{param('preds_mat')} writes MPII predictions; data '{os.fspath(data)}' is not an "
+            "MPII-style set"
+        )
     if source is not None:  # the ground truth is checked before any prediction is made
         truth, head_sizes = _truth(*source, mpii_mat, split)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    if progress:
+        progress(0, len(loader))
     accumulator = PCKAccumulator(threshold=0.5)
     predictions = []
     for done, batch in enumerate(loader, 1):
@@ -237,6 +269,9 @@ def evaluate(
     report.result = official_pckh(report.predictions, truth)
     report.result_at_0_1 = official_pckh(report.predictions, truth, threshold=0.1)
     report.rules = "mpii"
+    if preds_mat is not None:
+        write_preds_mat(check_output(preds_mat, force=force, inputs=paths), report.predictions)
+        report.preds_mat = os.fspath(preds_mat)
     return report
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from tcompress.ranks import tucker_params
+from tcompress.methods.tucker import tucker_params
 
 __all__ = ["Analysis", "SweepPoint", "analyze", "plot_analysis", "sweep_ranks"]
 
@@ -80,9 +80,9 @@ def analyze(
     points
         About how many ranks of a large mode are swept (small modes: every rank).
     """
-    from tcompress.conversion import convert, read_source
-    from tcompress.layouts import dense_from_state
-    from tcompress.rank_selection import mode_spectra
+    from tcompress.conversion import convert
+    from tcompress.decompose.spectra import mode_spectra
+    from tcompress.source import read_source
 
     say = progress or (lambda message: None)
     say("Reading the checkpoint")
@@ -108,7 +108,7 @@ def analyze(
 
         say("Evaluating the original")
         val = make_dataset(data, "val", image_size, image_size // 4, n=val_samples, seed=seed)
-        dense = model if isinstance(model, nn.Module) else dense_from_state(state, str(model))
+        dense = model if isinstance(model, nn.Module) else src.module()
         result.original_pckh = _pckh(dense.eval(), val)
     for k, (name, size) in enumerate(zip(mode_names, shape)):
         for rank in sweep_ranks(size, points):

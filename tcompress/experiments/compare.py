@@ -23,12 +23,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from tcompress import methods as registry
 from tcompress.errors import TcompressError
-from tcompress.ranks import LAYERWISE_METHODS, TNET_METHODS
 
 __all__ = [
+    "BASELINES",
     "COMPARE_METHODS",
     "DEFAULT_METHODS",
+    "ONNX_FORMS",
+    "TRIMMED",
+    "UNCOMPRESSED",
     "Accuracy",
     "CompareReport",
     "CompareRow",
@@ -36,16 +40,37 @@ __all__ = [
     "bootstrap_accuracy",
     "compare",
     "plot_comparison",
+    "row_kind",
     "sample_hits",
     "trimmed_features",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Methods ``compare`` knows: the converters' methods and ``trimmed`` (a narrower hourglass
-#: trained from scratch with the same budget).
-COMPARE_METHODS = (*TNET_METHODS, *LAYERWISE_METHODS, "trimmed")
-DEFAULT_METHODS = ("tucker", "mps", "layerwise-tucker", "layerwise-cp", "tai", "trimmed")
+#: The baselines, rows that are not compression methods: the uncompressed model, fine-tuned
+#: alike (the reference row), and a narrower hourglass trained from scratch with the same budget.
+UNCOMPRESSED, TRIMMED = "uncompressed", "trimmed"
+BASELINES = (UNCOMPRESSED, TRIMMED)
+#: Methods ``compare`` takes: every registered compression method (T-Nets, then layer-wise)
+#: and the trimmed baseline.
+COMPARE_METHODS = (
+    *registry.names(registry.TNET),
+    *registry.names(registry.LAYERWISE),
+    TRIMMED,
+)
+DEFAULT_METHODS = ("tucker", "mps", "layerwise-tucker", "layerwise-cp", "tai", TRIMMED)
+#: The ONNX forms a row of each kind is exported in; the faster one is timed.
+ONNX_FORMS = {
+    TRIMMED: ("dense",),
+    registry.TNET: ("factorized", "dense"),
+    registry.LAYERWISE: ("factorized",),
+}
+
+
+def row_kind(method: str) -> str:
+    """What a row of ``method`` is: a baseline (:data:`UNCOMPRESSED`, :data:`TRIMMED`) or the
+    kind of a compression method (:data:`tcompress.methods.TNET` or ``LAYERWISE``)."""
+    return method if method in BASELINES else registry.kind(method)
 
 
 @dataclass(frozen=True)
@@ -104,7 +129,7 @@ class Accuracy:
 
 @dataclass
 class CompareRow:
-    method: str
+    method: str  # a compression method or a baseline (see ``kind``)
     target: float | None  # the ratio asked for; None for the uncompressed model
     ranks: list[int] | None
     params: int
@@ -116,6 +141,11 @@ class CompareRow:
     convert_seconds: float = 0.0
     finetune_seconds: float = 0.0  # mean over seeds
     error: str | None = None  # why the row could not be measured (e.g. an unreachable ratio)
+
+    @property
+    def kind(self) -> str:
+        """:data:`UNCOMPRESSED`, :data:`TRIMMED`, or the method's kind (:func:`row_kind`)."""
+        return row_kind(self.method)
 
 
 @dataclass
@@ -290,7 +320,7 @@ def compare(
         before = bootstrap_accuracy(reference_hits[None], counts, resamples)
         rows.append(
             CompareRow(
-                "uncompressed",
+                UNCOMPRESSED,
                 None,
                 None,
                 dense_params,
@@ -303,17 +333,14 @@ def compare(
         )
     for ratio in settings.ratios:
         for method in settings.methods:
-            label = f"{method} at {ratio:g}x"
+            kind, label = row_kind(method), f"{method} at {ratio:g}x"
             say(f"{label}: converting")
             began = time.perf_counter()
             try:
-                if method == "trimmed":
-                    features, params = trimmed_features(original.config, ratio)
-                    torch.manual_seed(settings.seeds[0])
-                    config = {**original.config.to_dict(), "features": features}
-                    model, ranks = StackedHourglass(**config).to(device), [features]
+                if kind == TRIMMED:
+                    model, ranks, params = _trimmed(original, ratio, settings.seeds[0], device)
                 else:
-                    fit_data = settings.refine_data and method in TNET_METHODS
+                    fit_data = settings.refine_data and kind == registry.TNET
                     model = convert(
                         checkpoint,
                         method=method,
@@ -328,12 +355,12 @@ def compare(
                 continue
             converted = time.perf_counter() - began
             say(f"{label}: re-estimating BatchNorm and evaluating")
-            model = recalibrated(model) if method != "trimmed" else model.eval()
+            # A trimmed network is new: its statistics are its own training's.
+            model = model.eval() if kind == TRIMMED else recalibrated(model)
             before = accuracy(model)
             after, finetune_seconds = finetune(model, label)
             say(f"{label}: ONNX latency")
-            forms = {"trimmed": ("dense",), **dict.fromkeys(TNET_METHODS, ("factorized", "dense"))}
-            forms = forms.get(method, ("factorized",))
+            forms = ONNX_FORMS[kind]
             rows.append(
                 CompareRow(
                     method,
@@ -353,6 +380,17 @@ def compare(
     )
 
 
+def _trimmed(original: nn.Module, ratio: float, seed: int, device) -> tuple[nn.Module, list, int]:
+    """The trimmed baseline at ``ratio``: a new hourglass like ``original`` but narrower, its
+    weights drawn from ``seed``; its "ranks" ([features]) and parameters."""
+    from tcompress.models import StackedHourglass
+
+    features, params = trimmed_features(original.config, ratio)
+    torch.manual_seed(seed)
+    config = {**original.config.to_dict(), "features": features}
+    return StackedHourglass(**config).to(device), [features], params
+
+
 def plot_comparison(report: CompareReport, path: str | os.PathLike) -> None:
     """PCKh after fine-tuning against whole-network compression ratio, one line per method,
     with the 95% intervals as error bars and the fine-tuned uncompressed model as a dashed
@@ -364,7 +402,7 @@ def plot_comparison(report: CompareReport, path: str | os.PathLike) -> None:
     import matplotlib.ticker
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    reference = next((r for r in report.rows if r.method == "uncompressed" and r.after), None)
+    reference = next((r for r in report.rows if r.kind == UNCOMPRESSED and r.after), None)
     if reference is not None:
         axes.axhline(reference.after.mean, color="black", linestyle="--", linewidth=1)
         axes.axhspan(reference.after.low, reference.after.high, color="black", alpha=0.08)

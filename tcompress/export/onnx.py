@@ -26,10 +26,11 @@ from tcompress.layouts import KNOWN_MODELS
 from tcompress.models.io import ModelIO, model_io
 from tcompress.passes import factorize, fold_batchnorm, materialize
 from tcompress.tnet import TNet
+from tcompress.vocabulary import EXPORT_FORMS
 
 log = logging.getLogger(__name__)
 
-FORMS = ("factorized", "dense")
+FORMS = EXPORT_FORMS
 DEFAULT_OPSET = 17
 INPUT_NAME = "image"
 
@@ -136,7 +137,7 @@ def export_onnx(
     input ``image``: (N, C, H, W) (PoseNet: (N, H, W, C); the metadata entry
     ``tcompress.input_layout`` says ``NCHW`` or ``NHWC``); outputs ``heatmaps_<stack>``:
     (N, n_joints, H / 4, W / 4) (PoseNet: one output ``heatmaps``, (N, stacks, n_joints, H / 4,
-    W / 4); a network converted with ``--family``: ``output`` or ``output_<i>``).
+    W / 4); a network converted with ``family=``: ``output`` or ``output_<i>``).
     """
     if not isinstance(model, nn.Module):
         from tcompress.serialize import load

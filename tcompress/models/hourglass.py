@@ -8,7 +8,7 @@ constant width, so that all of them can be stacked into one 8th-order tensor ind
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -19,16 +19,6 @@ from tcompress.models._config import PositiveIntConfig
 from tcompress.models.io import ModelIO
 
 PATHWAYS = ("skip", "down", "up")
-
-#: Builds one convolution of a basic block: ``(features, index) -> module``, where ``index`` is
-#: (stack, depth, pathway, conv) for the convolutions that form the T-Net tensor, ``None`` for the
-#: dense blocks (stem and innermost). T-Nets pass their own to build tensor-backed convolutions.
-BlockConv = Callable[[int, "tuple[int, int, int, int] | None"], nn.Module]
-
-
-def dense_block_conv(features: int, index: tuple[int, int, int, int] | None = None) -> nn.Conv2d:
-    """The default block convolution: 3x3, stride 1, padding 1, no bias (BatchNorm follows)."""
-    return nn.Conv2d(features, features, 3, padding=1, bias=False)
 
 
 @dataclass(frozen=True)
@@ -44,21 +34,22 @@ class HourglassConfig(PositiveIntConfig):
 
 
 class BasicBlock(nn.Module):
-    """``block_depth`` convolutions (3x3, no bias) each followed by BatchNorm, with an identity
-    shortcut; ReLU after every BatchNorm but the last, and after the sum (He et al.)."""
+    """``block_depth`` convolutions (3x3, stride 1, padding 1, no bias) each followed by
+    BatchNorm, with an identity shortcut; ReLU after every BatchNorm but the last, and after the
+    sum (He et al.)."""
 
-    def __init__(
-        self,
-        features: int,
-        block_depth: int,
-        conv: BlockConv = dense_block_conv,
-        index: tuple[int, int, int] | None = None,
-    ) -> None:
+    def __init__(self, features: int, block_depth: int) -> None:
         super().__init__()
         self.convs = nn.ModuleList(
-            conv(features, None if index is None else (*index, c)) for c in range(block_depth)
+            nn.Conv2d(features, features, 3, padding=1, bias=False) for _ in range(block_depth)
         )
         self.bns = nn.ModuleList(nn.BatchNorm2d(features) for _ in range(block_depth))
+
+    @property
+    def bn_after_conv(self) -> tuple[tuple[str, str], ...]:
+        """(convolution, BatchNorm) child names where the BatchNorm directly follows the
+        convolution: ``bns.i`` after ``convs.i``."""
+        return tuple((f"convs.{c}", f"bns.{c}") for c in range(len(self.convs)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
@@ -74,26 +65,20 @@ class HourglassLevel(nn.Module):
     """The three pathways of one hourglass level: ``skip`` at the level's resolution, ``down`` after
     2x max-pooling (encoder) and ``up`` before 2x nearest upsampling (decoder)."""
 
-    def __init__(
-        self, features: int, block_depth: int, conv: BlockConv, index: tuple[int, int]
-    ) -> None:
+    def __init__(self, features: int, block_depth: int) -> None:
         super().__init__()
-        self.skip = BasicBlock(features, block_depth, conv, (*index, 0))
-        self.down = BasicBlock(features, block_depth, conv, (*index, 1))
-        self.up = BasicBlock(features, block_depth, conv, (*index, 2))
+        self.skip = BasicBlock(features, block_depth)
+        self.down = BasicBlock(features, block_depth)
+        self.up = BasicBlock(features, block_depth)
 
 
 class Hourglass(nn.Module):
     """``depth`` levels, outermost first, around a dense innermost block at the lowest resolution;
     each level's skip output is summed with its upsampled decoder output."""
 
-    def __init__(
-        self, features: int, depth: int, block_depth: int, conv: BlockConv, stack: int
-    ) -> None:
+    def __init__(self, features: int, depth: int, block_depth: int) -> None:
         super().__init__()
-        self.levels = nn.ModuleList(
-            HourglassLevel(features, block_depth, conv, (stack, d)) for d in range(depth)
-        )
+        self.levels = nn.ModuleList(HourglassLevel(features, block_depth) for _ in range(depth))
         self.innermost = BasicBlock(features, block_depth)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,16 +106,14 @@ def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequ
 
 
 class StackedHourglass(nn.Module):
-    """Stacked hourglass network whose hourglass blocks all share one shape (T-Net ready).
+    """Stacked hourglass network whose hourglass blocks all share one shape (T-Net ready): every
+    convolution of the hourglass blocks is a dense 3x3 convolution (stride 1, padding 1, no bias).
 
     Parameters
     ----------
     n_stacks, depth, block_depth, features, n_joints, in_channels
         Number of hourglasses, levels per hourglass, convolutions per basic block, constant
         feature width, heatmap channels and input channels. Defaults are the paper's configuration.
-    block_conv
-        Builds each convolution of the hourglass blocks (see :data:`BlockConv`); the default is a
-        dense 3x3 convolution.
 
     Shapes
     ------
@@ -146,8 +129,6 @@ class StackedHourglass(nn.Module):
         features: int = 128,
         n_joints: int = 16,
         in_channels: int = 3,
-        *,
-        block_conv: BlockConv = dense_block_conv,
     ) -> None:
         super().__init__()
         self.config = HourglassConfig(n_stacks, depth, block_depth, features, n_joints, in_channels)
@@ -163,9 +144,7 @@ class StackedHourglass(nn.Module):
                 "block": BasicBlock(f, block_depth),
             }
         )
-        self.hourglasses = nn.ModuleList(
-            Hourglass(f, depth, block_depth, block_conv, s) for s in range(n_stacks)
-        )
+        self.hourglasses = nn.ModuleList(Hourglass(f, depth, block_depth) for _ in range(n_stacks))
         self.heads = nn.ModuleList(conv_bn_relu(f, f, 1) for _ in range(n_stacks))
         self.scores = nn.ModuleList(nn.Conv2d(f, n_joints, 1) for _ in range(n_stacks))
         # Intermediate supervision: features and heatmaps mapped back and added to the next input.

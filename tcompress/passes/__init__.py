@@ -7,6 +7,10 @@ computes the same function in eval mode, checked in the tests against the model 
 - :func:`decompose_layers` (:mod:`tcompress.passes.layerwise`): a dense network becomes a
   :class:`~tcompress.layerwise.LayerwiseNet`, every convolution of its kernel family decomposed on
   its own (the same function up to the truncation; exactly the same at full rank).
+
+:mod:`tcompress.passes.data_aware` fits a T-Net's shared tensor (or a layer-wise network's chains)
+in place so that every block convolution's output on some images stays close to the original's:
+the conversion's optional refinement step, which changes the function on purpose.
 """
 
 from tcompress.passes.factorize import factorize

@@ -23,8 +23,6 @@ from collections import Counter
 import torch
 from torch import nn
 
-from tcompress.models.hourglass import BasicBlock
-
 
 class ChannelAffine(nn.Module):
     """y = x * scale + shift per channel: an eval-mode BatchNorm without its statistics.
@@ -46,9 +44,10 @@ class ChannelAffine(nn.Module):
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in eval mode with every BatchNorm that follows a convolution folded.
 
-    Handles the two places BatchNorms sit in the hourglass: ``BasicBlock`` (``convs[i]`` then
-    ``bns[i]``) and conv-BN-ReLU ``nn.Sequential`` stacks; a block convolution may itself be an
-    ``nn.Sequential`` of convolutions (the factorized form), whose last convolution takes the fold.
+    Folds the (convolution, BatchNorm) pairs a module declares in ``bn_after_conv`` (dotted child
+    names, e.g. a basic block's ``("convs.0", "bns.0")``) and conv-BN-ReLU ``nn.Sequential``
+    stacks; a convolution may itself be an ``nn.Sequential`` of convolutions (the factorized form),
+    whose last convolution takes the fold.
     """
     model = copy.deepcopy(model).eval()
     uses = Counter(id(p) for m in model.modules() for p in m.parameters(recurse=False))
@@ -58,10 +57,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 bn = _child(module, bn_name)
                 if bn is not None:
                     _set_child(module, bn_name, _fold(_child(module, conv_name), bn, uses))
-            if isinstance(module, BasicBlock):
-                for i, bn in enumerate(module.bns):
-                    module.bns[i] = _fold(module.convs[i], bn, uses)
-            elif isinstance(module, nn.Sequential):
+            if isinstance(module, nn.Sequential):
                 children = list(module)
                 for i in range(1, len(children)):
                     if isinstance(children[i], nn.BatchNorm2d) and _last_conv(children[i - 1]):

@@ -2,7 +2,8 @@
 (supervised, distilled, distributed) and BatchNorm re-estimation.
 
 :func:`finetune` and :func:`train` are whole runs (data, BatchNorm re-estimation, the written
-model), as the command line does them; :func:`fit` is the loop they call."""
+model), as the command line does them, and so is :func:`recalibrate_model`; :func:`fit` is the
+loop they call."""
 
 from tcompress.train.finetune import FinetuneResult, TrainingInterrupted, finetune, train
 from tcompress.train.loop import (
@@ -15,7 +16,11 @@ from tcompress.train.loop import (
     native_bf16,
     read_state,
 )
-from tcompress.train.recalibrate import RecalibrationReport, recalibrate_batchnorm
+from tcompress.train.recalibrate import (
+    RecalibrationReport,
+    recalibrate_batchnorm,
+    recalibrate_model,
+)
 
 __all__ = [
     "FinetuneResult",
@@ -31,5 +36,6 @@ __all__ = [
     "native_bf16",
     "read_state",
     "recalibrate_batchnorm",
+    "recalibrate_model",
     "train",
 ]

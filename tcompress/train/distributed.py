@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from tcompress.errors import TcompressError
+from tcompress.errors import TcompressError, param
 
 __all__ = ["Distributed", "ShardSampler", "setup", "teardown"]
 
@@ -63,7 +63,7 @@ def setup(device: str | torch.device = "cpu") -> Distributed:
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TcompressError(
-            f"device {str(device)!r}: CUDA is not available here; use --device cpu"
+            f"device {str(device)!r}: CUDA is not available here; use {param('device', 'cpu')}"
         )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:

@@ -22,9 +22,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from tcompress.errors import CheckpointError, DataError, TcompressError
+from tcompress.errors import CheckpointError, DataError, TcompressError, param
 from tcompress.models.io import heatmaps_of
 from tcompress.train.distributed import Distributed, ShardSampler
+from tcompress.vocabulary import OPTIMIZERS, PRECISIONS, SCHEDULES
 
 __all__ = [
     "OPTIMIZERS",
@@ -39,14 +40,10 @@ __all__ = [
     "read_state",
 ]
 
-OPTIMIZERS = ("rmsprop", "adam", "sgd")
-#: Learning-rate schedules: ``step`` multiplies by ``gamma`` at each milestone, ``cosine`` and
-#: ``linear`` fall from ``lr`` to zero over the run.
-SCHEDULES = ("step", "cosine", "linear")
-#: Arithmetic of the forward and backward passes: ``fp32``, or ``bf16`` mixed precision
-#: (autocast: convolutions and matrix products in bfloat16, parameters, optimizer state and
-#: losses in float32).
-PRECISIONS = ("fp32", "bf16")
+# OPTIMIZERS; SCHEDULES: ``step`` multiplies by ``gamma`` at each milestone, ``cosine`` and
+# ``linear`` fall from ``lr`` to zero over the run; PRECISIONS: ``fp32``, or ``bf16`` mixed
+# precision (autocast: convolutions and matrix products in bfloat16, parameters, optimizer state
+# and losses in float32). Defined in tcompress.vocabulary.
 #: Smoothing of RMSprop's running average of squared gradients (PyTorch's default).
 RMSPROP_ALPHA = 0.99
 STATE_FORMAT = "tcompress.train-state"
@@ -251,7 +248,7 @@ def read_state(path: str | os.PathLike) -> dict:
     payload = read_checkpoint(path).payload
     if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
         raise CheckpointError(
-            f"'{path}' is not a training state to resume from (written by --save-every)"
+            f"'{path}' is not a training state to resume from (written by {param('save_every')})"
         )
     if payload.get("format_version") != STATE_VERSION:
         raise CheckpointError(
@@ -328,7 +325,8 @@ def fit(
     if w < 1 and not labelled:
         raise DataError(
             "the data has no heatmap labels (a plain image folder?): train with a teacher and "
-            "distillation weight 1 (--distill-from ORIGINAL), or give a labelled data set"
+            f"distillation weight 1 ({param('teacher', metavar='ORIGINAL')}), or give a "
+            "labelled data set"
         )
     if w > 0 and teacher is None:
         raise TcompressError("a distillation weight above 0 needs a teacher network")
@@ -447,7 +445,8 @@ def fit(
             value = loss.item()
             if not math.isfinite(value):
                 raise TcompressError(
-                    f"the loss became {value} at step {step}; lower the learning rate (--lr)"
+                    f"the loss became {value} at step {step}; lower the learning rate "
+                    f"({param('lr')})"
                 )
             result.images += images.shape[0] * context.world
             window_loss, window_n = window_loss + value, window_n + 1

@@ -161,8 +161,8 @@ def block_statistics(
 
 def batchnorm_after(model: nn.Module, conv_name: str) -> nn.BatchNorm2d | None:
     """The BatchNorm that directly follows the convolution ``conv_name`` in ``model``, if any:
-    ``bns[i]`` after ``convs[i]`` of a basic block, a pair a module declares in its
-    ``bn_after_conv``, or the next module of an ``nn.Sequential``."""
+    a pair a module declares in its ``bn_after_conv``, or the next module of an
+    ``nn.Sequential``."""
     parts = conv_name.split(".")
     for cut in range(len(parts) - 1, -1, -1):
         parent = model.get_submodule(".".join(parts[:cut]))
@@ -172,8 +172,6 @@ def batchnorm_after(model: nn.Module, conv_name: str) -> nn.BatchNorm2d | None:
                 found = parent.get_submodule(bn)
                 return found if isinstance(found, nn.modules.batchnorm._BatchNorm) else None
     parent = model.get_submodule(".".join(parts[:-1]))
-    if parts[-2:-1] == ["convs"] and hasattr(model.get_submodule(".".join(parts[:-2])), "bns"):
-        return model.get_submodule(".".join([*parts[:-2], "bns", parts[-1]]))
     if isinstance(parent, nn.Sequential):
         children = list(parent)
         i = next(k for k, child in enumerate(children) if child is model.get_submodule(conv_name))
@@ -220,8 +218,9 @@ def refine_to_data(
     Parameters
     ----------
     tensor
-        A :class:`~tcompress.tnet.TuckerTensor`, :class:`~tcompress.tnet.MPSTensor` or
-        :class:`~tcompress.tnet.CPTensor`; its ``full()`` is W's estimate.
+        A T-Net's shared tensor (:class:`~tcompress.methods.base.SharedTensor`) or a layer-wise
+        network's chains (:class:`~tcompress.layerwise.StackedChains`); its ``full()`` is W's
+        estimate.
     W
         The uncompressed tensor (stack, depth, pathway, block, f_in, f_out, h, w).
     iterations

@@ -1,17 +1,18 @@
 """Ranks chosen from a target: a whole-network compression ratio, or a fraction of W's energy.
 
-Both methods have an error bound made of discarded squared singular values:
+A method with an error bound made of discarded squared singular values (its
+:meth:`~tcompress.methods.base.TensorMethod.spectra`) is allocated greedily on that bound:
 
 - Tucker (HOSVD): ``||W - W_hat||^2 <= sum_k sum_{i > R_k} s_{k,i}^2``, where ``s_{k,i}`` are the
   singular values of the mode-k unfolding;
 - MPS (TT-SVD): ``||W - W_hat||^2 <= sum_k sum_{i > R_k} t_{k,i}^2``, where ``t_{k,i}`` are those
   of the k-th sequential unfolding ``(D_1 ... D_k) x (D_{k+1} ... D_N)``.
 
-The allocation is greedy on that bound: starting from full ranks (or the ranks the user fixed),
-lower by one the rank whose step discards the least energy per parameter saved, until the
-parameter budget or the energy floor is reached. For a ratio, what the budget has left is then
-spent again, one rank at a time, on the ranks that regain the most energy per parameter, so the
-target is met from above, within a few percent even where single steps are coarse (small modes).
+Starting from full ranks (or the ranks the user fixed), lower by one the rank whose step discards
+the least energy per parameter saved, until the parameter budget or the energy floor is reached.
+For a ratio, what the budget has left is then spent again, one rank at a time, on the ranks that
+regain the most energy per parameter, so the target is met from above, within a few percent even
+where single steps are coarse (small modes).
 """
 
 from __future__ import annotations
@@ -21,15 +22,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
-from tcompress.decompose import max_tt_ranks
-from tcompress.decompose._grams import block_mode_grams
 from tcompress.errors import RankError
-from tcompress.ranks import mps_params, tucker_params
 
-__all__ = ["RankChoice", "bond_spectra", "choose_ranks", "mode_spectra"]
+__all__ = ["RATIO_TOLERANCE", "RankChoice", "allocate", "largest_uniform", "ratio_budget"]
 
 #: A ratio target is met when the achieved ratio lies in [target, target * (1 + RATIO_TOLERANCE)].
 RATIO_TOLERANCE = 0.03
@@ -37,7 +34,7 @@ RATIO_TOLERANCE = 0.03
 
 @dataclass(frozen=True)
 class RankChoice:
-    """Chosen ranks and what the bound predicts for them."""
+    """Ranks chosen for a target, and what the method's bound predicts for them (NaN: no bound)."""
 
     method: str
     ranks: tuple[int, ...]
@@ -47,42 +44,21 @@ class RankChoice:
     target: str  # "ratio 4" or "energy 0.9"
 
 
-def mode_spectra(tensor: Tensor) -> list[Tensor]:
-    """Squared singular values of every mode unfolding, descending, float64.
-
-    Shapes: tensor (D_1, ..., D_N); spectra[k] (D_k,).
-    """
-    work = tensor.detach().contiguous()
-    if work.dtype not in (torch.float32, torch.float64):
-        work = work.float()
-    grams = block_mode_grams(work, range(work.dim()))
-    return [_descending(grams[k]) for k in range(work.dim())]
-
-
-def bond_spectra(tensor: Tensor) -> list[Tensor]:
-    """Squared singular values of the N-1 sequential unfoldings, descending, float64.
-
-    Shapes: tensor (D_1, ..., D_N); spectra[k] (min(D_1..D_{k+1}, D_{k+2}..D_N),).
-    """
-    work = tensor.detach().contiguous()
-    if work.dtype not in (torch.float32, torch.float64):
-        work = work.float()
-    shape, spectra = work.shape, []
-    for k in range(1, work.dim()):
-        rows = math.prod(shape[:k])
-        matrix = work.reshape(rows, -1)
-        gram = matrix @ matrix.T if rows <= matrix.shape[1] else matrix.T @ matrix
-        spectra.append(_descending(gram))
-    return spectra
+def ratio_budget(ratio, before: int, other_params: int, best: float, method: str) -> float:
+    """The tensor parameters a whole-network ``ratio`` allows; ``best`` is the ratio of the
+    smallest model the method can make, which bounds the reachable targets."""
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float):
+        raise RankError(f"compression ratio {ratio!r} is not a number; expected one >= 1")
+    if not 1 <= ratio <= best:
+        raise RankError(
+            f"compression ratio {ratio:g} is out of reach: with {method} this network "
+            f"goes from 1x (full ranks) to {best:.2f}x (rank 1 in every free mode)"
+        )
+    return before / ratio - other_params
 
 
-def _descending(gram: Tensor) -> Tensor:
-    values = torch.linalg.eigvalsh(gram.double()).clamp_min(0)
-    return values.flip(0).cpu()
-
-
-def choose_ranks(
-    method: str,
+def allocate(
+    method,
     shape: Sequence[int],
     spectra: Sequence[Tensor],
     *,
@@ -91,12 +67,13 @@ def choose_ranks(
     fixed: Sequence[int | None] | None = None,
     other_params: int = 0,
 ) -> RankChoice:
-    """Ranks of ``method`` for a whole-network ``ratio`` or an ``energy`` fraction of W kept.
+    """Ranks of ``method`` (a :class:`~tcompress.methods.base.TensorMethod`: its ``limits``,
+    ``params`` and ``cap``) for a whole-network ``ratio`` or an ``energy`` fraction of W kept.
 
     Parameters
     ----------
     spectra
-        :func:`mode_spectra` (Tucker) or :func:`bond_spectra` (MPS) of W.
+        The method's :meth:`~tcompress.methods.base.TensorMethod.spectra` of W.
     ratio
         Whole-network parameters before / after, counting ``other_params`` (everything outside
         W) on both sides; met within ``RATIO_TOLERANCE`` above.
@@ -112,17 +89,13 @@ def choose_ranks(
     """
     if (ratio is None) == (energy is None):
         raise RankError("give one target: a compression ratio or an energy fraction")
-    if method == "cp":
-        return _cp_rank(shape, ratio, energy, other_params)
     shape = tuple(int(s) for s in shape)
-    limits = shape if method == "tucker" else max_tt_ranks(shape)
-    params = tucker_params if method == "tucker" else mps_params
+    limits = method.limits(shape)
+    params = method.params
     fixed = list(fixed) if fixed is not None else [None] * len(limits)
     if len(fixed) != len(limits):
         raise RankError(f"{len(fixed)} fixed ranks given; expected {len(limits)}")
-    ranks = [f if f is not None else limit for f, limit in zip(fixed, limits)]
-    if method == "mps":
-        ranks = _cap(ranks, shape)
+    ranks = method.cap([f if f is not None else limit for f, limit in zip(fixed, limits)], shape)
     budget = high = low = 0.0
     free = [k for k, f in enumerate(fixed) if f is None]
     # tails[k][r]: energy discarded by keeping r values of spectrum k
@@ -137,15 +110,9 @@ def choose_ranks(
         floor = [1] * len(limits)
         for k, f in enumerate(fixed):
             floor[k] = f if f is not None else 1
-        if method == "mps":
-            floor = _cap(floor, shape)
+        floor = method.cap(floor, shape)
         best = before / (params(shape, floor) + other_params)
-        if not 1 <= ratio <= best:
-            raise RankError(
-                f"compression ratio {ratio:g} is out of reach: with {method} this network "
-                f"goes from 1x (full ranks) to {best:.2f}x (rank 1 in every free mode)"
-            )
-        high = before / ratio - other_params  # tensor parameters allowed
+        high = ratio_budget(ratio, before, other_params, best, method.name)  # tensor parameters
         low = before / (ratio * (1 + RATIO_TOLERANCE)) - other_params
     else:
         if not 0 < energy <= 1:
@@ -157,7 +124,7 @@ def choose_ranks(
         trial[k] += by
         if not 1 <= trial[k] <= limits[k]:
             return None
-        trial = _cap(trial, shape) if method == "mps" else trial
+        trial = method.cap(trial, shape)
         return None if trial == rs else trial
 
     def descend(rs: list[int], keep: int | None = None, modes=None) -> list[int]:
@@ -214,7 +181,7 @@ def choose_ranks(
             if not closer:
                 break
             ranks = max(closer, key=lambda r: params(shape, r))
-        if method == "tucker" and not low <= params(shape, ranks) <= high:
+        if method.enumerate_small_modes and not low <= params(shape, ranks) <= high:
             ranks = _enumerate_small_modes(
                 ranks,
                 free,
@@ -227,7 +194,9 @@ def choose_ranks(
     lost = discarded(ranks)
     kept = max(0.0, 1 - lost / total)
     target = f"ratio {ratio:g}" if ratio is not None else f"energy {energy:g}"
-    return RankChoice(method, tuple(ranks), params(shape, ranks), kept, math.sqrt(1 - kept), target)
+    return RankChoice(
+        method.name, tuple(ranks), params(shape, ranks), kept, math.sqrt(1 - kept), target
+    )
 
 
 #: Tucker modes at most this size are enumerated when the greedy steps are too coarse to land.
@@ -255,30 +224,23 @@ def _enumerate_small_modes(ranks, free, limits, descend, grow, discarded, lands)
     return best if best is not None else ranks
 
 
-def _cp_rank(shape: Sequence[int], ratio, energy, other_params: int) -> RankChoice:
-    """CP has no error bound to allocate on: the largest rank within the ratio's budget."""
-    if ratio is None:
-        raise RankError("an energy target needs tucker or mps; give CP a --ratio or --ranks")
-    per_rank = 1 + sum(shape)
+def largest_uniform(
+    method,
+    shape: Sequence[int],
+    ratio: float,
+    other_params: int,
+    ranks_of,
+    top: int,
+) -> RankChoice:
+    """For a method without an error bound to allocate on: the largest single rank value r (its
+    ranks ``ranks_of(r)``, r from 1 to ``top``) within the parameter budget of ``ratio``."""
     before = math.prod(shape) + other_params
-    best = before / (per_rank + other_params)
-    if not 1 <= ratio <= best:
-        raise RankError(
-            f"compression ratio {ratio:g} is out of reach: with cp this network goes up to "
-            f"{best:.2f}x (rank 1)"
-        )
-    rank = max(1, int((before / ratio - other_params) // per_rank))
-    return RankChoice("cp", (rank,), rank * per_rank, math.nan, math.nan, f"ratio {ratio:g}")
-
-
-def _cap(bonds: Sequence[int], shape: Sequence[int]) -> list[int]:
-    """Bonds that TT-SVD can realise: bond k (between modes k and k+1) is at most bond k-1 times
-    D_k and at most D_{k+1} times bond k+1."""
-    out = list(bonds)
-    out[0] = min(out[0], shape[0])
-    for k in range(1, len(out)):
-        out[k] = min(out[k], out[k - 1] * shape[k])
-    out[-1] = min(out[-1], shape[-1])
-    for k in range(len(out) - 2, -1, -1):
-        out[k] = min(out[k], out[k + 1] * shape[k + 1])
-    return out
+    best = before / (method.params(shape, ranks_of(1)) + other_params)
+    high = ratio_budget(ratio, before, other_params, best, method.name)
+    low, up = 1, top
+    while low < up:  # parameters grow with r: the largest r within the budget
+        mid = (low + up + 1) // 2
+        low, up = (mid, up) if method.params(shape, ranks_of(mid)) <= high else (low, mid - 1)
+    ranks = tuple(ranks_of(low))
+    params = method.params(shape, ranks)
+    return RankChoice(method.name, ranks, params, math.nan, math.nan, f"ratio {ratio:g}")

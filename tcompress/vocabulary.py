@@ -1,0 +1,28 @@
+"""The enumerations the library checks and the command line offers as choices, torch-free.
+
+One definition each: the library validates against these tuples and the CLI builds its
+``click.Choice`` from them, so a value is never spelled twice. Method names are the registry's
+(:func:`tcompress.methods.names`, also torch-free).
+
+Two of them share the word ``factorized``: a T-Net's *forward form* (how PyTorch runs it: the
+shared tensor rebuilt, or its factors run as small convolutions) and an *export form* (what the
+ONNX file holds: the small convolutions, or dense kernels). A factorized export of a T-Net runs
+its factorized forward form's convolutions, so the word means the same network in both.
+"""
+
+from __future__ import annotations
+
+#: How a T-Net runs in PyTorch (``forward=``, ``--forward``).
+FORWARD_FORMS = ("reconstructed", "factorized")
+#: What an ONNX export holds (``form=``, ``tcompress export --form``).
+EXPORT_FORMS = ("factorized", "dense")
+#: Optimizers of fine-tuning and training (``--optimizer``).
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+#: Learning-rate schedules (``--schedule``).
+SCHEDULES = ("step", "cosine", "linear")
+#: Training precisions (``--precision``).
+PRECISIONS = ("fp32", "bf16")
+#: Data set splits (``--split``).
+SPLITS = ("train", "val")
+#: Sub-pixel refinements of heatmap peaks (``decode_heatmaps(refine=)``).
+REFINEMENTS = ("none", "quarter", "quadratic")
