@@ -1,6 +1,8 @@
 """Every registered method, through the same checks: exact at full rank (both forward forms),
 saved and loaded unchanged, exported and validated in ONNX Runtime; and the registry itself."""
 
+import os
+
 import pytest
 import torch
 
@@ -137,3 +139,16 @@ def test_tensor_ring_refuses_refine_and_caps_with_a_note():
     capped = tcompress.convert(make_hourglass(), method="tr", ranks="1,8,4,8,6,5,3,2")
     assert capped.ranks[1] == 2
     assert capped.summary["notes"] == ["bond 2: 8 capped at 2 (bond 1 x 2)"]
+
+
+FORMAT_V1 = os.path.join(os.path.dirname(__file__), "fixtures", "format-v1")
+
+
+@pytest.mark.parametrize("name", ["tucker", "mps", "cp", "layerwise-tucker", "layerwise-cp", "tai"])
+def test_files_written_before_the_registry_load_unchanged(name):
+    model = tcompress.load(os.path.join(FORMAT_V1, f"{name}.pt")).eval()
+    assert model.method == name
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    want = torch.load(os.path.join(FORMAT_V1, f"{name}.out.pt"), weights_only=True)
+    with torch.no_grad():
+        assert torch.equal(model(x)[-1], want)
