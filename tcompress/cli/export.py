@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tcompress.cli import handle_errors, main
+from tcompress.cli import handle_errors, images_option, main
 from tcompress.vocabulary import EXPORT_FORMS
 
 
@@ -40,6 +40,27 @@ from tcompress.vocabulary import EXPORT_FORMS
 @click.option("--rtol", type=click.FloatRange(min=0), default=1e-4, show_default=True)
 @click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime comparison.")
 @click.option(
+    "--check",
+    default=None,
+    metavar="DATA",
+    help="Labelled data ('synthetic' or an MPII-style set) on which the file's PCKh@0.5 must stay "
+    "within --max-drop points of the PyTorch model's; refused (nothing written) beyond it.",
+)
+@click.option(
+    "--check-samples",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Validation images scored by --check.",
+)
+@click.option(
+    "--max-drop",
+    type=float,
+    default=None,
+    help="Largest PCKh drop (points) --check allows [default: 0.25 for float32].",
+)
+@images_option
+@click.option(
     "--output", "-o", type=click.Path(path_type=Path), required=True, help="Output .onnx file."
 )
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
@@ -51,7 +72,23 @@ from tcompress.vocabulary import EXPORT_FORMS
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @handle_errors
-def export(file, form, opset, input_size, atol, rtol, no_validate, output, force, arch, as_json):
+def export(
+    file,
+    form,
+    opset,
+    input_size,
+    atol,
+    rtol,
+    no_validate,
+    check,
+    check_samples,
+    max_drop,
+    images,
+    output,
+    force,
+    arch,
+    as_json,
+):
     """Export FILE (a T-Net or an uncompressed hourglass checkpoint) to ONNX.
 
     The file is checked with onnx.checker and compared with the PyTorch model in ONNX Runtime at
@@ -62,6 +99,7 @@ def export(file, form, opset, input_size, atol, rtol, no_validate, output, force
       tcompress export tnet.pt --form factorized -o tnet.onnx
       tcompress export tnet.pt --form dense -o tnet-dense.onnx
       tcompress export hg.pth --form dense -o hg.onnx       # the uncompressed baseline
+      tcompress export tnet.pt --check synthetic -o tnet.onnx  # PCKh against PyTorch too
       tcompress export tnet.pt --arch mymodels:resnet --input-size 64 -o tnet.onnx
     """
     from tcompress.checkpoint import check_output
@@ -83,6 +121,10 @@ def export(file, form, opset, input_size, atol, rtol, no_validate, output, force
             atol=atol,
             rtol=rtol,
             validate=not no_validate,
+            check=check,
+            check_samples=check_samples,
+            max_drop=max_drop,
+            check_images=images,
         )
     if as_json:
         print_json(report.to_dict())
@@ -97,4 +139,11 @@ def export(file, form, opset, input_size, atol, rtol, no_validate, output, force
         console.print(validation_table(report.validation.to_dict()))
     else:
         console.print("[yellow]not validated[/yellow] (--no-validate)")
+    if report.task:
+        t = report.task
+        console.print(
+            f"task check on {t.images} images of {t.data}: PCKh@0.5 {t.pckh_exported:.2f} "
+            f"(PyTorch {t.pckh_pytorch:.2f}, drop {t.drop:.2f}, at most {t.max_drop:g}) "
+            "[green]passed[/green]"
+        )
     console.print(f"wrote {out}")

@@ -87,6 +87,8 @@ class OnnxModel:
                 "(N, C, H, W) or (N, H, W, C)"
             )
         self.input_name = inputs[0].name
+        # A half-precision file without float32 inputs and outputs is fed and read in float16.
+        self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         self.path = path
         shape = inputs[0].shape
         metadata = self.session.get_modelmeta().custom_metadata_map
@@ -111,9 +113,10 @@ class OnnxModel:
             )
         x = self.io.adapt(images)
         x = x.permute(0, 2, 3, 1) if self.layout == "NHWC" else x
-        outputs = self.session.run(None, {self.input_name: x.float().cpu().contiguous().numpy()})
+        feed = x.float().cpu().contiguous().numpy().astype(self.input_dtype, copy=False)
+        outputs = self.session.run(None, {self.input_name: feed})
         heatmaps = []
-        for out in map(torch.from_numpy, outputs):
+        for out in (torch.from_numpy(o).float() for o in outputs):
             heatmaps.extend(out.unbind(1) if out.dim() == 5 else [out])
         return heatmaps
 
@@ -132,9 +135,10 @@ def _floats(metadata: dict, key: str, path: str) -> tuple[float, ...] | None:
 
 
 def load_for_evaluation(path: str | os.PathLike) -> nn.Module | OnnxModel:
-    """The model in a dense checkpoint, a T-Net file or an ONNX file."""
+    """The model in a dense checkpoint, a T-Net file or an ONNX file (``.onnx``, or ONNX
+    Runtime's mobile format ``.ort``)."""
     path = os.fspath(path)
-    if path.endswith(".onnx"):
+    if path.endswith((".onnx", ".ort")):
         if not os.path.exists(path):
             raise EvaluationError(f"ONNX file '{path}' does not exist")
         return OnnxModel(path)

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from tcompress.checkpoint import atomic_write
-from tcompress.errors import ExportError
+from tcompress.errors import ExportError, param
 from tcompress.export.bench import INPUT_LAYOUT_KEY, PIXEL_MEAN_KEY, PIXEL_STD_KEY
+from tcompress.export.task import CHECK_SAMPLES, MAX_DROP, TaskCheck, task_check
 from tcompress.export.validate import ValidationReport, validate_onnx
 from tcompress.layerwise import LayerwiseNet, dense_layers, plain_layers
 from tcompress.layouts import KNOWN_MODELS
@@ -48,10 +49,12 @@ class ExportReport:
     outputs: list[str]
     validation: ValidationReport | None = None
     notes: list[str] = field(default_factory=list)
+    task: TaskCheck | None = None  # PCKh of the file against the PyTorch model, when checked
 
     def to_dict(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k != "validation"}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("validation", "task")}
         out["validation"] = self.validation.to_dict() if self.validation else None
+        out["task"] = self.task.to_dict() if self.task else None
         return out
 
 
@@ -98,6 +101,10 @@ def export_onnx(
     atol: float = 1e-4,
     rtol: float = 1e-4,
     validate: bool = True,
+    check: str | os.PathLike | None = None,
+    check_samples: int = CHECK_SAMPLES,
+    max_drop: float | None = None,
+    check_images: str | os.PathLike | None = None,
 ) -> ExportReport:
     """Export a T-Net, a layer-wise network or a dense hourglass to ONNX (float32), validated with
     ONNX Runtime.
@@ -131,6 +138,12 @@ def export_onnx(
     validate
         Check the file with ``onnx.checker`` and compare ONNX Runtime with PyTorch on seeded inputs
         at batch 1 and 3; any failure raises :class:`ExportError` and leaves no file.
+    check, check_samples, max_drop, check_images
+        Labelled data (``"synthetic"`` or an MPII-style set; ``check_images``: its image folder)
+        on whose first ``check_samples`` validation images the file's PCKh@0.5 is compared with
+        the PyTorch model's (:mod:`tcompress.export.task`); a drop above ``max_drop`` points
+        (default :data:`~tcompress.export.task.MAX_DROP` of the precision) raises
+        :class:`ExportError` and leaves no file.
 
     Shapes
     ------
@@ -154,15 +167,25 @@ def export_onnx(
         )
     was_training = model.training
     reference = model.eval()
+    task = None
+    if check is not None:
+        task = dict(
+            data=check,
+            n=check_samples,
+            max_drop=MAX_DROP["fp32"] if max_drop is None else max_drop,
+            images=check_images,
+        )
     try:
-        report = _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, validate)
+        report = _export(
+            reference, path, form, opset, size, dynamic_batch, atol, rtol, validate, task
+        )
     finally:
         model.train(was_training)
     log.info("exported %s form to %s", form, path)
     return report
 
 
-def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, validate):
+def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, validate, task):
     io = model_io(reference)
     # The file is float32 whatever the model's dtype: what ONNX Runtime runs on every provider.
     prepared = deployable(reference, form).float()
@@ -211,6 +234,16 @@ def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, valid
                 raise ExportError(
                     f"export to '{os.fspath(path)}' failed validation: "
                     + "; ".join(report.validation.problems)
+                )
+        if task is not None:
+            report.task = task_check(tmp, reference, image_size=size[0], **task)
+            if not report.task.passed:
+                t = report.task
+                raise ExportError(
+                    f"export to '{os.fspath(path)}' failed the task check: PCKh@0.5 "
+                    f"{t.pckh_exported:.2f} against {t.pckh_pytorch:.2f} for the PyTorch model on "
+                    f"{t.images} images of {t.data}, a drop of {t.drop:.2f} points (at most "
+                    f"{t.max_drop:g} allowed: {param('max_drop')})"
                 )
 
     atomic_write(path, write)
