@@ -16,6 +16,10 @@ from __future__ import annotations
 FORWARD_FORMS = ("reconstructed", "factorized")
 #: What an ONNX export holds (``form=``, ``tcompress export --form``).
 EXPORT_FORMS = ("factorized", "dense")
+#: The arithmetic of an exported file (``precision=``, ``tcompress export --precision``).
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
+#: The file an export writes: ONNX, or ONNX Runtime's mobile format (``format=``, ``--format``).
+FILE_FORMATS = ("onnx", "ort")
 #: Optimizers of fine-tuning and training (``--optimizer``).
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 #: Learning-rate schedules (``--schedule``).

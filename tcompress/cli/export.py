@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from tcompress.cli import handle_errors, images_option, main
-from tcompress.vocabulary import EXPORT_FORMS
+from tcompress.vocabulary import EXPORT_FORMS, EXPORT_PRECISIONS, FILE_FORMATS
 
 
 @main.command(name="export")
@@ -38,6 +38,37 @@ from tcompress.vocabulary import EXPORT_FORMS
     help="Validation passes when max |ONNX - PyTorch| <= atol + rtol * max |PyTorch|.",
 )
 @click.option("--rtol", type=click.FloatRange(min=0), default=1e-4, show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(EXPORT_PRECISIONS),
+    default="fp32",
+    show_default=True,
+    help="fp16: half precision (GPUs); int8: static QDQ quantization calibrated on --calibrate "
+    "(CPUs, phones).",
+)
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(FILE_FORMATS),
+    default="onnx",
+    show_default=True,
+    help="ort: ONNX Runtime's mobile format (the output ends in .ort).",
+)
+@click.option("--keep-io-types", is_flag=True, help="fp16: keep float32 inputs and outputs.")
+@click.option(
+    "--calibrate",
+    default=None,
+    metavar="DATA",
+    help="int8: images the activation ranges are calibrated on ('synthetic', an image folder or "
+    "an MPII-style set; labels unused).",
+)
+@click.option(
+    "-n",
+    "--calibration-samples",
+    type=click.IntRange(min=1),
+    default=None,
+    help="int8: calibration images [default: 32].",
+)
 @click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime comparison.")
 @click.option(
     "--check",
@@ -79,6 +110,11 @@ def export(
     input_size,
     atol,
     rtol,
+    precision,
+    file_format,
+    keep_io_types,
+    calibrate,
+    calibration_samples,
     no_validate,
     check,
     check_samples,
@@ -100,6 +136,10 @@ def export(
       tcompress export tnet.pt --form dense -o tnet-dense.onnx
       tcompress export hg.pth --form dense -o hg.onnx       # the uncompressed baseline
       tcompress export tnet.pt --check synthetic -o tnet.onnx  # PCKh against PyTorch too
+      tcompress export tnet.pt --precision int8 --calibrate synthetic -n 32 \\
+          --check synthetic -o tnet-int8.onnx
+      tcompress export tnet.pt --precision fp16 -o tnet-fp16.onnx
+      tcompress export tnet.pt --format ort -o tnet.ort
       tcompress export tnet.pt --arch mymodels:resnet --input-size 64 -o tnet.onnx
     """
     from tcompress.checkpoint import check_output
@@ -125,13 +165,20 @@ def export(
             check_samples=check_samples,
             max_drop=max_drop,
             check_images=images,
+            precision=precision,
+            format=file_format,
+            keep_io_types=keep_io_types,
+            calibrate=calibrate,
+            calibration_samples=calibration_samples,
+            calibration_images=images,
         )
     if as_json:
         print_json(report.to_dict())
         return
     console = stdout()
     console.print(
-        f"[bold]{form}[/bold] form, opset {opset}, input {input_size}x{input_size}, "
+        f"[bold]{form}[/bold] form, {precision}, {file_format}, opset {opset}, "
+        f"input {input_size}x{input_size}, "
         f"dynamic batch: {report.params:,} parameters, "
         f"{report.file_bytes / 2**20:.2f} MiB"
     )
@@ -139,6 +186,8 @@ def export(
         console.print(validation_table(report.validation.to_dict()))
     else:
         console.print("[yellow]not validated[/yellow] (--no-validate)")
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
     if report.task:
         t = report.task
         console.print(

@@ -27,7 +27,7 @@ from tcompress.layouts import KNOWN_MODELS
 from tcompress.models.io import ModelIO, model_io
 from tcompress.passes import factorize, fold_batchnorm, materialize
 from tcompress.tnet import TNet
-from tcompress.vocabulary import EXPORT_FORMS
+from tcompress.vocabulary import EXPORT_FORMS, EXPORT_PRECISIONS, FILE_FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ class ExportReport:
     validation: ValidationReport | None = None
     notes: list[str] = field(default_factory=list)
     task: TaskCheck | None = None  # PCKh of the file against the PyTorch model, when checked
+    precision: str = "fp32"
+    format: str = "onnx"
+    quantization: dict | None = None  # INT8: the settings and what stayed in float
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k not in ("validation", "task")}
@@ -105,6 +108,12 @@ def export_onnx(
     check_samples: int = CHECK_SAMPLES,
     max_drop: float | None = None,
     check_images: str | os.PathLike | None = None,
+    precision: str = "fp32",
+    format: str = "onnx",
+    keep_io_types: bool = False,
+    calibrate: str | os.PathLike | None = None,
+    calibration_samples: int | None = None,
+    calibration_images: str | os.PathLike | None = None,
 ) -> ExportReport:
     """Export a T-Net, a layer-wise network or a dense hourglass to ONNX (float32), validated with
     ONNX Runtime.
@@ -144,6 +153,19 @@ def export_onnx(
         the PyTorch model's (:mod:`tcompress.export.task`); a drop above ``max_drop`` points
         (default :data:`~tcompress.export.task.MAX_DROP` of the precision) raises
         :class:`ExportError` and leaves no file.
+    precision
+        ``"fp32"``; ``"fp16"`` (:mod:`tcompress.export.fp16`: every weight and activation in half
+        precision, float32 inputs and outputs with ``keep_io_types``; validated with a tolerance
+        made for half precision, on an execution provider with float16 kernels where one is
+        present, else with its weights cast back to float32, which the report says); ``"int8"``
+        (:mod:`tcompress.export.quantize`: static QDQ quantization calibrated on
+        ``calibrate``). The float32 file is always built and validated first.
+    format
+        ``"onnx"``, or ``"ort"``: ONNX Runtime's mobile format (:mod:`tcompress.export.mobile`;
+        ``path`` ends in ``.ort``), checked to match its ONNX source.
+    calibrate, calibration_samples, calibration_images
+        INT8: the images the activation ranges are calibrated on (``"synthetic"``, an image
+        folder or an MPII-style set; labels unused), how many, and an MPII set's image folder.
 
     Shapes
     ------
@@ -167,17 +189,47 @@ def export_onnx(
         )
     was_training = model.training
     reference = model.eval()
+    if precision not in EXPORT_PRECISIONS:
+        raise ExportError(
+            f"precision {precision!r} is unknown; expected one of {', '.join(EXPORT_PRECISIONS)}"
+        )
+    if format not in FILE_FORMATS:
+        raise ExportError(
+            f"format {format!r} is unknown; expected one of {', '.join(FILE_FORMATS)}"
+        )
+    if format == "ort" and not os.fspath(path).endswith(".ort"):
+        raise ExportError(
+            f"output '{os.fspath(path)}' does not end in .ort; ONNX Runtime reads its mobile "
+            "format by that suffix"
+        )
+    if precision == "int8" and calibrate is None:
+        raise ExportError(
+            f"precision='int8' needs calibration images: {param('calibrate', metavar='DATA')}"
+        )
+    if precision == "fp16" and format == "ort":
+        raise ExportError(
+            "precision='fp16' with format='ort' is refused: ONNX Runtime's converter stores the "
+            "weights of a float16 file as float32 in the .ort file (larger than the float32 one)"
+        )
     task = None
     if check is not None:
         task = dict(
             data=check,
             n=check_samples,
-            max_drop=MAX_DROP["fp32"] if max_drop is None else max_drop,
+            max_drop=MAX_DROP[precision] if max_drop is None else max_drop,
             images=check_images,
         )
+    stages = dict(
+        precision=precision,
+        format=format,
+        keep_io_types=keep_io_types,
+        calibrate=calibrate,
+        calibration_samples=calibration_samples,
+        calibration_images=calibration_images,
+    )
     try:
         report = _export(
-            reference, path, form, opset, size, dynamic_batch, atol, rtol, validate, task
+            reference, path, form, opset, size, dynamic_batch, atol, rtol, validate, task, stages
         )
     finally:
         model.train(was_training)
@@ -185,7 +237,7 @@ def export_onnx(
     return report
 
 
-def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, validate, task):
+def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, validate, task, stages):
     io = model_io(reference)
     # The file is float32 whatever the model's dtype: what ONNX Runtime runs on every provider.
     prepared = deployable(reference, form).float()
@@ -203,6 +255,34 @@ def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, valid
     )
 
     def write(tmp: str) -> None:
+        if stages["precision"] == "fp32" and stages["format"] == "onnx":
+            write_fp32(tmp)
+        else:
+            _stages(tmp, write_fp32, reference, size, validate, report, stages, io)
+        if task is not None:
+            report.task = task_check(tmp_view(tmp), reference, image_size=size[0], **task)
+            if not report.task.passed:
+                t = report.task
+                raise ExportError(
+                    f"export to '{os.fspath(path)}' failed the task check: PCKh@0.5 "
+                    f"{t.pckh_exported:.2f} against {t.pckh_pytorch:.2f} for the PyTorch model on "
+                    f"{t.images} images of {t.data}, a drop of {t.drop:.2f} points (at most "
+                    f"{t.max_drop:g} allowed: {param('max_drop')})"
+                )
+
+    def tmp_view(tmp: str) -> str:
+        """The temporary file under a name ONNX Runtime reads by its suffix (``.ort``)."""
+        if stages["format"] != "ort":
+            return tmp
+        view = tmp + ".ort"
+        if not os.path.exists(view):
+            os.link(tmp, view)
+            cleanup.append(view)
+        return view
+
+    cleanup: list[str] = []
+
+    def write_fp32(tmp: str) -> None:
         dynamic = {name: {0: "batch"} for name in [INPUT_NAME, *names]} if dynamic_batch else None
         with warnings.catch_warnings(), torch.no_grad():
             # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs
@@ -235,20 +315,57 @@ def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, valid
                     f"export to '{os.fspath(path)}' failed validation: "
                     + "; ".join(report.validation.problems)
                 )
-        if task is not None:
-            report.task = task_check(tmp, reference, image_size=size[0], **task)
-            if not report.task.passed:
-                t = report.task
-                raise ExportError(
-                    f"export to '{os.fspath(path)}' failed the task check: PCKh@0.5 "
-                    f"{t.pckh_exported:.2f} against {t.pckh_pytorch:.2f} for the PyTorch model on "
-                    f"{t.images} images of {t.data}, a drop of {t.drop:.2f} points (at most "
-                    f"{t.max_drop:g} allowed: {param('max_drop')})"
-                )
 
-    atomic_write(path, write)
+    try:
+        atomic_write(path, write)
+    finally:
+        for leftover in cleanup:
+            if os.path.exists(leftover):
+                os.remove(leftover)
     report.file_bytes = os.path.getsize(path)
+    report.precision, report.format = stages["precision"], stages["format"]
     return report
+
+
+def _stages(tmp, write_fp32, reference, size, validate, report, stages, io) -> None:
+    """The float32 file, validated, then converted to the asked precision and format in a private
+    folder beside the output; the result is copied to ``tmp``."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=".tcompress-export-", dir=os.path.dirname(tmp)) as work:
+        stage = os.path.join(work, "fp32.onnx")
+        write_fp32(stage)
+        if stages["precision"] == "fp16":
+            from tcompress.export.fp16 import to_fp16
+
+            half = to_fp16(
+                stage,
+                os.path.join(work, "fp16.onnx"),
+                keep_io_types=stages["keep_io_types"],
+                reference=reference if validate else None,
+                input_size=size,
+            )
+            report.validation = half.validation or report.validation
+            report.notes.extend(half.notes)
+            stage = half.path
+        elif stages["precision"] == "int8":
+            from tcompress.export.quantize import DEFAULT_IMAGES, calibration_images, quantize_int8
+
+            n = stages["calibration_samples"] or DEFAULT_IMAGES
+            images = calibration_images(
+                stages["calibrate"], n, size, io, images=stages["calibration_images"]
+            )
+            quantized = quantize_int8(stage, os.path.join(work, "int8.onnx"), images)
+            report.quantization = quantized.to_dict()
+            stage = os.path.join(work, "int8.onnx")
+        if stages["format"] == "ort":
+            from tcompress.export.mobile import to_ort
+
+            converted = to_ort(stage, os.path.join(work, "model.ort"), validate=validate)
+            report.notes.extend(getattr(converted, "notes", []) or [])
+            stage = os.path.join(work, "model.ort")
+        shutil.copyfile(stage, tmp)
 
 
 def _record_layout(path: str, io: ModelIO) -> None:

@@ -1,0 +1,473 @@
+"""INT8 files (tcompress.export.quantize): static QDQ quantization of an exported float32 file
+with ONNX Runtime's tools, calibrated on images from a data spec.
+
+Small networks at 32x32 (a PoseNet at 64x64, its depth's smallest input), a few calibration
+images; no timed assertions (speed is benchmarks/bench_int8.py's)."""
+
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, numpy_helper
+
+import tcompress
+from tcompress.data import write_image
+from tcompress.data.transforms import MEAN, STD
+from tcompress.errors import ExportError
+from tcompress.export.bench import INPUT_LAYOUT_KEY, PIXEL_MEAN_KEY, PIXEL_STD_KEY
+from tcompress.export.onnx import export_onnx
+from tcompress.export.quantize import (
+    PRECISION_KEY,
+    QUANTIZATION_KEY,
+    calibration_images,
+    quantize_int8,
+)
+from tcompress.models import ModelIO, PoseNet
+
+from .conftest import make_hourglass
+from .test_public_layouts import random_state, shapes_of
+
+SIZE = 32
+#: max |INT8 - float32| / max |float32| per output, worst over the images, on the calibration
+#: images (measured about 0.03 on these networks: 8-bit activations through some twenty layers)
+#: and on held-out ones, whose activations may leave the calibrated ranges (measured 0.21 on the
+#: worse of the two). Loose bounds: a file quantized wrongly (a wrong layout, uncalibrated
+#: ranges) is off by the outputs' own size.
+LOOSE = 0.1
+LOOSE_HELD_OUT = 0.3
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A small hourglass's dense float32 export (16 joints, as the synthetic data's), its default
+    INT8 file and calibration images."""
+    d = tmp_path_factory.mktemp("int8")
+    fp32 = str(d / "hg.onnx")
+    export_onnx(make_hourglass(n_joints=16), fp32, form="dense", input_size=SIZE)
+    images = calibration_images("synthetic", 4, SIZE, fp32)
+    int8 = str(d / "hg-int8.onnx")
+    report = quantize_int8(fp32, int8, images)
+    return {"dir": d, "fp32": fp32, "int8": int8, "images": images, "report": report}
+
+
+def nodes(path, op_type):
+    return [n for n in onnx.load(path).graph.node if n.op_type == op_type]
+
+
+def weight_of(model, node):
+    """The initializer behind a Conv's weight, and the DequantizeLinear node if there is one."""
+    inits = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    name = node.input[1]
+    if name in inits:
+        return inits[name], None
+    dq = producers[name]
+    assert dq.op_type == "DequantizeLinear"
+    return inits[dq.input[0]], dq
+
+
+def run(path, image):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: image})
+
+
+def held_out(n=1):
+    """Validation images (calibration took training ones), channels first, batch 1."""
+    from tcompress.data import make_dataset
+
+    data = make_dataset("synthetic", "val", SIZE, SIZE // 4, n=n)
+    return [data[i]["image"][None].numpy() for i in range(n)]
+
+
+def listing(folder):
+    return sorted(os.listdir(folder))
+
+
+# --- the file ---------------------------------------------------------------------------------
+
+
+def test_the_file_is_qdq_with_int8_per_channel_weights(files):
+    model = onnx.load(files["int8"])
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert not ops & {"QLinearConv", "ConvInteger"}  # QDQ, not the QOperator format
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert len(convs) == len(nodes(files["fp32"], "Conv"))
+    inits = {i.name: i for i in model.graph.initializer}
+    for conv in convs:
+        weight, dq = weight_of(model, conv)
+        assert dq is not None and weight.data_type == TensorProto.INT8, conv.name
+        scale = numpy_helper.to_array(inits[dq.input[1]])
+        assert scale.shape == (weight.dims[0],), conv.name  # one scale per output channel
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        assert axis == 0
+    # Activations are unsigned by default.
+    q = nodes(files["int8"], "QuantizeLinear")[0]
+    assert inits[q.input[2]].data_type == TensorProto.UINT8
+
+
+def test_the_report_states_the_settings_and_the_file(files):
+    report = files["report"]
+    assert (report.activation_type, report.weight_type) == ("uint8", "int8")
+    assert report.calibration_method == "minmax"
+    assert report.per_channel is True and report.reduce_range is False
+    assert report.calibration_images == 4
+    assert report.excluded == [] and report.float_nodes == []
+    assert report.quantized_nodes == len(nodes(files["fp32"], "Conv"))
+    assert report.file_bytes == os.path.getsize(files["int8"])
+    assert report.source_bytes == os.path.getsize(files["fp32"])
+    assert report.size_ratio == pytest.approx(report.file_bytes / report.source_bytes)
+    assert 0 <= report.output_error < LOOSE
+    assert report.to_dict()["size_ratio"] == report.size_ratio
+
+
+def test_the_metadata_is_kept_and_the_settings_recorded(files):
+    import json
+
+    entries = {p.key: p.value for p in onnx.load(files["int8"]).metadata_props}
+    assert entries[INPUT_LAYOUT_KEY] == "NCHW"
+    assert entries[PRECISION_KEY] == "int8"
+    settings = json.loads(entries[QUANTIZATION_KEY])
+    assert settings["activation_type"] == "uint8" and settings["calibration_images"] == 4
+
+
+def test_the_outputs_are_close_to_float32(files):
+    for image in held_out(2):
+        ref, got = run(files["fp32"], image), run(files["int8"], image)
+        assert len(got) == len(ref) == 2
+        for a, b in zip(got, ref):
+            assert a.shape == b.shape
+            assert np.abs(a - b).max() / np.abs(b).max() <= LOOSE_HELD_OUT
+
+
+def test_the_int8_file_evaluates_like_any_onnx_file(files):
+    """tcompress.evaluate takes the INT8 file (batched: the batch axis stays dynamic)."""
+    report = tcompress.evaluate(files["int8"], "synthetic", n=4, batch_size=4)
+    assert report.kind == "onnx" and report.image_size == SIZE
+
+
+def activation_scales(path):
+    """Scale of every quantized activation (not weights) of a QDQ file, by tensor name."""
+    model = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {
+        n.input[0]: float(inits[n.input[1]])
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear"
+    }
+
+
+def test_percentile_calibration(files, tmp_path):
+    out = str(tmp_path / "q.onnx")
+    report = quantize_int8(
+        files["fp32"], out, files["images"][:2], calibration_method="percentile", percentile=99.0
+    )
+    assert report.calibration_method == "percentile" and report.calibration_images == 2
+    assert report.output_error < LOOSE_HELD_OUT
+    # Keeping 99 % of the values clips ranges that min-max keeps whole.
+    minmax = str(tmp_path / "minmax.onnx")
+    quantize_int8(files["fp32"], minmax, files["images"][:2])
+    ours, theirs = activation_scales(out), activation_scales(minmax)
+    assert ours.keys() == theirs.keys()
+    assert sum(ours[k] < 0.99 * theirs[k] for k in ours) > len(ours) // 2
+
+
+@pytest.mark.slow
+def test_entropy_calibration_searches_a_threshold(files, tmp_path):
+    """Entropy calibration clips ranges (its KL search has more histogram bins than the
+    quantized range: with as many, as quantize_static sets it, it keeps every range whole)."""
+    out = str(tmp_path / "q.onnx")
+    report = quantize_int8(files["fp32"], out, files["images"][:2], calibration_method="entropy")
+    assert report.calibration_method == "entropy"
+    assert report.output_error < LOOSE_HELD_OUT
+    minmax = str(tmp_path / "minmax.onnx")
+    quantize_int8(files["fp32"], minmax, files["images"][:2])
+    ours, theirs = activation_scales(out), activation_scales(minmax)
+    assert sum(ours[k] < 0.99 * theirs[k] for k in ours) > len(ours) // 4
+
+
+def test_signed_activations(files, tmp_path):
+    out = str(tmp_path / "q.onnx")
+    report = quantize_int8(files["fp32"], out, files["images"][:2], activation_type="int8")
+    model = onnx.load(out)
+    inits = {i.name: i for i in model.graph.initializer}
+    zero_points = {inits[n.input[2]].data_type for n in nodes(out, "QuantizeLinear")}
+    assert zero_points == {TensorProto.INT8}
+    assert report.activation_type == "int8" and report.output_error < LOOSE
+
+
+def test_per_tensor_weights(files, tmp_path):
+    out = str(tmp_path / "q.onnx")
+    quantize_int8(files["fp32"], out, files["images"][:2], per_channel=False)
+    model = onnx.load(out)
+    inits = {i.name: i for i in model.graph.initializer}
+    for conv in nodes(out, "Conv"):
+        _, dq = weight_of(model, conv)
+        assert numpy_helper.to_array(inits[dq.input[1]]).size == 1
+
+
+def test_excluded_nodes_stay_float(files, tmp_path):
+    out = str(tmp_path / "q.onnx")
+    report = quantize_int8(files["fp32"], out, files["images"][:2], exclude=["first", "/scores.*"])
+    first = "/conv/conv.0/Conv"
+    scores = ["/scores.0/Conv", "/scores.1/Conv"]
+    assert report.excluded == [first, *scores]
+    assert sorted(report.float_nodes) == sorted([first, *scores])
+    assert report.quantized_nodes == len(nodes(files["fp32"], "Conv")) - 3
+    model = onnx.load(out)
+    for conv in model.graph.node:
+        if conv.op_type != "Conv":
+            continue
+        weight, dq = weight_of(model, conv)
+        if conv.name in report.excluded:
+            assert dq is None and weight.data_type == TensorProto.FLOAT, conv.name
+        else:
+            assert weight.data_type == TensorProto.INT8, conv.name
+    assert report.output_error < LOOSE
+
+
+def test_the_outputs_group_names_the_score_convolutions(files, tmp_path):
+    out = str(tmp_path / "q.onnx")
+    report = quantize_int8(files["fp32"], out, files["images"][:1], exclude="outputs")
+    assert report.excluded == ["/scores.0/Conv", "/scores.1/Conv"]
+
+
+def test_images_may_be_tensors_or_lack_the_batch_axis(files, tmp_path):
+    images = [torch.from_numpy(files["images"][0]), files["images"][1][0]]
+    report = quantize_int8(files["fp32"], str(tmp_path / "q.onnx"), images)
+    assert report.calibration_images == 2
+
+
+def test_an_existing_output_is_replaced(files, tmp_path):
+    out = tmp_path / "q.onnx"
+    out.write_bytes(b"old")
+    quantize_int8(files["fp32"], str(out), files["images"][:1])
+    assert nodes(str(out), "QuantizeLinear")
+    assert listing(tmp_path) == ["q.onnx"]
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def bad_images(files):
+    good = files["images"][0]
+    return {
+        "empty": ([], "images is empty; expected at least one calibration image"),
+        "a path": ("images/", "images is 'images/'; expected an iterable of image arrays"),
+        "wrong size": (
+            [np.zeros((1, 3, 64, 64), np.float32)],
+            r"calibration image 0 has shape \(1, 3, 64, 64\); expected \(1, 3, 32, 32\) "
+            r"float32 arrays \(NCHW\)",
+        ),
+        "channels last": (
+            [good.transpose(0, 2, 3, 1)],
+            r"calibration image 0 has shape \(1, 32, 32, 3\); expected \(1, 3, 32, 32\)",
+        ),
+        "a batch": ([np.concatenate([good, good])], r"calibration image 0 has shape \(2, 3"),
+        "integers": (
+            [good.astype(np.int64)],
+            "calibration image 0 holds int64; expected .* normalised as",
+        ),
+        "NaN": (
+            [good, np.full_like(good, np.nan)],
+            "calibration image 1 holds NaN or Inf; expected finite pixels",
+        ),
+        "not an array": ([object()], "calibration image 0 holds object; expected"),
+    }
+
+
+BAD_IMAGES = ("empty", "a path", "wrong size", "channels last", "a batch", "integers", "NaN")
+
+
+@pytest.mark.parametrize("case", [*BAD_IMAGES, "not an array"])
+def test_bad_images_are_refused(files, tmp_path, case):
+    images, message = bad_images(files)[case]
+    with pytest.raises(ExportError, match=message):
+        quantize_int8(files["fp32"], str(tmp_path / "q.onnx"), images)
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (
+            {"activation_type": "float16"},
+            "activation_type is 'float16'; expected one of uint8, int8",
+        ),
+        (
+            {"calibration_method": "kl"},
+            "calibration_method is 'kl'; expected one of minmax, entropy, percentile",
+        ),
+        ({"per_channel": "yes"}, "per_channel is 'yes'; expected True or False"),
+        ({"percentile": 120}, r"percentile is 120; expected a number in \(0, 100\]"),
+        ({"check_images": -1}, "check_images is -1; expected a whole number >= 0"),
+        (
+            {"exclude": ["/nothing/*"]},
+            "exclude entry '/nothing/\\*' matches no node; expected node names such as "
+            "'/conv/conv.0/Conv', fnmatch patterns over them or one of first, outputs",
+        ),
+        ({"exclude": [3]}, "exclude holds 3; expected node names, patterns or one of"),
+    ],
+)
+def test_bad_settings_are_refused(files, tmp_path, settings, message):
+    with pytest.raises(ExportError, match=message):
+        quantize_int8(files["fp32"], str(tmp_path / "q.onnx"), files["images"][:1], **settings)
+    assert listing(tmp_path) == []
+
+
+def test_quantization_types_of_onnxruntime_are_accepted(files, tmp_path):
+    from onnxruntime.quantization import CalibrationMethod, QuantType
+
+    report = quantize_int8(
+        files["fp32"],
+        str(tmp_path / "q.onnx"),
+        files["images"][:1],
+        activation_type=QuantType.QInt8,
+        calibration_method=CalibrationMethod.MinMax,
+    )
+    assert (report.activation_type, report.calibration_method) == ("int8", "minmax")
+
+
+def test_bad_sources_are_refused(files, tmp_path):
+    out = str(tmp_path / "q.onnx")
+    images = files["images"][:1]
+    missing = str(tmp_path / "missing.onnx")
+    with pytest.raises(ExportError, match=f"ONNX file '{missing}' does not exist"):
+        quantize_int8(missing, out, images)
+    text = tmp_path / "notes.onnx"
+    text.write_text("not a model\n")
+    with pytest.raises(ExportError, match="is not an ONNX model"):
+        quantize_int8(str(text), out, images)
+    with pytest.raises(
+        ExportError,
+        match="is already quantized \\(it holds DequantizeLinear, QuantizeLinear nodes\\); "
+        "expected a float32 file written by export_onnx",
+    ):
+        quantize_int8(files["int8"], out, images)
+    assert listing(tmp_path) == ["notes.onnx"]
+
+
+def test_bad_outputs_are_refused(files, tmp_path):
+    images = files["images"][:1]
+    with pytest.raises(ExportError, match="is the source file; choose another output path"):
+        quantize_int8(files["fp32"], files["fp32"], images)
+    assert nodes(files["fp32"], "QuantizeLinear") == []
+    missing = tmp_path / "no" / "q.onnx"
+    with pytest.raises(ExportError, match=f"output directory '{missing.parent}' does not exist"):
+        quantize_int8(files["fp32"], str(missing), images)
+    with pytest.raises(ExportError, match="is a directory; expected a file path"):
+        quantize_int8(files["fp32"], str(tmp_path), images)
+
+
+def test_a_failure_while_writing_leaves_no_file(files, tmp_path, monkeypatch):
+    from tcompress.export import quantize
+
+    def broken(prepared, tmp, *args):
+        with open(tmp, "wb") as f:
+            f.write(b"half")
+        raise RuntimeError("calibration ran out of memory\nsecond line")
+
+    out = tmp_path / "q.onnx"
+    out.write_bytes(b"old")
+    monkeypatch.setattr(quantize, "_quantize", broken)
+    with pytest.raises(
+        ExportError, match=r"^quantizing '.*hg\.onnx' failed: calibration ran out of memory$"
+    ):
+        quantize_int8(files["fp32"], str(out), files["images"][:1])
+    assert listing(tmp_path) == ["q.onnx"] and out.read_bytes() == b"old"
+
+
+# --- calibration images -----------------------------------------------------------------------
+
+
+def test_calibration_images_from_synthetic_data(files):
+    images = files["images"]
+    assert len(images) == 4
+    assert all(i.shape == (1, 3, SIZE, SIZE) and i.dtype == np.float32 for i in images)
+    from tcompress.data import make_dataset
+
+    data = make_dataset("synthetic", "train", SIZE, SIZE // 4, n=4)
+    np.testing.assert_array_equal(images[2][0], data[2]["image"].numpy())
+
+
+def test_calibration_images_in_the_models_convention(files, tmp_path):
+    ours = calibration_images("synthetic", 2, SIZE, "NCHW")
+    last = calibration_images("synthetic", 2, SIZE, "NHWC")
+    assert last[0].shape == (1, SIZE, SIZE, 3)
+    np.testing.assert_array_equal(last[1], ours[1].transpose(0, 2, 3, 1))
+    # A network's own pixel normalisation: (pixel - mean) / std, pixels in [0, 1].
+    mean, std = (0.5, 0.4, 0.3), (1.0, 0.5, 0.25)
+    io = ModelIO(3, ("heatmaps",), pixel_mean=mean, pixel_std=std)
+    theirs = calibration_images("synthetic", 2, SIZE, io)
+    pixels = ours[1] * np.array(STD)[:, None, None] + np.array(MEAN)[:, None, None]
+    expected = (pixels - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
+    np.testing.assert_allclose(theirs[1], expected, atol=1e-5)
+    # ... read from an ONNX file's metadata, as OnnxModel reads it.
+    proto = onnx.load(files["fp32"])
+    for key, value in ((PIXEL_MEAN_KEY, mean), (PIXEL_STD_KEY, std)):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, ",".join(map(repr, value))
+    onnx.save(proto, tmp_path / "own.onnx")
+    from_file = calibration_images("synthetic", 2, SIZE, tmp_path / "own.onnx")
+    np.testing.assert_allclose(from_file[1], theirs[1], atol=1e-6)
+    # ... or from the network itself.
+    net = calibration_images("synthetic", 1, SIZE, make_hourglass())
+    np.testing.assert_array_equal(net[0], ours[0])
+
+
+def test_calibration_images_from_an_unlabeled_folder(files, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_image(folder / f"{i}.png", rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    images = calibration_images(folder, 8, SIZE, files["fp32"])  # fewer than asked: all of them
+    assert len(images) == 3 and images[0].shape == (1, 3, SIZE, SIZE)
+    report = quantize_int8(files["fp32"], str(tmp_path / "q.onnx"), images)
+    assert report.calibration_images == 3
+
+
+def test_bad_calibration_requests_are_refused(tmp_path):
+    with pytest.raises(ExportError, match="n is 0; expected a whole number >= 1 of images"):
+        calibration_images("synthetic", 0, SIZE)
+    with pytest.raises(ExportError, match="input_size is 2; expected a whole number >= 4"):
+        calibration_images("synthetic", 1, 2)
+    with pytest.raises(ExportError, match=r"input_size is \(32, 64\); calibration images are"):
+        calibration_images("synthetic", 1, (32, 64))
+    assert calibration_images("synthetic", 1, (SIZE, SIZE))[0].shape == (1, 3, SIZE, SIZE)
+    with pytest.raises(ExportError, match="convention is 'NCWH'; expected a ModelIO, a network"):
+        calibration_images("synthetic", 1, SIZE, "NCWH")
+    from tcompress.errors import DataError
+
+    with pytest.raises(DataError, match="does not exist"):
+        calibration_images(tmp_path / "nothing", 1, SIZE)
+
+
+# --- a channels-last file ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_channels_last_file(tmp_path):
+    """A PoseNet export (input (N, H, W, C), one stacked output) calibrates on images in its own
+    layout and refuses channels-first ones."""
+    small = dict(n_stacks=2, depth=4, features=8, stem_features=4, stem_width=8)
+    with torch.device("meta"):
+        keys = shapes_of(PoseNet(**small).state_dict())
+    net = PoseNet(**small)
+    net.load_state_dict(random_state(keys, seed=3))
+    fp32 = str(tmp_path / "pn.onnx")
+    export_onnx(net.eval(), fp32, form="dense", input_size=64)
+    images = calibration_images("synthetic", 3, 64, fp32)
+    assert images[0].shape == (1, 64, 64, 3)
+    out = str(tmp_path / "pn-int8.onnx")
+    report = quantize_int8(fp32, out, images)
+    assert report.quantized_nodes > 0 and report.output_error < LOOSE
+    entries = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert entries[INPUT_LAYOUT_KEY] == "NHWC"
+    with pytest.raises(ExportError, match=r"expected \(1, 64, 64, 3\) float32 arrays \(NHWC\)"):
+        quantize_int8(fp32, str(tmp_path / "x.onnx"), [images[0].transpose(0, 3, 1, 2)])
