@@ -506,7 +506,7 @@ def validate_fp16(
     import onnxruntime as ort
     import torch
 
-    from tcompress.export.onnx import output_names as names_of
+    from tcompress.export.validate import output_names as names_of
     from tcompress.models.io import model_io
 
     if route not in ROUTES:

@@ -21,7 +21,7 @@ from tcompress.checkpoint import atomic_write
 from tcompress.errors import ExportError, param
 from tcompress.export.bench import INPUT_LAYOUT_KEY, PIXEL_MEAN_KEY, PIXEL_STD_KEY
 from tcompress.export.task import CHECK_SAMPLES, MAX_DROP, TaskCheck, task_check
-from tcompress.export.validate import ValidationReport, validate_onnx
+from tcompress.export.validate import ValidationReport, output_names, validate_onnx
 from tcompress.layerwise import LayerwiseNet, dense_layers, plain_layers
 from tcompress.layouts import KNOWN_MODELS
 from tcompress.models.io import ModelIO, model_io
@@ -383,19 +383,6 @@ def _record_layout(path: str, io: ModelIO) -> None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, path)
-
-
-def output_names(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """The graph's output names: the network's own (:class:`~tcompress.models.ModelIO`), or for a
-    network without them, ``output`` or ``output_<i>`` after the outputs of one run."""
-    io = model_io(model)
-    if io.output_names != ("output",):
-        return list(io.output_names)
-    with torch.no_grad():
-        out = model(example)
-    if isinstance(out, list | tuple):
-        return [f"output_{i}" for i in range(len(out))]
-    return ["output"]
 
 
 def len_params(model: nn.Module) -> int:

@@ -148,3 +148,16 @@ def validate_onnx(
                     f"batch {batch}, {name}: max abs diff {diff:.3g} > tolerance {tolerance:.3g}"
                 )
     return report
+
+
+def output_names(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """The graph's output names: the network's own (:class:`~tcompress.models.ModelIO`), or for a
+    network without them, ``output`` or ``output_<i>`` after the outputs of one run."""
+    io = model_io(model)
+    if io.output_names != ("output",):
+        return list(io.output_names)
+    with torch.no_grad():
+        out = model(example)
+    if isinstance(out, list | tuple):
+        return [f"output_{i}" for i in range(len(out))]
+    return ["output"]
