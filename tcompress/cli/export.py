@@ -7,7 +7,13 @@ from pathlib import Path
 import click
 
 from tcompress.cli import handle_errors, images_option, main
-from tcompress.vocabulary import EXPORT_FORMS, EXPORT_PRECISIONS, FILE_FORMATS
+from tcompress.vocabulary import (
+    EXPORT_FORMS,
+    EXPORT_PRECISIONS,
+    FILE_FORMATS,
+    FP32_ATOL,
+    FP32_RTOL,
+)
 
 
 @main.command(name="export")
@@ -33,11 +39,12 @@ from tcompress.vocabulary import EXPORT_FORMS, EXPORT_PRECISIONS, FILE_FORMATS
 @click.option(
     "--atol",
     type=click.FloatRange(min=0),
-    default=1e-4,
+    default=FP32_ATOL,
     show_default=True,
-    help="Validation passes when max |ONNX - PyTorch| <= atol + rtol * max |PyTorch|.",
+    help="The float32 file passes validation when max |ONNX - PyTorch| <= atol + rtol * "
+    "max |PyTorch| (the half-precision and INT8 files have their own checks).",
 )
-@click.option("--rtol", type=click.FloatRange(min=0), default=1e-4, show_default=True)
+@click.option("--rtol", type=click.FloatRange(min=0), default=FP32_RTOL, show_default=True)
 @click.option(
     "--precision",
     type=click.Choice(EXPORT_PRECISIONS),

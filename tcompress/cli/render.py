@@ -170,29 +170,52 @@ def _mark(result: str) -> str:
 
 
 def bench_table(results, title: str = "ONNX Runtime benchmark") -> Table:
-    """Per-file size, parameters, MACs and latency, each as a ratio to the first file."""
+    """Per-file precision, size, parameters, MACs (and their int8 share) and latency, each as a
+    ratio to the first file on the same provider; one section per provider. Unknown values (an
+    ``.ort`` file's MACs without its ONNX file) show as "–". The provider column is there when
+    it tells the rows apart: several providers, or one ONNX Runtime fell back from (with one
+    provider, the caption names it; twelve columns do not fit a 120-column terminal)."""
+    unknown = "–"
+    requested = {r.requested_provider for r in results}
+    with_provider = len(requested) > 1 or any(r.provider != r.requested_provider for r in results)
     table = Table(title=title, title_justify="left")
     table.add_column("file")
+    table.add_column("precision")
+    if with_provider:
+        table.add_column("provider")
     table.add_column("params", justify="right")
     table.add_column("size", justify="right")
     table.add_column("size x", justify="right")
     table.add_column("GMACs", justify="right")
+    table.add_column("int8", justify="right")
     table.add_column("MAC bound", justify="right")
     table.add_column("speed-up", justify="right")
     table.add_column("of bound", justify="right")
     table.add_column("median", justify="right", style="dim")
-    for k, r in enumerate(results):
-        name = Path(r.path).name + (" [dim](ref)[/dim]" if k == 0 else "")
-        speedup = f"{r.speedup:.2f}x" if k == 0 else f"[bold]{r.speedup:.2f}x[/bold]"
+    group = None
+    for r in results:
+        first = r.requested_provider != group
+        if first and group is not None:
+            table.add_section()
+        group = r.requested_provider
+        provider = r.provider.removesuffix("ExecutionProvider")
+        if r.provider != r.requested_provider:  # ONNX Runtime fell back to another provider
+            asked = r.requested_provider.removesuffix("ExecutionProvider")
+            provider += f" [dim](asked {asked})[/dim]"
+        name = Path(r.path).name + (" [dim](ref)[/dim]" if first else "")
+        speedup = f"{r.speedup:.2f}x" if first else f"[bold]{r.speedup:.2f}x[/bold]"
         table.add_row(
             name,
-            f"{r.params:,}",
+            r.precision or unknown,
+            *([provider] if with_provider else []),
+            unknown if r.params is None else f"{r.params:,}",
             _bytes(r.size_bytes),
             f"{r.size_ratio:.2f}x",
-            _giga(r.macs),
-            "-" if r.mac_bound is None else f"{r.mac_bound:.2f}x",
+            unknown if r.macs is None else _giga(r.macs),
+            unknown if r.int8_fraction is None else f"{r.int8_fraction:.0%}",
+            unknown if r.mac_bound is None else f"{r.mac_bound:.2f}x",
             speedup,
-            "-" if r.bound_fraction is None else f"{r.bound_fraction:.0%}",
+            unknown if r.bound_fraction is None else f"{r.bound_fraction:.0%}",
             f"{r.median_ms:.3g} ms",
         )
     return table

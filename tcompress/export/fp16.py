@@ -78,6 +78,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tcompress.errors import BenchError, ExportError, param
+from tcompress.export.bench import PRECISION_KEY
 from tcompress.export.validate import OutputCheck, ValidationReport
 
 if TYPE_CHECKING:
@@ -94,8 +95,6 @@ FP16_RTOL = 1e-2
 #: Validation routes: ``"auto"`` is ``"native"`` where :func:`fp16_providers` lists a provider,
 #: else ``"upcast"``.
 ROUTES = ("auto", "native", "upcast")
-#: ONNX metadata entry naming the file's precision (the INT8 files say ``int8``).
-PRECISION_KEY = "tcompress.precision"
 #: The largest finite float16 value; a weight beyond it cannot be stored.
 FP16_MAX = 65504.0
 

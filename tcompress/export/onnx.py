@@ -27,7 +27,13 @@ from tcompress.layouts import KNOWN_MODELS
 from tcompress.models.io import ModelIO, model_io
 from tcompress.passes import factorize, fold_batchnorm, materialize
 from tcompress.tnet import TNet
-from tcompress.vocabulary import EXPORT_FORMS, EXPORT_PRECISIONS, FILE_FORMATS
+from tcompress.vocabulary import (
+    EXPORT_FORMS,
+    EXPORT_PRECISIONS,
+    FILE_FORMATS,
+    FP32_ATOL,
+    FP32_RTOL,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +107,8 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     input_size: int | tuple[int, int] = 256,
     dynamic_batch: bool = True,
-    atol: float = 1e-4,
-    rtol: float = 1e-4,
+    atol: float = FP32_ATOL,
+    rtol: float = FP32_RTOL,
     validate: bool = True,
     check: str | os.PathLike | None = None,
     check_samples: int = CHECK_SAMPLES,

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tcompress.errors import BenchError, ExportError, param
+from tcompress.export.bench import PRECISION_KEY
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,7 +79,6 @@ EXCLUDE_GROUPS = ("first", "outputs")
 #: Operators whose float or integer execution :attr:`QuantizationReport.float_nodes` reports.
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 #: ONNX metadata entries the quantized file carries besides the source's own.
-PRECISION_KEY = "tcompress.precision"
 QUANTIZATION_KEY = "tcompress.quantization"
 #: Most images, and most bytes of intermediate tensors, a histogram calibration pass holds.
 _CHUNK = 8

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from tcompress.models.io import model_io
+from tcompress.vocabulary import FP32_ATOL, FP32_RTOL
 
 
 @dataclass
@@ -61,8 +62,8 @@ def validate_onnx(
     reference: nn.Module,
     *,
     input_size: tuple[int, int],
-    atol: float = 1e-4,
-    rtol: float = 1e-4,
+    atol: float = FP32_ATOL,
+    rtol: float = FP32_RTOL,
     batches: Sequence[int] = (1, 3),
     input_name: str = "image",
     output_names: Sequence[str] | None = None,

@@ -3,9 +3,10 @@
 
 Tucker: each block convolution becomes 1x1 (f_in -> R5, weight U5^T, one parameter shared by every
 layer) -> h x w (R5 -> R6, the layer's core G_l x7 U7 x8 U8, original stride/padding/dilation) ->
-1x1 (R6 -> f_out, weight U6, shared until a BatchNorm is folded into it).
+1x1 (R6 -> f_out, weight U6, shared; a BatchNorm after it stays a per-channel scale and shift on
+export, :mod:`tcompress.passes.fold_bn`).
 MPS: 1x1 (f_in -> R5, per layer, from the left cores) -> h x w (R5 -> f_out, shared by every layer,
-from the right cores).
+from the right cores). Tensor ring: the same with R8 * R5 channels between the two.
 CP: 1x1 (f_in -> R, U5^T, shared) -> depthwise h x 1 (U7, shared) -> depthwise 1 x w (U8, shared)
 -> 1x1 (R -> f_out, U6 scaled by the layer's weights, per layer).
 """
@@ -23,8 +24,8 @@ from tcompress.tnet import TensorConv2d, TNet
 
 def factorize(tnet: TNet) -> nn.Module:
     """The T-Net as a network of plain ``nn.Conv2d``: every :class:`TensorConv2d` becomes an
-    ``nn.Sequential`` of two (MPS) or three (Tucker) convolutions. Shared factors are one
-    ``nn.Parameter`` used by every layer, so an export stores them once."""
+    ``nn.Sequential`` of two (MPS, tensor ring), three (Tucker) or four (CP) convolutions. Shared
+    factors are one ``nn.Parameter`` used by every layer, so an export stores them once."""
     net = copy.deepcopy(tnet.net)
     with torch.no_grad():
         first, middle, last = tnet.factorized_weights()
