@@ -223,15 +223,21 @@ def test_demo_runs_every_stage_on_the_bundled_model(tmp_path):
     r = cli("demo", *args, "-o", tmp_path)
     assert r.exit_code == 0, r.output
     assert "PCKh@0.5" in r.stdout and "ONNX speed-up" in r.stdout
-    assert "on 40 synthetic samples rendered once" in " ".join(r.stdout.split())
-    for stage in ("original", "T-Net, as converted", "BatchNorm re-estimated", "fine-tuned 2"):
+    said = " ".join(r.stdout.split())
+    assert "on 40 synthetic samples rendered once" in said
+    assert "every stack, fp32)" in said or "every stack, bf16)" in said  # the training precision
+    stages = ("original", "T-Net, as converted", "BatchNorm re-estimated", "fine-tuned 2", "INT8")
+    for stage in stages:
         assert stage in r.stdout
+    assert "file size" in r.stdout
     files = {
         "hourglass.pth",
         "tnet.pt",
         "hourglass.onnx",
         "tnet-factorized.onnx",
         "tnet-dense.onnx",
+        "tnet-factorized-int8.onnx",
+        "tnet-dense-int8.onnx",
     }
     assert files <= set(os.listdir(tmp_path))
     assert isinstance(load(tmp_path / "tnet.pt"), TNet)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from tcompress.data.mpii import MPIIDataset, SourceTruth
-from tcompress.errors import EvaluationError, param
+from tcompress.errors import BenchError, EvaluationError, param
 from tcompress.evaluation.decode import predict
 from tcompress.evaluation.mpii import official_pckh, read_mpii_mat, to_source, write_preds_mat
 from tcompress.evaluation.pck import PCKAccumulator, PCKResult
@@ -122,16 +122,14 @@ class OnnxModel:
 
 
 def _floats(metadata: dict, key: str, path: str) -> tuple[float, ...] | None:
-    """A comma-separated metadata entry as numbers (None when absent)."""
-    if key not in metadata:
-        return None
+    """A comma-separated metadata entry as numbers (None when absent), as
+    :func:`tcompress.export.bench.metadata_floats` reads it, its error an EvaluationError."""
+    from tcompress.export.bench import metadata_floats
+
     try:
-        return tuple(float(v) for v in metadata[key].split(","))
-    except ValueError:
-        raise EvaluationError(
-            f"ONNX file '{path}' has metadata {key}={metadata[key]!r}; expected comma-separated "
-            "numbers"
-        ) from None
+        return metadata_floats(metadata, key, f"ONNX file '{path}'")
+    except BenchError as e:
+        raise EvaluationError(str(e)) from None
 
 
 def load_for_evaluation(path: str | os.PathLike) -> nn.Module | OnnxModel:

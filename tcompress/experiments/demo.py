@@ -3,7 +3,8 @@ pretrained hourglass.
 
 Convert it (and check that full rank is exact), re-estimate the BatchNorm statistics, fine-tune
 for a few minutes, evaluate PCKh on the held-out synthetic split after every stage, and export
-the original and the fine-tuned T-Net to ONNX to compare their latency in ONNX Runtime.
+the original and the fine-tuned T-Net to ONNX (the T-Net in float32 and INT8, each in both forms)
+to compare their latency in ONNX Runtime, their file sizes and the INT8 file's PCKh.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ DEMO_SAMPLES = 1600
 #: on the bundled model (README, Fine-tuning after compression).
 DEMO_LR = 1.5e-3
 FORMS = ("tnet-factorized", "tnet-dense")
+#: Training images the INT8 export's activation ranges are calibrated on (as the export's default).
+DEMO_CALIBRATION = 32
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Stage:
     pckh: float
     onnx_speedup: float | None = None  # ONNX Runtime latency of the original / this model's
     onnx_form: str | None = None  # the export measured: the faster of the two forms
+    file_ratio: float | None = None  # bytes of the original's ONNX file / this export's
 
 
 @dataclass
@@ -97,8 +101,10 @@ def run_demo(
     """Convert -> re-estimate BatchNorm -> fine-tune -> evaluate -> export, files in ``out_dir``
     (made if missing; None: a temporary directory, removed at the end).
 
-    The fine-tuned T-Net is exported in both forms (factorized and fused dense) and the faster
-    one in ONNX Runtime is reported.
+    The fine-tuned T-Net is exported in both forms (factorized and fused dense), in float32 and
+    in INT8 (calibrated on :data:`DEMO_CALIBRATION` synthetic training images), and the faster
+    form of each precision in ONNX Runtime is reported; the INT8 file is also scored on the
+    held-out split, as a last stage.
 
     Parameters
     ----------
@@ -120,6 +126,7 @@ def run_demo(
         Input side, and the size of the held-out synthetic split every stage is evaluated on.
     """
     from tcompress.data import SampleCache, SyntheticPose
+    from tcompress.evaluation.run import OnnxModel, pckh_of
     from tcompress.export.bench import bench_onnx
     from tcompress.export.onnx import export_onnx
     from tcompress.models import pretrained
@@ -205,14 +212,47 @@ def run_demo(
         save(tnet, tnet_path)
 
         say("Exporting to ONNX and measuring in ONNX Runtime")
-        files = [os.path.join(out_dir, f"{name}.onnx") for name in ("hourglass", *FORMS)]
+        files = [os.path.join(out_dir, "hourglass.onnx")]
         export_onnx(checkpoint, files[0], "dense", input_size=image_size)
-        for form, path in zip(("factorized", "dense"), files[1:]):
-            export_onnx(tnet_path, path, form, input_size=image_size)
+        for exported in ("fp32", "int8"):
+            for form in ("factorized", "dense"):
+                suffix = "" if exported == "fp32" else "-int8"
+                files.append(os.path.join(out_dir, f"tnet-{form}{suffix}.onnx"))
+                say(f"Exporting the T-Net: {form} form, {exported}")
+                export_onnx(
+                    tnet_path,
+                    files[-1],
+                    form,
+                    input_size=image_size,
+                    precision=exported,
+                    calibrate="synthetic" if exported == "int8" else None,
+                    calibration_samples=DEMO_CALIBRATION if exported == "int8" else None,
+                )
         measured = bench_onnx(files, input_size=image_size, repeats=onnx_repeats)
-        best = max((1, 2), key=lambda i: measured[i].speedup)
-        stages[0].onnx_speedup, stages[0].onnx_form = 1.0, "dense"
-        stages[-1].onnx_speedup, stages[-1].onnx_form = measured[best].speedup, FORMS[best - 1][5:]
+        stages[0].onnx_speedup, stages[0].onnx_form, stages[0].file_ratio = 1.0, "dense", 1.0
+
+        def faster(first: int) -> tuple[int, str]:
+            """Of the factorized (``first``) and dense (``first + 1``) files, the faster."""
+            best = max((first, first + 1), key=lambda i: measured[i].speedup)
+            return best, ("factorized" if best == first else "dense")
+
+        tuned = stages[-1]
+        best, tuned.onnx_form = faster(1)
+        tuned.onnx_speedup, tuned.file_ratio = measured[best].speedup, measured[best].size_ratio
+        best, form = faster(3)
+        say("Evaluating: the INT8 file")
+        score = pckh_of(OnnxModel(files[best]), val, batch_size).result().mean
+        stages.append(
+            Stage(
+                "+ INT8 export",
+                tuned.params,
+                tuned.compression,
+                score,
+                onnx_speedup=measured[best].speedup,
+                onnx_form=form,
+                file_ratio=measured[best].size_ratio,
+            )
+        )
         return DemoReport(
             config=original.config.to_dict(),
             ranks=ranks,

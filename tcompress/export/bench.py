@@ -311,6 +311,25 @@ def input_layout(
     return "NHWC" if shape[3] == channels and shape[1] != channels else "NCHW"
 
 
+def metadata_floats(
+    metadata: Mapping[str, str], key: str, where: str = "the model"
+) -> tuple[float, ...] | None:
+    """A comma-separated metadata entry, such as :data:`PIXEL_MEAN_KEY` or
+    :data:`PIXEL_STD_KEY`, as numbers; None where the file has no such entry.
+
+    ``metadata`` is the file's entries (``metadata_props``, or ONNX Runtime's
+    ``custom_metadata_map``); ``where`` is how the error message names the file.
+    """
+    if key not in metadata:
+        return None
+    try:
+        return tuple(float(v) for v in metadata[key].split(","))
+    except ValueError:
+        raise BenchError(
+            f"{where} has metadata {key}={metadata[key]!r}; expected comma-separated numbers"
+        ) from None
+
+
 def precision_of(model: onnx.ModelProto | str | os.PathLike) -> str:
     """The precision of an ONNX graph: ``"fp32"``, ``"fp16"`` or ``"int8"``.
 

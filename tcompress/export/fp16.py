@@ -74,12 +74,25 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tcompress.errors import BenchError, ExportError, param
-from tcompress.export.bench import PRECISION_KEY
-from tcompress.export.validate import OutputCheck, ValidationReport
+from tcompress.export.bench import PRECISION_KEY, _first_line
+from tcompress.export.validate import (
+    FileReport,
+    ValidationReport,
+    check_model,
+    check_names,
+    check_output,
+    check_tolerances,
+    compare_output,
+    float32_reference,
+    output_path,
+    read_source,
+    reference_outputs,
+    requested_size,
+    session_options,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -138,7 +151,7 @@ class Fp16Validation(ValidationReport):
 
 
 @dataclass
-class Fp16Report:
+class Fp16Report(FileReport):
     """What :func:`to_fp16` wrote.
 
     Attributes
@@ -153,7 +166,8 @@ class Fp16Report:
         Nonzero weights smaller than float16's smallest subnormal (2^-24), which the converter
         keeps nonzero at +-2^-24 rather than flushing them to zero.
     file_bytes, source_bytes
-        Sizes on disk of the float16 and the float32 file.
+        Sizes on disk of the float16 and the float32 file (their :attr:`size_ratio` is about
+        0.5 once the weights outweigh the graph).
     validation
         The check against PyTorch when a reference model was given (:func:`validate_fp16`).
     notes
@@ -169,17 +183,6 @@ class Fp16Report:
     source_bytes: int
     validation: Fp16Validation | None = None
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def size_ratio(self) -> float:
-        """``file_bytes / source_bytes`` (about 0.5 once the weights outweigh the graph)."""
-        return self.file_bytes / self.source_bytes
-
-    def to_dict(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k != "validation"}
-        out["validation"] = self.validation.to_dict() if self.validation else None
-        out["size_ratio"] = self.size_ratio
-        return out
 
 
 # --- conversion -------------------------------------------------------------------------------
@@ -229,7 +232,7 @@ def to_fp16(
         raise ExportError(f"{param('keep_io_types')} is {keep_io_types!r}; expected True or False")
     source = os.fspath(source)
     proto = _read_float32(source)
-    out_path = _check_output(output, source)
+    out_path = check_output("output", output_path("output", output), source, "another output path")
     converted, weights, raised = _convert(proto, keep_io_types, source)
     report = Fp16Report(
         path=os.fspath(output),
@@ -358,7 +361,7 @@ def _check_loads(path: str, source: str) -> None:
 
     try:
         onnx.checker.check_model(path, full_check=True)
-        ort.InferenceSession(path, _session_options(), providers=[_CPU])
+        ort.InferenceSession(path, session_options(), providers=[_CPU])
     except Exception as e:
         raise ExportError(
             f"the float16 file made from '{source}' does not load: {_first_line(e)}"
@@ -418,7 +421,7 @@ def _runs_fp16_conv(provider: str) -> bool:
     data, x, want = _probe_model()
     with tempfile.TemporaryDirectory(prefix="tcompress-fp16-probe-") as work:
         # Fatal messages only: a provider refusing the model is an answer, not an error.
-        options = _session_options(severity=4)
+        options = session_options(severity=4)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         optimized = os.path.join(work, "optimized.onnx")
         if provider == _CPU:
@@ -498,21 +501,16 @@ def validate_fp16(
         cannot be told, or a bad tolerance. A file that fails a check is not an error: its
         report has ``ok`` False.
     """
-    import copy
-
     import numpy as np
     import onnx
     import onnxruntime as ort
-    import torch
 
     from tcompress.export.validate import output_names as names_of
     from tcompress.models.io import model_io
 
     if route not in ROUTES:
         raise ExportError(f"{param('route')} is {route!r}; expected one of {', '.join(ROUTES)}")
-    for name, value in (("atol", atol), ("rtol", rtol)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise ExportError(f"{param(name)} is {value!r}; expected a number >= 0")
+    check_tolerances(atol, rtol)
     path = os.fspath(path)
     providers = fp16_providers() if route != "upcast" else ()
     if route == "native" and not providers:
@@ -527,12 +525,7 @@ def validate_fp16(
         provider=providers[0] if native else _CPU,
         note=_NATIVE_NOTE.format(provider=providers[0]) if native else _UPCAST_NOTE,
     )
-    try:
-        onnx.checker.check_model(path, full_check=True)
-        report.checker = "passed"
-    except Exception as e:  # the checker raises several exception types
-        report.checker = "failed"
-        report.problems.append(f"onnx.checker: {_first_line(e)}")
+    if not check_model(report, path, _first_line):
         return report
     proto = onnx.load(path)
     image = _input_of(proto, input_name)
@@ -546,7 +539,7 @@ def validate_fp16(
             run_path, run_providers = os.path.join(work, "upcast.onnx"), [_CPU]
             onnx.save(upcast(proto), run_path)
         try:
-            session = ort.InferenceSession(run_path, _session_options(), providers=run_providers)
+            session = ort.InferenceSession(run_path, session_options(), providers=run_providers)
         except Exception as e:
             report.problems.append(f"ONNX Runtime cannot load it: {_first_line(e)}")
             return report
@@ -554,35 +547,16 @@ def validate_fp16(
         elem = {
             v.name: v.type.tensor_type.elem_type for v in [*proto.graph.input, *proto.graph.output]
         }
-        inputs = [i.name for i in session.get_inputs()]
-        outputs = [o.name for o in session.get_outputs()]
-        model = reference.eval()
-        if any(
-            t.device.type != "cpu" or t.dtype != torch.float32
-            for t in model.state_dict().values()
-            if t.is_floating_point()
-        ):
-            model = copy.deepcopy(model).float().cpu()
+        model = float32_reference(reference)
         io = model_io(model)
         if output_names is None:
             output_names = names_of(model, io.example(1, size))
         expected = list(output_names)
-        if inputs != [input_name] or outputs != expected:
-            report.names = "failed"
-            report.problems.append(
-                f"names: inputs {inputs} and outputs {outputs}; "
-                f"expected [{input_name!r}] and {expected}"
-            )
+        if not check_names(report, session, input_name, expected):
             return report
-        report.names = "passed"
         half_in = elem.get(input_name) == onnx.TensorProto.FLOAT16
         feed_dtype = np.float16 if half_in and native else np.float32
-        generator = torch.Generator().manual_seed(seed)
-        for batch in batches:
-            x = io.example(batch, size, generator)
-            with torch.no_grad():
-                out = model(x)
-            want = [w.numpy() for w in (out if isinstance(out, list | tuple) else [out])]
+        for batch, x, want in reference_outputs(model, io, batches, size, seed):
             feed = x.numpy()
             if half_in:
                 # What a caller of the file does: the image rounded to float16.
@@ -595,40 +569,12 @@ def validate_fp16(
             for name, g, w in zip(expected, got, want):
                 if not native and elem.get(name) == onnx.TensorProto.FLOAT16:
                     g = g.astype(np.float16)  # the file hands its outputs over in float16
-                _compare(report, batch, name, g.astype(np.float32), w, atol, rtol)
+                # The difference in float64, a NaN or overflow in the file's outputs failing.
+                g = g.astype(np.float64)
+                report.record(
+                    compare_output(batch, name, g, w, atol=atol, rtol=rtol, nonfinite="inf")
+                )
     return report
-
-
-def _compare(report, batch, name, g, w, atol, rtol) -> None:
-    import numpy as np
-
-    scale = float(np.abs(w).max()) if w.size else 0.0
-    same_shape = list(g.shape) == list(w.shape)
-    if same_shape and w.size:
-        diff = float(np.abs(g.astype(np.float64) - w).max())
-        diff = diff if np.isfinite(diff) else float("inf")
-    else:
-        diff = float("inf")
-    tolerance = atol + rtol * scale
-    check = OutputCheck(
-        batch=batch,
-        name=name,
-        shape=list(g.shape),
-        expected_shape=list(w.shape),
-        max_abs_diff=diff,
-        max_rel_diff=diff / scale if scale else diff,
-        tolerance=tolerance,
-        passed=same_shape and diff <= tolerance,
-    )
-    report.outputs.append(check)
-    if not same_shape:
-        report.problems.append(
-            f"batch {batch}, {name}: shape {list(g.shape)}; expected {list(w.shape)}"
-        )
-    elif not check.passed:
-        report.problems.append(
-            f"batch {batch}, {name}: max abs diff {diff:.3g} > tolerance {tolerance:.3g}"
-        )
 
 
 def upcast(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -701,17 +647,7 @@ def _attr(name: str) -> int:
 def _read_float32(path: str) -> onnx.ModelProto:
     from onnx import TensorProto
 
-    from tcompress.export.bench import _read_model
-
-    try:
-        proto = _read_model(path)
-    except BenchError as e:
-        raise ExportError(str(e)) from None
-    if any(t.data_location == TensorProto.EXTERNAL for t in proto.graph.initializer):
-        raise ExportError(
-            f"'{path}' keeps its weights in external data files; expected a single-file ONNX "
-            "model as export_onnx writes"
-        )
+    proto = read_source(path, single_file=True)
     kinds = {t.data_type for t in proto.graph.initializer}
     kinds |= {v.type.tensor_type.elem_type for v in [*proto.graph.input, *proto.graph.output]}
     if TensorProto.FLOAT16 in kinds:
@@ -724,19 +660,6 @@ def _read_float32(path: str) -> onnx.ModelProto:
             "export_onnx"
         )
     return proto
-
-
-def _check_output(output: Any, source: str) -> Path:
-    if not isinstance(output, str | os.PathLike) or not os.fspath(output):
-        raise ExportError(f"{param('output')} is {output!r}; expected a file path")
-    path = Path(output).expanduser()
-    if not path.parent.resolve().is_dir():
-        raise ExportError(f"output directory '{path.parent}' does not exist; create it first")
-    if path.is_dir():
-        raise ExportError(f"output '{path}' is a directory; expected a file path")
-    if path.exists() and os.path.samefile(path, source):
-        raise ExportError(f"output '{path}' is the source file; choose another output path")
-    return path
 
 
 def _input_of(proto: onnx.ModelProto, name: str):
@@ -758,17 +681,7 @@ def _input_size(proto, image, input_size, path: str) -> tuple[tuple[int, int], i
     dims = list(image.type.tensor_type.shape.dim)
     batch = dims[0].dim_value if dims[0].HasField("dim_value") else None
     if input_size is not None:
-        if isinstance(input_size, int) and not isinstance(input_size, bool) and input_size > 0:
-            return (input_size, input_size), batch
-        if (
-            isinstance(input_size, tuple | list)
-            and len(input_size) == 2
-            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_size)
-        ):
-            return (input_size[0], input_size[1]), batch
-        raise ExportError(
-            f"{param('input_size')} is {input_size!r}; expected an int or (height, width)"
-        )
+        return requested_size(input_size), batch
     try:
         layout = _layout(proto, image, f"'{path}'")
     except BenchError as e:
@@ -790,14 +703,6 @@ def _converter():
     return convert_float_to_float16
 
 
-def _session_options(severity: int = 3):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = severity
-    return options
-
-
 class _quiet:
     """The converter logs through its own module logger; keep its warnings out of the caller's
     log while it runs (errors still raise)."""
@@ -810,8 +715,3 @@ class _quiet:
     def __exit__(self, *exc):
         self.logger.setLevel(self.level)
         return False
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__

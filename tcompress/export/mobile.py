@@ -53,7 +53,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tcompress.errors import BenchError, ExportError, param
-from tcompress.export.validate import OutputCheck, ValidationReport
+from tcompress.export.bench import _first_line
+from tcompress.export.validate import (
+    FileReport,
+    ValidationReport,
+    check_output,
+    check_tolerances,
+    compare_output,
+    output_path,
+    read_source,
+    requested_size,
+    session_options,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -79,7 +90,7 @@ _CPU = "CPUExecutionProvider"
 
 
 @dataclass
-class OrtReport:
+class OrtReport(FileReport):
     """What :func:`to_ort` wrote.
 
     Attributes
@@ -116,17 +127,6 @@ class OrtReport:
     source_bytes: int
     validation: ValidationReport | None = None
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def size_ratio(self) -> float:
-        """``file_bytes / source_bytes``."""
-        return self.file_bytes / self.source_bytes
-
-    def to_dict(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k != "validation"}
-        out["validation"] = self.validation.to_dict() if self.validation else None
-        out["size_ratio"] = self.size_ratio
-        return out
 
 
 def to_ort(
@@ -201,11 +201,9 @@ def to_ort(
     for name, value in (("validate", validate), ("allow_float32_fallback", allow_float32_fallback)):
         if not isinstance(value, bool):
             raise ExportError(f"{param(name)} is {value!r}; expected True or False")
-    for name, value in (("atol", atol), ("rtol", rtol)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise ExportError(f"{param(name)} is {value!r}; expected a number >= 0")
+    check_tolerances(atol, rtol)
     source = os.fspath(source)
-    proto = _read_source(source)
+    proto = read_source(source, single_file=True)
     out_path = _check_path("output", output, source, suffix=SUFFIX)
     config_path = _check_path("config", config, source) if config is not None else None
     if config_path is not None and config_path.resolve() == out_path.resolve():
@@ -317,8 +315,7 @@ def compare_ort(
     import onnxruntime as ort
 
     report = ValidationReport(checker="not applicable")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options = session_options()
     sessions = {}
     # The converter leaves out the NCHWc layout unless it targets amd64 (its own rule).
     disabled = None if target_platform == "amd64" else ["NchwcTransformer"]
@@ -372,31 +369,10 @@ def compare_ort(
             # files may differ by one unit in its last place: 2^-10 of the output's scale.
             relative = max(rtol, 2.0**-10) if w.dtype == np.float16 else rtol
             g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
-            scale = float(np.abs(w).max()) if w.size else 0.0
-            same = g.shape == w.shape
-            diff = float(np.abs(g - w).max()) if same and w.size else float("inf")
-            if not np.isfinite(diff):
-                diff = float("inf") if not np.array_equal(g, w, equal_nan=True) else 0.0
-            tolerance = atol + relative * scale
-            check = OutputCheck(
-                batch=batch,
-                name=name,
-                shape=list(g.shape),
-                expected_shape=list(w.shape),
-                max_abs_diff=diff,
-                max_rel_diff=diff / scale if scale else diff,
-                tolerance=tolerance,
-                passed=same and diff <= tolerance,
-            )
-            report.outputs.append(check)
-            if not same:
-                report.problems.append(
-                    f"batch {batch}, {name}: shape {list(g.shape)}; expected {list(w.shape)}"
-                )
-            elif not check.passed:
-                report.problems.append(
-                    f"batch {batch}, {name}: max abs diff {diff:.3g} > tolerance {tolerance:.3g}"
-                )
+            # The same kernels on both sides: outputs equal entry for entry, infinities
+            # included, differ by 0.
+            check = compare_output(batch, name, g, w, atol=atol, rtol=relative, nonfinite="equal")
+            report.record(check)
     return report
 
 
@@ -457,7 +433,7 @@ def mobile_usability(source: str | os.PathLike) -> MobileUsability:
         A missing or non-ONNX source, or a failure of the checker (one line).
     """
     source = os.fspath(source)
-    _read_source(source)
+    read_source(source, single_file=True)
     import importlib
 
     try:
@@ -591,23 +567,6 @@ def _split_ops(ops: str):
     return [(op.strip(), info) for op, info in out if op.strip()]
 
 
-def _read_source(path: str) -> onnx.ModelProto:
-    from onnx import TensorProto
-
-    from tcompress.export.bench import _read_model
-
-    try:
-        proto = _read_model(path)
-    except BenchError as e:
-        raise ExportError(str(e)) from None
-    if any(t.data_location == TensorProto.EXTERNAL for t in proto.graph.initializer):
-        raise ExportError(
-            f"'{path}' keeps its weights in external data files; expected a single-file ONNX "
-            "model as export_onnx writes"
-        )
-    return proto
-
-
 def _is_float16(proto: onnx.ModelProto) -> bool:
     from onnx import TensorProto
 
@@ -615,21 +574,13 @@ def _is_float16(proto: onnx.ModelProto) -> bool:
 
 
 def _check_path(name: str, value: Any, source: str, suffix: str | None = None) -> Path:
-    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
-        raise ExportError(f"{param(name)} is {value!r}; expected a file path")
-    path = Path(value).expanduser()
+    path = output_path(name, value)
     if suffix is not None and path.suffix.lower() != suffix:
         raise ExportError(
             f"{name} '{path}' does not end in {suffix}; expected a {suffix} path (ONNX Runtime "
             "recognises the ORT format by it)"
         )
-    if not path.parent.resolve().is_dir():
-        raise ExportError(f"{name} directory '{path.parent}' does not exist; create it first")
-    if path.is_dir():
-        raise ExportError(f"{name} '{path}' is a directory; expected a file path")
-    if path.exists() and os.path.samefile(path, source):
-        raise ExportError(f"{name} '{path}' is the source file; choose another path")
-    return path
+    return check_output(name, path, source)
 
 
 def _choice(name: str, value: Any, choices: Sequence[str]) -> str:
@@ -668,17 +619,7 @@ def _spatial(shape: list, input_size, session, path: str) -> tuple[str, tuple[in
         raise ExportError(str(e)) from None
     _, h, w = LAYOUTS[layout]
     if input_size is not None:
-        if isinstance(input_size, int) and not isinstance(input_size, bool) and input_size > 0:
-            return layout, (input_size, input_size)
-        if (
-            isinstance(input_size, tuple | list)
-            and len(input_size) == 2
-            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_size)
-        ):
-            return layout, (input_size[0], input_size[1])
-        raise ExportError(
-            f"{param('input_size')} is {input_size!r}; expected an int or (height, width)"
-        )
+        return layout, requested_size(input_size)
     if isinstance(shape[h], int) and isinstance(shape[w], int):
         return layout, (shape[h], shape[w])
     raise ExportError(
@@ -695,8 +636,3 @@ def _full_shape(shape: list, layout: str, batch: int, size: tuple[int, int]) -> 
     out[c] = shape[c] if isinstance(shape[c], int) else 3
     out[h], out[w] = size
     return out
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__

@@ -49,12 +49,20 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tcompress.errors import BenchError, ExportError, param
-from tcompress.export.bench import PRECISION_KEY
+from tcompress.export.bench import PRECISION_KEY, _first_line
+from tcompress.export.validate import (
+    FileReport,
+    check_output,
+    compare_output,
+    output_path,
+    read_source,
+    session_options,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -91,7 +99,7 @@ _INTEGER_OPS = ("QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", 
 
 
 @dataclass
-class QuantizationReport:
+class QuantizationReport(FileReport):
     """What :func:`quantize_int8` wrote, and with which settings.
 
     Attributes
@@ -114,7 +122,7 @@ class QuantizationReport:
     quantized_nodes
         Compute nodes with int8 weights.
     file_bytes, source_bytes
-        Sizes on disk of the INT8 and the float32 file.
+        Sizes on disk of the INT8 and the float32 file (their ratio: :attr:`size_ratio`).
     output_error
         max |INT8 - float32| / max |float32| over the outputs, worst over the first
         ``check_images`` calibration images (``None`` when none were checked): how far the
@@ -138,14 +146,6 @@ class QuantizationReport:
     source_bytes: int
     output_error: float | None = None
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def size_ratio(self) -> float:
-        """``file_bytes / source_bytes``: the INT8 file's size as a fraction of the float32 one."""
-        return self.file_bytes / self.source_bytes
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "size_ratio": self.size_ratio}
 
 
 def quantize_int8(
@@ -229,7 +229,7 @@ def quantize_int8(
     proto = _read_source(source)
     image_input = _image_input(proto, source)
     layout = _layout_of(proto, image_input, source)
-    out_path = _check_output(output, source)
+    out_path = check_output("output", output_path("output", output), source, "another output path")
     batch = _prepare_images(images, image_input, layout, source)
 
     with tempfile.TemporaryDirectory(prefix="tcompress-int8-") as work:
@@ -412,10 +412,16 @@ def _convention(convention: Any) -> ModelIO:
         image = _image_input(proto, path)
         layout = _layout_of(proto, image, path)
         metadata = {entry.key: entry.value for entry in proto.metadata_props}
-        from tcompress.export.bench import LAYOUTS, PIXEL_MEAN_KEY, PIXEL_STD_KEY
+        from tcompress.export.bench import LAYOUTS, PIXEL_MEAN_KEY, PIXEL_STD_KEY, metadata_floats
 
         channels = image.type.tensor_type.shape.dim[LAYOUTS[layout][0]].dim_value or 3
-        mean, std = (_floats(metadata, key, path) for key in (PIXEL_MEAN_KEY, PIXEL_STD_KEY))
+        try:
+            mean, std = (
+                metadata_floats(metadata, key, f"ONNX file '{path}'")
+                for key in (PIXEL_MEAN_KEY, PIXEL_STD_KEY)
+            )
+        except BenchError as e:
+            raise ExportError(str(e)) from None
         try:
             return ModelIO(
                 channels, ("heatmaps",), layout == "NHWC", pixel_mean=mean, pixel_std=std
@@ -428,28 +434,11 @@ def _convention(convention: Any) -> ModelIO:
     )
 
 
-def _floats(metadata: dict, key: str, path: str) -> tuple[float, ...] | None:
-    if key not in metadata:
-        return None
-    try:
-        return tuple(float(v) for v in metadata[key].split(","))
-    except ValueError:
-        raise ExportError(
-            f"ONNX file '{path}' has metadata {key}={metadata[key]!r}; expected comma-separated "
-            "numbers"
-        ) from None
-
-
 # --- the source, the output and the images ----------------------------------------------------
 
 
 def _read_source(path: str) -> onnx.ModelProto:
-    from tcompress.export.bench import _read_model
-
-    try:
-        proto = _read_model(path)
-    except BenchError as e:
-        raise ExportError(str(e)) from None
+    proto = read_source(path)
     quantized = sorted(
         {n.op_type for n in proto.graph.node if n.op_type in (*_QDQ_OPS, *_INTEGER_OPS)}
     )
@@ -487,19 +476,6 @@ def _layout_of(proto: onnx.ModelProto, image: onnx.ValueInfoProto, path: str) ->
         return _layout(proto, image, f"'{path}'")
     except BenchError as e:
         raise ExportError(str(e)) from None
-
-
-def _check_output(output: Any, source: str) -> Path:
-    if not isinstance(output, str | os.PathLike) or not os.fspath(output):
-        raise ExportError(f"{param('output')} is {output!r}; expected a file path")
-    path = Path(output).expanduser()
-    if not path.parent.resolve().is_dir():
-        raise ExportError(f"output directory '{path.parent}' does not exist; create it first")
-    if path.is_dir():
-        raise ExportError(f"output '{path}' is a directory; expected a file path")
-    if path.exists() and os.path.samefile(path, source):
-        raise ExportError(f"output '{path}' is the source file; choose another output path")
-    return path
 
 
 def _prepare_images(
@@ -789,21 +765,24 @@ def _float_nodes(model: onnx.ModelProto) -> tuple[list[str], int]:
 
 
 def _output_error(source: str, quantized: str, images: list[np.ndarray], name: str) -> float:
+    """The worst max |INT8 - float32| / max |float32| over the outputs and ``images``
+    (:attr:`~tcompress.export.validate.OutputCheck.max_rel_diff`): no tolerance, only how far
+    the outputs moved."""
     import numpy as np
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options = session_options()
     sessions = [
         ort.InferenceSession(p, options, providers=["CPUExecutionProvider"])
         for p in (source, quantized)
     ]
+    names = [o.name for o in sessions[0].get_outputs()]
     worst = 0.0
     for image in images:
         ref, got = (s.run(None, {name: image}) for s in sessions)
-        for a, b in zip(got, ref):
-            scale = float(np.abs(b).max()) or 1.0
-            worst = max(worst, float(np.abs(a.astype(np.float64) - b).max()) / scale)
+        for output, a, b in zip(names, got, ref):
+            check = compare_output(len(image), output, a.astype(np.float64), b, atol=0.0, rtol=0.0)
+            worst = max(worst, check.max_rel_diff)
     return worst
 
 
@@ -822,8 +801,3 @@ def _quiet():
             yield
     finally:
         root.setLevel(level)
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__
