@@ -22,11 +22,16 @@ from tcompress.passes import ChannelAffine, factorize
 
 from .conftest import make_hourglass
 
-#: The validation tolerances proposed as export_onnx's defaults: max |ONNX - PyTorch| <=
-#: ATOL + RTOL * max |PyTorch|. Correct float32 exports measured at <= 1.3e-6 relative (every
-#: method, both forms, small and paper configurations); a fold that drops eps at >= 2e-5 with
-#: running variances near 1 and ~1e-2 with variances of 1e-3..1e-2 (docs/shared_factors.json).
+#: export_onnx's default float32 tolerances (tcompress.vocabulary.FP32_ATOL, FP32_RTOL), spelled
+#: out so that a change of the defaults cannot weaken these tests unseen.
 ATOL, RTOL = 1e-6, 1e-5
+
+
+def test_the_defaults_are_these_tolerances():
+    from tcompress.vocabulary import FP32_ATOL, FP32_RTOL
+
+    assert (FP32_ATOL, FP32_RTOL) == (ATOL, RTOL)
+
 
 #: Ranks of the small hourglass (W: 2,2,3,2,8,8,3,3). Tucker and MPS keep the grid and spatial
 #: modes whole, so the per-layer weights of the factorized form hold no more entries than the
@@ -176,16 +181,23 @@ def _scale_shift_without_eps(bn: nn.BatchNorm2d):
 @pytest.mark.parametrize(
     "method, form", [(None, "dense"), ("tucker", "factorized"), ("mps", "factorized")]
 )
-def test_a_batchnorm_fold_that_drops_eps_fails_validation(tmp_path, monkeypatch, method, form):
-    hourglass = _realistic_statistics(make_hourglass())
+@pytest.mark.parametrize("variances", ["near 1", "1e-3..1e-2"])
+def test_a_batchnorm_fold_that_drops_eps_fails_validation(
+    tmp_path, monkeypatch, method, form, variances
+):
+    """Also with running variances near 1 (``random_hourglass``'s), where leaving out eps = 1e-5
+    moves each scale by less than 1e-5 and the old tolerance (1e-4 + 1e-4) passed it."""
+    hourglass = make_hourglass()
+    if variances != "near 1":
+        hourglass = _realistic_statistics(hourglass)
     model = hourglass
     if method is not None:
         model = tcompress.convert(hourglass, method=method, ranks=RANKS[method]).eval()
-    # The correct fold passes at these tolerances...
-    good = export_onnx(model, tmp_path / "good.onnx", form, input_size=32, atol=ATOL, rtol=RTOL)
+    # The correct fold passes at the default tolerances...
+    good = export_onnx(model, tmp_path / "good.onnx", form, input_size=32)
     assert good.validation.ok
     # ...one without eps (folded convolutions and ChannelAffines alike) does not.
     monkeypatch.setattr(fold_bn, "_scale_shift", _scale_shift_without_eps)
     with pytest.raises(ExportError, match="failed validation"):
-        export_onnx(model, tmp_path / "bad.onnx", form, input_size=32, atol=ATOL, rtol=RTOL)
+        export_onnx(model, tmp_path / "bad.onnx", form, input_size=32)
     assert not (tmp_path / "bad.onnx").exists()
