@@ -44,6 +44,12 @@ def tcompress(*args: str) -> tuple[dict, float]:
     return json.loads(done.stdout), time.perf_counter() - started
 
 
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` and a final newline to ``path`` (the callback of an atomic write)."""
+    with open(path, "w") as f:
+        f.write(text + "\n")
+
+
 def pckh(model: str, samples: int) -> float:
     out, _ = tcompress("evaluate", model, "--data", "synthetic", "-n", samples)
     return out["pckh"]["mean"]
@@ -172,9 +178,11 @@ def main() -> None:
         ],
         results["convert-3x"]["pckh"],
     )
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    print(json.dumps(results, indent=1))
+    from tcompress.checkpoint import atomic_write
+
+    text = json.dumps(results, indent=1)
+    atomic_write(os.path.join(args.out, "results.json"), lambda tmp: write_text(tmp, text))
+    print(text)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import argparse
 import json
 import os
 
-from bench_finetune import pckh, tcompress  # the same subprocess runs as the fine-tuning record
+from bench_finetune import pckh, tcompress, write_text  # the same runs as the fine-tuning record
 
 RUNS = {
     "mps --ratio 3": ["--method", "mps", "--ratio", "3"],
@@ -74,9 +74,10 @@ def main() -> None:
         }
         print(f"{name}: {summary['compression_ratio']:.2f}x, PCKh {before:.1f} -> {after:.1f}")
     if args.record:
-        with open(args.record, "w") as f:
-            json.dump(record, f, indent=2)
-            f.write("\n")
+        from tcompress.checkpoint import atomic_write
+
+        text = json.dumps(record, indent=2)
+        atomic_write(args.record, lambda tmp: write_text(tmp, text))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ resamples, so the merged intervals are still paired.
 
     python examples/compare_bundled_model.py --steps 30 --batch-size 8 -o runs/compare
 
-The settings of the README's table are the defaults here.
+The settings of the README's table are the defaults here. The folder is made if missing; files
+already in it (the merged record and figure, each process's log and folder) are refused before
+anything runs unless ``--force``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def main() -> None:
@@ -34,10 +37,13 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--checkpoint", default=None, help="[default: the bundled model]")
     parser.add_argument("-o", "--output-dir", default="runs/compare")
+    parser.add_argument("--force", action="store_true", help="Overwrite the files already there.")
     args = parser.parse_args()
 
+    from tcompress.checkpoint import atomic_write, check_new_files
     from tcompress.cli.compare import comparison_table
     from tcompress.cli.render import stdout
+    from tcompress.errors import OutputError
     from tcompress.experiments.compare import CompareReport, plot_comparison
     from tcompress.models import pretrained_path
 
@@ -45,6 +51,14 @@ def main() -> None:
     ratios = args.ratios.split(",")
     shares = [ratios[i :: args.processes] for i in range(args.processes)]
     shares = [share for share in shares if share]
+    json_path = os.path.join(args.output_dir, "compare.json")
+    png_path = os.path.join(args.output_dir, "compare.png")
+    logs = [os.path.join(args.output_dir, f"part{i}.log") for i in range(len(shares))]
+    try:  # fail fast; each process checks its own folder, and every file is checked again later
+        check_new_files([json_path, png_path, *logs], force=args.force)
+    except OutputError as e:
+        sys.exit(f"Error: {e.for_command()}")
+    os.makedirs(args.output_dir, exist_ok=True)
     started = time.perf_counter()
     runs = []
     for i, share in enumerate(shares):
@@ -59,8 +73,12 @@ def main() -> None:
         ]  # fmt: skip
         if i:
             command.append("--no-baseline")  # the first process fine-tunes the original
+        if args.force:
+            command.append("--force")
         env = dict(os.environ, OMP_NUM_THREADS="1")
-        log = open(os.path.join(args.output_dir, f"part{i}.log"), "w")
+        # A log grows as its process runs, so it is not written atomically; "x" refuses one that
+        # appeared since the check above.
+        log = open(logs[i], "w" if args.force else "x")
         runs.append((subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, env=env), log))
     reports = []
     for process, log in runs:
@@ -74,9 +92,9 @@ def main() -> None:
     merged["settings"] = dict(merged["settings"], ratios=[float(r) for r in ratios])
     merged["seconds"] = time.perf_counter() - started
     report = CompareReport.from_dict(merged)
-    with open(os.path.join(args.output_dir, "compare.json"), "w") as f:
-        json.dump(report.to_dict(), f, indent=1)
-    plot_comparison(report, os.path.join(args.output_dir, "compare.png"))
+    text = json.dumps(report.to_dict(), indent=1)
+    atomic_write(json_path, lambda tmp: Path(tmp).write_text(text), force=args.force)
+    plot_comparison(report, png_path, force=args.force)
     stdout().print(comparison_table(report.to_dict()))
     print(f"{merged['seconds'] / 60:.1f} min; wrote {args.output_dir}/compare.json and .png")
 

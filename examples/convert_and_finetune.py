@@ -1,9 +1,11 @@
 """Convert the bundled pretrained hourglass to a Tucker T-Net, fine-tune it, evaluate, save, reload.
 
-Run: python examples/convert_and_finetune.py
+Run: python examples/convert_and_finetune.py [-o tnet-example.pt]
 With your own checkpoint, pass its path to ``tcompress.convert`` instead of the model, and your
 data to ``make_dataset`` (an MPII-style annotation file, or a folder of images for distillation).
 """
+
+import argparse
 
 import torch
 
@@ -11,6 +13,10 @@ import tcompress
 from tcompress.data import make_dataset
 from tcompress.models import pretrained
 from tcompress.train import TrainSettings, evaluate_pck, fit, recalibrate_batchnorm
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("-o", "--output", default="tnet-example.pt", help="Where the T-Net is saved.")
+args = parser.parse_args()
 
 torch.manual_seed(0)
 dense = pretrained()
@@ -37,8 +43,8 @@ result = fit(tnet, train, TrainSettings(steps=20, batch_size=16, lr=1e-4), log_e
 print("loss every 5 steps:", [round(h["loss"], 5) for h in result.history])
 print(f"PCKh@0.5 fine-tuned {evaluate_pck(tnet, val)['mean']:.1f}%")
 
-tcompress.save(tnet, "tnet-example.pt")
-reloaded = tcompress.load("tnet-example.pt", forward="reconstructed").eval()
+tcompress.save(tnet, args.output)  # atomically: a temporary file beside it, renamed into place
+reloaded = tcompress.load(args.output, forward="reconstructed").eval()
 images = val[0]["image"][None]
 with torch.no_grad():
     a, b = tnet.eval()(images), reloaded(images)

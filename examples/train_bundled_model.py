@@ -18,10 +18,11 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from tcompress.checkpoint import save_torch
+from tcompress.checkpoint import atomic_write, save_torch
 from tcompress.data import SyntheticPose
 from tcompress.models import StackedHourglass
 from tcompress.train.loop import TrainSettings, fit
@@ -94,8 +95,8 @@ def main() -> None:
         "data": {"kind": "synthetic", "seed": args.seed, "val_samples": args.eval_samples},
         "result": result.to_dict(),
     }
-    with open(args.out.rsplit(".", 1)[0] + ".json", "w") as f:
-        json.dump(record, f, indent=1)
+    text = json.dumps(record, indent=1)
+    atomic_write(args.out.rsplit(".", 1)[0] + ".json", lambda tmp: Path(tmp).write_text(text))
     print(
         f"done: {result.steps} steps in {result.seconds / 60:.1f} min, final PCKh "
         f"{result.evaluations[-1]['pckh']:.2f}",

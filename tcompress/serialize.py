@@ -49,23 +49,25 @@ FORMAT = "tcompress.tnet"
 FORMAT_VERSION = 1
 
 
-def save(tnet: TNet | LayerwiseNet, path: str | os.PathLike) -> None:
+def save(tnet: TNet | LayerwiseNet, path: str | os.PathLike, *, force: bool = True) -> None:
     """Write a T-Net or a layer-wise compressed network to ``path`` atomically (a temporary file
-    renamed into place)."""
+    renamed into place, see :func:`~tcompress.checkpoint.atomic_write`); an existing file is
+    replaced, or with ``force=False`` refused, even one created while this one was written."""
     if not isinstance(tnet, TNet | LayerwiseNet):
         raise CheckpointError(
             f"tnet is a {type(tnet).__name__}; expected a TNet or a LayerwiseNet to save"
         )
-    save_torch(to_payload(tnet), path)
+    save_torch(to_payload(tnet), path, force=force)
 
 
-def save_model(model: nn.Module, path: str | os.PathLike) -> None:
+def save_model(model: nn.Module, path: str | os.PathLike, *, force: bool = True) -> None:
     """Write a compressed network with :func:`save`, a dense network as its plain state dict
-    (atomically)."""
+    (atomically; ``force`` as for :func:`save`)."""
     if isinstance(model, TNet | LayerwiseNet):
-        save(model, path)
+        save(model, path, force=force)
     else:
-        save_torch({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        save_torch(state, path, force=force)
 
 
 def to_payload(tnet: TNet | LayerwiseNet) -> dict:

@@ -33,9 +33,10 @@ from tcompress.cli import handle_errors, main
     default=None,
     help="Where analysis.json and analysis.png go [default: CHECKPOINT's name + .analysis].",
 )
+@click.option("--force", is_flag=True, help="Overwrite the files already in --output-dir.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @handle_errors
-def analyze(checkpoint, data, val_samples, image_size, points, output_dir, as_json):
+def analyze(checkpoint, data, val_samples, image_size, points, output_dir, force, as_json):
     """Where is W redundant? The spectrum of every mode (energy kept against rank) and a sweep
     that compresses one mode at a time (Tucker), with the whole-network compression ratio and
     the relative error of W, and with --data the accuracy before fine-tuning.
@@ -46,6 +47,7 @@ def analyze(checkpoint, data, val_samples, image_size, points, output_dir, as_js
       tcompress analyze hg.pth --data synthetic --val-samples 200 -o analysis/
     """
     from tcompress.cli.render import (
+        check_record_files,
         print_json,
         print_written,
         quiet_status,
@@ -57,6 +59,7 @@ def analyze(checkpoint, data, val_samples, image_size, points, output_dir, as_js
     from tcompress.experiments.analysis import plot_analysis
 
     out_dir = output_dir or checkpoint.with_name(checkpoint.name + ".analysis")
+    check_record_files(out_dir, "analysis", force)
     status = quiet_status() if as_json else stderr().status("Analyzing", spinner="dots")
     with status:
         report = run_analysis(
@@ -68,7 +71,11 @@ def analyze(checkpoint, data, val_samples, image_size, points, output_dir, as_js
             progress=status.update,
         )
     json_path, figure = write_record(
-        out_dir, "analysis", report.to_dict(), lambda path: plot_analysis(report, path)
+        out_dir,
+        "analysis",
+        report.to_dict(),
+        lambda path, force: plot_analysis(report, path, force=force),
+        force=force,
     )
     if as_json:
         print_json(dict(report.to_dict(), json=str(json_path), png=figure and str(figure)))

@@ -102,6 +102,7 @@ def _ints(text: str) -> tuple[int, ...]:
     help="Where compare.json, compare.png and the ONNX files go "
     "[default: CHECKPOINT's name + .compare].",
 )
+@click.option("--force", is_flag=True, help="Overwrite the files already in --output-dir.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @handle_errors
 def compare(
@@ -122,6 +123,7 @@ def compare(
     no_baseline,
     device,
     output_dir,
+    force,
     as_json,
 ):
     """Does one tensor for the whole network beat decomposing each layer? Converts CHECKPOINT
@@ -137,6 +139,7 @@ def compare(
     """
 
     from tcompress.cli.render import (
+        check_record_files,
         print_json,
         print_written,
         quiet_status,
@@ -163,14 +166,25 @@ def compare(
         baseline=not no_baseline,
     )
     out_dir = output_dir or checkpoint.with_name(checkpoint.name + ".compare")
+    check_record_files(out_dir, "compare", force)
     status = quiet_status() if as_json else stderr().status("Comparing", spinner="dots")
     with status:
         report = run_compare(
-            checkpoint, data, settings, out_dir=out_dir, device=device, progress=status.update
+            checkpoint,
+            data,
+            settings,
+            out_dir=out_dir,
+            device=device,
+            force=force,
+            progress=status.update,
         )
     record = report.to_dict()
     json_path, figure = write_record(
-        out_dir, "compare", record, lambda path: plot_comparison(report, path)
+        out_dir,
+        "compare",
+        record,
+        lambda path, force: plot_comparison(report, path, force=force),
+        force=force,
     )
     if as_json:
         print_json(dict(record, json=str(json_path), png=figure and str(figure)))

@@ -166,7 +166,7 @@ def convert(
             progress=lambda phase: status.update(phase),
         )
         status.update("Saving")
-        save(tnet, out)
+        save(tnet, out, force=force)
     summary = dict(tnet.meta["summary"], output=str(out))
     if as_json:
         print_json(summary)

@@ -39,9 +39,10 @@ from tcompress.cli import handle_errors, main
     help="Input side (the bundled model was trained at 256).",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic data.")
+@click.option("--force", is_flag=True, help="Overwrite the files already in --output-dir.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @handle_errors
-def demo(output_dir, ranks, steps, train_samples, val_samples, image_size, seed, as_json):
+def demo(output_dir, ranks, steps, train_samples, val_samples, image_size, seed, force, as_json):
     """Compress the bundled pretrained hourglass: convert to a T-Net, re-estimate BatchNorm,
     fine-tune, evaluate PCKh after every stage, export to ONNX; no files or downloads needed.
 
@@ -63,6 +64,7 @@ def demo(output_dir, ranks, steps, train_samples, val_samples, image_size, seed,
             val_samples=val_samples,
             image_size=image_size,
             seed=seed,
+            force=force,
             progress=status.update,
         )
     if as_json:

@@ -178,6 +178,7 @@ def export(
             calibrate=calibrate,
             calibration_samples=calibration_samples,
             calibration_images=images,
+            force=force,
         )
     if as_json:
         print_json(report.to_dict())

@@ -252,18 +252,39 @@ def quiet_status() -> _Quiet:
     return _Quiet()
 
 
-def write_record(out_dir, name: str, record: dict, draw) -> tuple:
+def record_files(out_dir, name: str) -> list[Path]:
+    """The files :func:`write_record` writes: ``name.json``, and ``name.png`` where matplotlib
+    is installed."""
+    import importlib.util
+
+    out_dir = Path(out_dir)
+    files = [out_dir / f"{name}.json"]
+    if importlib.util.find_spec("matplotlib") is not None:
+        files.append(out_dir / f"{name}.png")
+    return files
+
+
+def check_record_files(out_dir, name: str, force: bool) -> None:
+    """Refuse, before the work starts, the files of :func:`write_record` that exist already,
+    unless ``force``."""
+    from tcompress.checkpoint import check_new_files  # imports torch: only when writing
+
+    check_new_files(record_files(out_dir, name), force=force)
+
+
+def write_record(out_dir, name: str, record: dict, draw, *, force: bool = False) -> tuple:
     """Write ``out_dir/name.json`` (atomically) and, when matplotlib is there, ``name.png`` with
-    ``draw(path)``; returns (json path, png path or None)."""
+    ``draw(path, force)``; returns (json path, png path or None). An existing file is refused
+    unless ``force``, even one created since :func:`check_record_files` looked."""
     from tcompress.checkpoint import atomic_write  # imports torch: only when writing
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out_dir / f"{name}.json", out_dir / f"{name}.png"
     text = json.dumps(record, indent=1)
-    atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(json_path, lambda tmp: Path(tmp).write_text(text), force=force)
     try:
-        draw(png_path)
+        draw(png_path, force)
     except ImportError:
         return json_path, None
     return json_path, png_path

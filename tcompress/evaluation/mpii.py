@@ -189,9 +189,12 @@ def _joint_order(names: object, path: Path) -> list[int]:
     return [ours.index(j) for j in JOINTS]
 
 
-def write_preds_mat(path: str | os.PathLike, preds: np.ndarray | torch.Tensor) -> None:
+def write_preds_mat(
+    path: str | os.PathLike, preds: np.ndarray | torch.Tensor, *, force: bool = True
+) -> None:
     """Write ``preds`` (N, 16, 2), 0-based source-image pixels in tcompress's joint order (MPII's),
-    as a ``.mat`` file the public evaluation scripts read (counting pixels from 1); atomically."""
+    as a ``.mat`` file the public evaluation scripts read (counting pixels from 1); atomically
+    (``force=False``: an existing file is refused, even one created while this one is written)."""
     from scipy.io import savemat
 
     from tcompress.checkpoint import atomic_write
@@ -200,4 +203,4 @@ def write_preds_mat(path: str | os.PathLike, preds: np.ndarray | torch.Tensor) -
     if preds.ndim != 3 or preds.shape[1:] != (N_JOINTS, 2):
         raise DataError(f"preds of shape {preds.shape}; expected (N, {N_JOINTS}, 2)")
     preds = preds + MPII_ORIGIN
-    atomic_write(path, lambda tmp: savemat(tmp, {"preds": preds}, appendmat=False))
+    atomic_write(path, lambda tmp: savemat(tmp, {"preds": preds}, appendmat=False), force=force)

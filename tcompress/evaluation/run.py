@@ -272,7 +272,8 @@ def evaluate(
     report.result_at_0_1 = official_pckh(report.predictions, truth, threshold=0.1)
     report.rules = "mpii"
     if preds_mat is not None:
-        write_preds_mat(check_output(preds_mat, force=force, inputs=paths), report.predictions)
+        out = check_output(preds_mat, force=force, inputs=paths)
+        write_preds_mat(out, report.predictions, force=force)
         report.preds_mat = os.fspath(preds_mat)
     return report
 

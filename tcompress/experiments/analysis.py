@@ -132,9 +132,10 @@ def _pckh(model: nn.Module, data) -> float | None:
     return pckh_of(model, data).result().to_dict()["mean"]
 
 
-def plot_analysis(analysis: Analysis, path: str | os.PathLike) -> None:
+def plot_analysis(analysis: Analysis, path: str | os.PathLike, *, force: bool = True) -> None:
     """Two panels: energy kept against rank / mode size for every mode, and relative error
-    against whole-network compression for every mode truncated alone. Needs matplotlib."""
+    against whole-network compression for every mode truncated alone, written to ``path`` as PNG
+    (atomically; ``force=False`` refuses an existing file). Needs matplotlib."""
     import matplotlib
     import matplotlib.ticker
 
@@ -168,5 +169,7 @@ def plot_analysis(analysis: Analysis, path: str | os.PathLike) -> None:
     fig.tight_layout()
     from tcompress.checkpoint import atomic_write
 
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"), force=force)
+    finally:
+        plt.close(fig)

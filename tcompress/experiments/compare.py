@@ -39,6 +39,7 @@ __all__ = [
     "CompareSettings",
     "bootstrap_accuracy",
     "compare",
+    "compare_files",
     "plot_comparison",
     "row_kind",
     "sample_hits",
@@ -236,6 +237,16 @@ def trimmed_features(config, ratio: float) -> tuple[int, int]:
     return best, params(best)
 
 
+def compare_files(settings: CompareSettings) -> list[str]:
+    """The names of the ONNX files :func:`compare` may write in its folder with ``settings``."""
+    names = ["uncompressed.onnx"]
+    for ratio in settings.ratios:
+        for method in settings.methods:
+            forms = ONNX_FORMS[row_kind(method)]
+            names.extend(f"{method}-{ratio:g}x-{form}.onnx" for form in forms)
+    return names
+
+
 def compare(
     checkpoint: str | os.PathLike,
     data: str | os.PathLike = "synthetic",
@@ -243,15 +254,17 @@ def compare(
     *,
     out_dir: str | os.PathLike,
     device: str | torch.device = "cpu",
+    force: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> CompareReport:
     """Convert, re-calibrate, fine-tune and evaluate ``checkpoint`` with every method at every
-    ratio of ``settings`` (see the module docstring); ONNX files and the fine-tuned models of the
-    first seed go to ``out_dir``.
+    ratio of ``settings`` (see the module docstring); the ONNX files go to ``out_dir``.
 
     A method that cannot reach a ratio (too coarse ranks) gets a row with ``error`` set instead
-    of stopping the comparison.
+    of stopping the comparison. A file of :func:`compare_files` already in ``out_dir`` is refused
+    before anything runs, and again as each file is written, unless ``force``.
     """
+    from tcompress.checkpoint import check_new_files
     from tcompress.conversion import convert
     from tcompress.data import Materialized, make_dataset
     from tcompress.export.bench import bench_onnx
@@ -261,6 +274,7 @@ def compare(
     from tcompress.train import TrainSettings, fit, recalibrate_batchnorm
 
     settings = settings or CompareSettings()
+    check_new_files([os.path.join(out_dir, n) for n in compare_files(settings)], force=force)
     say = progress or (lambda message: None)
     start = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
@@ -278,7 +292,7 @@ def compare(
     generator = torch.Generator().manual_seed(0)
     resamples = torch.randint(len(val), (settings.bootstrap, len(val)), generator=generator)
     dense_onnx = os.path.join(out_dir, "uncompressed.onnx")
-    export_onnx(original, dense_onnx, "dense", input_size=size)
+    export_onnx(original, dense_onnx, "dense", input_size=size, force=force)
 
     def finetune(model: nn.Module, label: str) -> tuple[Accuracy, float]:
         hits, seconds = [], []
@@ -307,7 +321,7 @@ def compare(
         paths = []
         for form in forms:
             paths.append(os.path.join(out_dir, f"{name}-{form}.onnx"))
-            export_onnx(model, paths[-1], form, input_size=size)
+            export_onnx(model, paths[-1], form, input_size=size, force=force)
         measured = bench_onnx([dense_onnx, *paths], input_size=size, repeats=settings.onnx_repeats)
         best = max(range(1, len(measured)), key=lambda i: measured[i].speedup)
         return measured[best].speedup, forms[best - 1]
@@ -391,10 +405,11 @@ def _trimmed(original: nn.Module, ratio: float, seed: int, device) -> tuple[nn.M
     return StackedHourglass(**config).to(device), [features], params
 
 
-def plot_comparison(report: CompareReport, path: str | os.PathLike) -> None:
+def plot_comparison(report: CompareReport, path: str | os.PathLike, *, force: bool = True) -> None:
     """PCKh after fine-tuning against whole-network compression ratio, one line per method,
     with the 95% intervals as error bars and the fine-tuned uncompressed model as a dashed
-    line. Needs matplotlib."""
+    line, written to ``path`` as PNG (atomically; ``force=False`` refuses an existing file).
+    Needs matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -434,5 +449,9 @@ def plot_comparison(report: CompareReport, path: str | os.PathLike) -> None:
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    from tcompress.checkpoint import atomic_write
+
+    try:
+        atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=120, format="png"), force=force)
+    finally:
+        plt.close(figure)

@@ -20,12 +20,21 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from tcompress.checkpoint import save_torch
+from tcompress.checkpoint import check_new_files, save_torch
 from tcompress.conversion import convert
 from tcompress.data import Materialized
 from tcompress.serialize import save
 
-__all__ = ["DEMO_LR", "DEMO_RANKS", "DEMO_SAMPLES", "DEMO_STEPS", "DemoReport", "Stage", "run_demo"]
+__all__ = [
+    "DEMO_FILES",
+    "DEMO_LR",
+    "DEMO_RANKS",
+    "DEMO_SAMPLES",
+    "DEMO_STEPS",
+    "DemoReport",
+    "Stage",
+    "run_demo",
+]
 
 #: Tucker ranks of the demo's T-Net on the bundled model: 3.00x fewer parameters overall, the
 #: channels whole, the four depth levels in a rank-2 space and 2x2 kernel ranks. Of the 3x ranks
@@ -42,6 +51,13 @@ DEMO_LR = 1.5e-3
 FORMS = ("tnet-factorized", "tnet-dense")
 #: Training images the INT8 export's activation ranges are calibrated on (as the export's default).
 DEMO_CALIBRATION = 32
+#: The files the demo writes in its folder.
+DEMO_FILES = (
+    "hourglass.pth",
+    "tnet.pt",
+    "hourglass.onnx",
+    *(f"tnet-{form}{suffix}.onnx" for suffix in ("", "-int8") for form in ("factorized", "dense")),
+)
 
 
 @dataclass
@@ -96,10 +112,14 @@ def run_demo(
     precision: str | None = None,
     onnx_repeats: int = 10,
     seed: int = 0,
+    force: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> DemoReport:
     """Convert -> re-estimate BatchNorm -> fine-tune -> evaluate -> export, files in ``out_dir``
     (made if missing; None: a temporary directory, removed at the end).
+
+    A file of :data:`DEMO_FILES` already in ``out_dir`` is refused before anything runs, and
+    again as each file is written, unless ``force``.
 
     The fine-tuned T-Net is exported in both forms (factorized and fused dense), in float32 and
     in INT8 (calibrated on :data:`DEMO_CALIBRATION` synthetic training images), and the faster
@@ -141,6 +161,8 @@ def run_demo(
     ranks = DEMO_RANKS if ranks is None else ranks
     steps = DEMO_STEPS if steps is None else steps
     train_samples = DEMO_SAMPLES if train_samples is None else train_samples
+    if out_dir is not None:
+        check_new_files([os.path.join(out_dir, name) for name in DEMO_FILES], force=force)
     with contextlib.ExitStack() as cleanup:
         if out_dir is None:
             out_dir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="tcompress-demo-"))
@@ -149,7 +171,8 @@ def run_demo(
         say = progress or (lambda message: None)
         original = pretrained() if model is None else model.eval()
         checkpoint = os.path.join(out_dir, "hourglass.pth")
-        save_torch({k: v.detach().cpu() for k, v in original.state_dict().items()}, checkpoint)
+        weights = {k: v.detach().cpu() for k, v in original.state_dict().items()}
+        save_torch(weights, checkpoint, force=force)
         heatmap = image_size // 4
         say("Rendering the held-out synthetic split")
         val = Materialized(SyntheticPose(val_samples, image_size, heatmap, seed=seed, split="val"))
@@ -209,11 +232,11 @@ def run_demo(
         tnet.eval()
         record(f"+ fine-tuned {steps} steps", tnet)
         tnet_path = os.path.join(out_dir, "tnet.pt")
-        save(tnet, tnet_path)
+        save(tnet, tnet_path, force=force)
 
         say("Exporting to ONNX and measuring in ONNX Runtime")
         files = [os.path.join(out_dir, "hourglass.onnx")]
-        export_onnx(checkpoint, files[0], "dense", input_size=image_size)
+        export_onnx(checkpoint, files[0], "dense", input_size=image_size, force=force)
         for exported in ("fp32", "int8"):
             for form in ("factorized", "dense"):
                 suffix = "" if exported == "fp32" else "-int8"
@@ -227,6 +250,7 @@ def run_demo(
                     precision=exported,
                     calibrate="synthetic" if exported == "int8" else None,
                     calibration_samples=DEMO_CALIBRATION if exported == "int8" else None,
+                    force=force,
                 )
         measured = bench_onnx(files, input_size=image_size, repeats=onnx_repeats)
         stages[0].onnx_speedup, stages[0].onnx_form, stages[0].file_ratio = 1.0, "dense", 1.0

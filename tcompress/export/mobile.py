@@ -46,7 +46,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -209,8 +208,9 @@ def to_ort(
     if config_path is not None and config_path.resolve() == out_path.resolve():
         raise ExportError(f"{param('config')} is the output '{out_path}'; choose another path")
     half = _is_float16(proto)
+    from tcompress.checkpoint import atomic_write, scratch_folder
 
-    with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.", dir=out_path.parent) as work:
+    with scratch_folder(out_path) as work:
         work = Path(work).resolve()
         model_dir, out_dir = work / "model", work / "out"
         model_dir.mkdir()
@@ -271,14 +271,11 @@ def to_ort(
                     f"the ORT-format file made from '{source}' failed validation: "
                     + "; ".join(report.validation.problems)
                 )
-        _fsync(made[0])
         if config_path is not None and configs:
-            from tcompress.checkpoint import atomic_write
-
             atomic_write(config_path, lambda tmp: shutil.copyfile(configs[0], tmp))
         try:
-            os.replace(made[0], out_path)
-        except OSError:
+            atomic_write(out_path, lambda tmp: shutil.copyfile(made[0], tmp))
+        except BaseException:
             if config_path is not None and config_path.exists():
                 config_path.unlink()
             raise
@@ -601,11 +598,6 @@ def _link_or_copy(source: str, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def _spatial(shape: list, input_size, session, path: str) -> tuple[str, tuple[int, int]]:

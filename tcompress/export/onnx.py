@@ -120,6 +120,7 @@ def export_onnx(
     calibrate: str | os.PathLike | None = None,
     calibration_samples: int | None = None,
     calibration_images: str | os.PathLike | None = None,
+    force: bool = True,
 ) -> ExportReport:
     """Export a T-Net, a layer-wise network or a dense hourglass to ONNX (float32), validated with
     ONNX Runtime.
@@ -137,7 +138,8 @@ def export_onnx(
         :class:`~tcompress.models.BearpawHourglass`, :class:`~tcompress.models.PoseNet`) or a file
         that :func:`tcompress.load` reads.
     path
-        Output file; written atomically, and only if validation passes.
+        Output file; written atomically (:func:`~tcompress.checkpoint.atomic_write`), and only if
+        validation passes.
     form
         ``"factorized"`` (three-convolution form, Tucker; two convolutions, MPS; the per-layer
         chains of a layer-wise network) or ``"dense"``
@@ -172,6 +174,9 @@ def export_onnx(
     calibrate, calibration_samples, calibration_images
         INT8: the images the activation ranges are calibrated on (``"synthetic"``, an image
         folder or an MPII-style set; labels unused), how many, and an MPII set's image folder.
+    force
+        Replace an existing ``path`` (the default); False refuses one, even one created while
+        the file was being made (:class:`~tcompress.errors.OutputError`).
 
     Shapes
     ------
@@ -235,7 +240,18 @@ def export_onnx(
     )
     try:
         report = _export(
-            reference, path, form, opset, size, dynamic_batch, atol, rtol, validate, task, stages
+            reference,
+            path,
+            form,
+            opset,
+            size,
+            dynamic_batch,
+            atol,
+            rtol,
+            validate,
+            task,
+            stages,
+            force,
         )
     finally:
         model.train(was_training)
@@ -243,7 +259,9 @@ def export_onnx(
     return report
 
 
-def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, validate, task, stages):
+def _export(
+    reference, path, form, opset, size, dynamic_batch, atol, rtol, validate, task, stages, force
+):
     io = model_io(reference)
     # The file is float32 whatever the model's dtype: what ONNX Runtime runs on every provider.
     prepared = deployable(reference, form).float()
@@ -264,7 +282,7 @@ def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, valid
         if stages["precision"] == "fp32" and stages["format"] == "onnx":
             write_fp32(tmp)
         else:
-            _stages(tmp, write_fp32, reference, size, validate, report, stages, io)
+            _stages(tmp, path, write_fp32, reference, size, validate, report, stages, io)
         if task is not None:
             report.task = task_check(tmp_view(tmp), reference, image_size=size[0], **task)
             if not report.task.passed:
@@ -291,8 +309,10 @@ def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, valid
     def write_fp32(tmp: str) -> None:
         dynamic = {name: {0: "batch"} for name in [INPUT_NAME, *names]} if dynamic_batch else None
         with warnings.catch_warnings(), torch.no_grad():
-            # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs
-            # onnxscript; it traces these plain-convolution graphs exactly.
+            # The TorchScript-based exporter, not dynamo: on these plain-convolution graphs both
+            # validate and keep the shared factors shared, and run alike in ONNX Runtime
+            # (0.98-1.02x), but dynamo's files are 1-5% larger, it exports 2.4-6.8x slower and
+            # needs onnxscript (benchmarks/bench_exporters.py, docs/exporters.json).
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 prepared,
@@ -323,7 +343,7 @@ def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, valid
                 )
 
     try:
-        atomic_write(path, write)
+        atomic_write(path, write, force=force)
     finally:
         for leftover in cleanup:
             if os.path.exists(leftover):
@@ -333,13 +353,15 @@ def _export(reference, path, form, opset, size, dynamic_batch, atol, rtol, valid
     return report
 
 
-def _stages(tmp, write_fp32, reference, size, validate, report, stages, io) -> None:
+def _stages(tmp, target, write_fp32, reference, size, validate, report, stages, io) -> None:
     """The float32 file, validated, then converted to the asked precision and format in a private
-    folder beside the output; the result is copied to ``tmp``."""
+    folder beside the output ``target`` (:func:`~tcompress.checkpoint.scratch_folder`); the result
+    is copied to ``tmp``."""
     import shutil
-    import tempfile
 
-    with tempfile.TemporaryDirectory(prefix=".tcompress-export-", dir=os.path.dirname(tmp)) as work:
+    from tcompress.checkpoint import scratch_folder
+
+    with scratch_folder(target) as work:
         stage = os.path.join(work, "fp32.onnx")
         write_fp32(stage)
         if stages["precision"] == "fp16":

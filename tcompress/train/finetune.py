@@ -275,7 +275,7 @@ def finetune(
         if context.main and out is not None:
             from tcompress.serialize import save_model
 
-            save_model(net, out)
+            save_model(net, out, force=force)
         context.barrier()
     except KeyboardInterrupt:
         kept = state if state is not None and state.exists() else None

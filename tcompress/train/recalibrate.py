@@ -147,6 +147,6 @@ def recalibrate_model(
         progress=None if progress is None else lambda done: progress(done, len(loader)),
     )
     if out is not None:
-        save_model(net, out)
+        save_model(net, out, force=force)
     report.output, report.model = out, net
     return report
