@@ -471,3 +471,58 @@ def test_a_channels_last_file(tmp_path):
     assert entries[INPUT_LAYOUT_KEY] == "NHWC"
     with pytest.raises(ExportError, match=r"expected \(1, 64, 64, 3\) float32 arrays \(NHWC\)"):
         quantize_int8(fp32, str(tmp_path / "x.onnx"), [images[0].transpose(0, 3, 1, 2)])
+
+
+# --- shared factors ---------------------------------------------------------------------------
+
+
+def test_a_shared_factor_is_stored_once_in_the_int8_file(tmp_path):
+    """ONNX Runtime's pre-processing folds the scale and shift after Tucker's shared U6 into a
+    per-layer copy; with per-channel weight scales and positive BatchNorm scales the copies
+    quantize to the same int8 values, and the INT8 file keeps one of them."""
+    from torch import nn
+
+    hourglass = make_hourglass(n_joints=16)
+    with torch.no_grad():
+        for m in hourglass.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.abs_().add_(0.1)  # positive scales, as trained networks nearly all have
+    tnet = tcompress.convert(hourglass, method="tucker", ranks="2,2,3,2,3,5,3,3").eval()
+    fp32, int8 = str(tmp_path / "t.onnx"), str(tmp_path / "t-int8.onnx")
+    export_onnx(tnet, fp32, "factorized", input_size=SIZE)
+    report = quantize_int8(fp32, int8, calibration_images("synthetic", 4, SIZE, fp32))
+    u6 = (8, 5, 1, 1)  # f_out x R6, one per block convolution before the merge
+    model = onnx.load(int8)
+    copies = [i for i in model.graph.initializer if tuple(i.dims) == u6]
+    assert len(copies) == 1 and copies[0].data_type == TensorProto.INT8
+    assert report.shared_initializers >= 23  # 24 block convolutions, U6 once
+    # Each layer keeps its own scales: 24 DequantizeLinear nodes read the one U6.
+    readers = [n for n in model.graph.node if copies[0].name in n.input]
+    assert len(readers) == 24 and len({n.input[1] for n in readers}) == 24
+
+
+def test_merging_identical_initializers_changes_no_output(files, tmp_path):
+    from tcompress.export.quantize import share_identical_initializers
+
+    model = onnx.load(files["int8"])
+    dequantized = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    first = next(i for i in model.graph.initializer if i.name in dequantized and i.raw_data)
+    twin = model.graph.initializer.add()
+    twin.CopyFrom(first)
+    twin.name = first.name + ".copy"
+    reader = next(
+        n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == first.name
+    )
+    probe = model.graph.node.add()  # a second reader of the original (its output unused)
+    probe.CopyFrom(reader)
+    probe.name, probe.output[0] = "probe", "probe_output"
+    reader.input[0] = twin.name  # the real reader now reads the copy
+    before = str(tmp_path / "before.onnx")
+    onnx.save(model, before)
+    merged = share_identical_initializers(model)
+    assert merged >= 1 and twin.name not in {i.name for i in model.graph.initializer}
+    after = str(tmp_path / "after.onnx")
+    onnx.save(model, after)
+    image = held_out()[0]
+    for a, b in zip(run(before, image), run(after, image)):
+        np.testing.assert_array_equal(a, b)

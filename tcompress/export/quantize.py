@@ -129,6 +129,9 @@ class QuantizationReport(FileReport):
         quantized outputs moved. Not a pass/fail test: judge the task by PCKh.
     notes
         Anything the run had to work around.
+    shared_initializers
+        Per-layer copies of a shared factor that quantized to the same bytes and were merged
+        into one initializer (:func:`share_identical_initializers`).
     """
 
     path: str
@@ -146,6 +149,7 @@ class QuantizationReport(FileReport):
     source_bytes: int
     output_error: float | None = None
     notes: list[str] = field(default_factory=list)
+    shared_initializers: int = 0  # byte-identical weight copies merged into one
 
 
 def quantize_int8(
@@ -719,6 +723,7 @@ def _finish(tmp: str, source: onnx.ModelProto, report: QuantizationReport) -> on
     import onnx
 
     model = onnx.load(tmp)
+    report.shared_initializers = share_identical_initializers(model)
     entries = {e.key: e.value for e in model.metadata_props}
     entries.update({e.key: e.value for e in source.metadata_props})
     entries[PRECISION_KEY] = "int8"
@@ -741,6 +746,46 @@ def _finish(tmp: str, source: onnx.ModelProto, report: QuantizationReport) -> on
         entry.key, entry.value = key, value
     onnx.save(model, tmp)
     return model
+
+
+def share_identical_initializers(model: onnx.ModelProto) -> int:
+    """Make quantized weights with the same type, shape and bytes one initializer; returns how
+    many were dropped.
+
+    ONNX Runtime's pre-processing folds the per-channel scale and shift that follows a shared
+    factor (Tucker's U6) into a per-layer copy of it. With one weight scale per output channel,
+    every copy whose scales are positive quantizes to the same int8 values as the others (the
+    layer's scale moves into its DequantizeLinear scale), so the copies are merged back here and
+    the INT8 file stores the shared factor once, each layer keeping its own scales and bias.
+    Only the integer tensors DequantizeLinear nodes read are merged.
+    """
+    import hashlib
+
+    graph = model.graph
+    weights = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    weights -= {i.name for i in graph.input}
+    first: dict[tuple, str] = {}
+    renamed: dict[str, str] = {}
+    kept = []
+    for init in graph.initializer:
+        if init.name not in weights or not init.raw_data:
+            kept.append(init)
+            continue
+        key = (init.data_type, tuple(init.dims), hashlib.sha256(init.raw_data).digest())
+        if key in first:
+            renamed[init.name] = first[key]
+        else:
+            first[key] = init.name
+            kept.append(init)
+    if not renamed:
+        return 0
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return len(renamed)
 
 
 def _float_nodes(model: onnx.ModelProto) -> tuple[list[str], int]:
