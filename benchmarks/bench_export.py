@@ -244,17 +244,18 @@ def bundled_accuracy(args, work: str) -> dict:
             if os.path.exists(path):
                 os.remove(path)
             tcompress.save(converted, path)
-            tuned = path.replace(".pt", "-finetuned.pt")
+            tuned = args.finetuned.get(method) or path.replace(".pt", "-finetuned.pt")
             start = time.perf_counter()
-            print(f"bundled {name}: fine-tuning {args.finetune_steps} steps", flush=True)
-            tcompress.finetune(
-                path,
-                "synthetic",
-                steps=args.finetune_steps,
-                **FIVE_MINUTE,
-                output=tuned,
-                force=True,
-            )
+            if method not in args.finetuned:
+                print(f"bundled {name}: fine-tuning {args.finetune_steps} steps", flush=True)
+                tcompress.finetune(
+                    path,
+                    "synthetic",
+                    steps=args.finetune_steps,
+                    **FIVE_MINUTE,
+                    output=tuned,
+                    force=True,
+                )
             model = tcompress.load(tuned)
             pckh = evaluate(model, "synthetic", n=args.val_samples).result.mean
             models[name] = dict(
@@ -264,6 +265,7 @@ def bundled_accuracy(args, work: str) -> dict:
                 pckh_converted=evaluate(converted, "synthetic", n=args.val_samples).result.mean,
                 pckh_pytorch=pckh,
                 finetune_minutes=(time.perf_counter() - start) / 60,
+                finetuned=args.finetuned.get(method, f"{args.finetune_steps} steps, this run"),
             )
         for row in export_all(f"bundled {name}", model, method, work, args, args.calibration):
             row["model"] = name
@@ -348,6 +350,14 @@ def main() -> int:
     parser.add_argument("--val-samples", type=int, default=500)
     parser.add_argument("--calibration", type=int, default=32)
     parser.add_argument("--only", default=None, help="methods to run, comma-separated")
+    parser.add_argument(
+        "--finetuned",
+        action="append",
+        default=[],
+        metavar="METHOD=FILE",
+        help="use this fine-tuned 3x model of the bundled one for METHOD (made with the same "
+        "recipe, e.g. by bench_int8.py); repeatable",
+    )
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument(
@@ -369,6 +379,7 @@ def main() -> int:
             print(markdown(json.load(f)))
         return 0
     args.only = args.only.split(",") if args.only else None
+    args.finetuned = dict(item.split("=", 1) for item in args.finetuned)
     torch.set_num_threads(args.threads)
     os.makedirs(args.work, exist_ok=True)
     import onnxruntime
@@ -389,27 +400,40 @@ def main() -> int:
                 record[section] = kept[section]
     if args.time_bundled:
         time_bundled(record["bundled"], args)
+        record["made"] = ["bundled"]
         write(args.record, record)
         print(markdown(record))
         return 0
     if not args.skip_speed:
         record["paper"] = paper_speed(args, args.work)
         record["paper"]["settings"] = dict(record["settings"])
+        record.setdefault("made", []).append("paper")
         write(args.record, record)
     if not args.skip_accuracy:
         record["bundled"] = bundled_accuracy(args, args.work)
         record["bundled"]["settings"] = dict(record["settings"])
+        record.setdefault("made", []).append("bundled")
         write(args.record, record)
     print(markdown(record))
     return 0
 
 
 def write(path: str, record: dict) -> None:
+    """Write ``record``, keeping the sections of the file on disk that this run did not make
+    (the speed and accuracy sections may be run as separate processes)."""
     from tcompress.checkpoint import atomic_write
+
+    merged = dict(record)
+    if os.path.exists(path):
+        with open(path) as f:
+            on_disk = json.load(f)
+        for section in ("paper", "bundled"):
+            if section in on_disk and section not in record.get("made", ()):
+                merged[section] = on_disk[section]
 
     def dump(tmp: str) -> None:
         with open(tmp, "w") as f:
-            json.dump(record, f, indent=1)
+            json.dump({k: v for k, v in merged.items() if k != "made"}, f, indent=1)
             f.write("\n")
 
     atomic_write(path, dump)

@@ -123,7 +123,8 @@ def print_demo(report) -> None:
         "/ the T-Net's, in the faster of its two forms (factorized or fused dense), ONNX Runtime "
         "on the CPU, batch 1, median of 10 interleaved rounds; file size: the export's bytes / "
         "the original's. INT8 export: ONNX Runtime's static quantization (QDQ, per-channel int8 "
-        f"weights, uint8 activations) calibrated on {DEMO_CALIBRATION} synthetic training "
+        f"weights, uint8 activations, percentile ranges) calibrated on {DEMO_CALIBRATION} "
+        "synthetic training "
         "images, its PCKh that of the file."
     )
 
