@@ -2,7 +2,7 @@
 
 **Speed and size** on the paper configuration (``random_hourglass()``: 4 stacks, depth 4, f = 128,
 seeded random weights and BatchNorm statistics, which do not change the time): the original, the
-Tucker T-Nets 4,4,3,2,64,64,3,3 (3.0x) and 4,4,3,2,32,32,3,3 (5.3x), and every other method at
+Tucker T-Nets 4,4,3,2,64,64,3,3 (3.0x) and 4,4,3,2,32,32,3,3 (6.1x), and every other method at
 ``--ratio 3`` but the CP T-Net (at 3x its rank would be about 17,000: an ALS of that rank on the
 14-million-entry tensor ran for minutes without finishing, and a 1x1 convolution of that width is no
 deployment). Each model is exported with ``tcompress.export_onnx`` (validated against PyTorch) in
@@ -62,7 +62,7 @@ from recipes import FIVE_MINUTE  # noqa: E402
 PAPER = {
     "original": (None, None),
     "tucker 3x": ("tucker", "4,4,3,2,64,64,3,3"),
-    "tucker 5.3x": ("tucker", "4,4,3,2,32,32,3,3"),
+    "tucker 6x": ("tucker", "4,4,3,2,32,32,3,3"),
     "mps 3x": ("mps", None),
     "tr 3x": ("tr", None),
     "layerwise-tucker 3x": ("layerwise-tucker", None),
@@ -114,6 +114,10 @@ def export_all(
         stem = f"{name.replace(' ', '-')}-{form}-{precision}"
         path = os.path.join(work, stem + ".onnx")
         start = time.perf_counter()
+        if args.reuse and (precision == "int8" or os.path.exists(path)):
+            rows.append(reused(name, method, precision, form, path, args, calibration))
+            print(f"  {stem}: reused ({time.perf_counter() - start:.0f} s)", flush=True)
+            continue
         report = export_onnx(
             model,
             path,
@@ -138,7 +142,27 @@ def export_all(
             )
         )
         print(f"  {stem}: {rows[-1]['export_seconds']:.0f} s", flush=True)
-    if ort:
+    if ort and args.reuse:
+        from tcompress.export.mobile import to_ort
+
+        for precision in ("fp32", "int8"):
+            stem = os.path.join(work, f"{name.replace(' ', '-')}-factorized-{precision}")
+            to_ort(stem + ".onnx", stem + ".ort")
+            rows.append(
+                dict(
+                    model=name,
+                    method=method,
+                    precision=precision,
+                    form="factorized",
+                    format="ort",
+                    path=stem + ".ort",
+                    params=_file_params(stem.replace("-int8", "-fp32") + ".onnx"),
+                    file_bytes=os.path.getsize(stem + ".ort"),
+                    validation=None,
+                    made="converted from the ONNX file beside it",
+                )
+            )
+    elif ort:
         for precision in ("fp32", "int8"):
             path = os.path.join(work, f"{name.replace(' ', '-')}-factorized-{precision}.ort")
             report = export_onnx(
@@ -165,6 +189,42 @@ def export_all(
                 )
             )
     return rows
+
+
+def reused(name, method, precision, form, path, args, calibration) -> dict:
+    """A row for a float32 or fp16 file an earlier run of this script wrote with the same export
+    code (``--reuse``); an INT8 file is made again from the float32 one beside it, with the
+    current quantization defaults."""
+    from tcompress.export import quantize as q
+
+    made, counted = "exported by an earlier run (same export code)", path
+    if precision == "int8":
+        source = path.replace("-int8.onnx", "-fp32.onnx")
+        images = q.calibration_images("synthetic", calibration, args.input_size, source)
+        q.quantize_int8(source, path, images)
+        made, counted = "quantized from the float32 file beside it, this run", source
+    return dict(
+        model=name,
+        method=method or "original",
+        precision=precision,
+        form=form,
+        format="onnx",
+        path=path,
+        params=_file_params(counted),  # an INT8 file: its float32 source's parameters
+        file_bytes=os.path.getsize(path),
+        validation=None,
+        made=made,
+    )
+
+
+def _file_params(path: str) -> int:
+    """Entries of a float32 or fp16 file's weights, each initializer once."""
+    import numpy as np
+    import onnx
+
+    model = onnx.load(path)
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    return sum(int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type in floats)
 
 
 def time_rows(rows: list[dict], args) -> None:
@@ -303,20 +363,55 @@ def _ratio(original, model) -> float:
 
 
 def markdown(record: dict) -> str:
-    """The README's tables from a record."""
+    """The README's table (one row per model) and the full table of ``docs/deployment.md``."""
     lines = []
     paper = record.get("paper")
     if paper:
+        cell = {(r["model"], r["precision"], r["form"], r["format"]): r for r in paper["rows"]}
         lines += [
-            "| model | precision | form | parameters | file size | MAC bound | speed-up |",
+            "| model | parameters | fp32 dense | fp32 factorized | INT8 factorized "
+            "| INT8 dense | fp16 factorized |",
             "|---|---|---|---|---|---|---|",
         ]
-        for r in paper["rows"]:
-            if r["format"] != "onnx":
-                continue
+        models = paper.get("models", {})
+
+        def label(model: str) -> str:
+            """The model's method and measured ratio, and its ranks if the method is Tucker."""
+            if model not in models:
+                return model
+            method = model.split()[0]
+            ranks = models[model]["ranks"]
+            given = f" {','.join(map(str, ranks))}" if method == "tucker" else ""
+            return f"{method}{given} ({models[model]['ratio']:.1f}x)"
+
+        for model in dict.fromkeys(r["model"] for r in paper["rows"]):
+            dense = model == "original"
+            factorized = "dense" if dense else "factorized"
+            f32 = cell[model, "fp32", "dense", "onnx"]
+            fac = cell[model, "fp32", factorized, "onnx"]
+            i8 = cell[model, "int8", factorized, "onnx"]
+            i8d = cell[model, "int8", "dense", "onnx"]
+            f16 = cell[model, "fp16", factorized, "onnx"]
+            factorized_cells = (
+                "- | - |"
+                if dense
+                else (f"{_x(fac['speedup'])}, {_size(fac)} | {_x(i8['speedup'])}, {_size(i8)} |")
+            )
             lines.append(
-                f"| {r['model']} | {r['precision']} | {r['form']} | {r['params']:,} | "
-                f"{1 / r['size_ratio']:.2f}x | {_x(r['mac_bound'])} | {_x(r['speedup'])} |"
+                f"| {label(model)} | {fac['params']:,} | {_x(f32['speedup'])} | {factorized_cells} "
+                f"{_x(i8d['speedup'])}, {_size(i8d)} | {_size(f16)} |"
+            )
+        lines += [
+            "",
+            "| model | precision | form | format | parameters | file size | MAC bound | speed-up |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in paper["rows"]:
+            # An .ort file holds its ONNX source's network: its parameters are that file's.
+            params = cell[r["model"], r["precision"], r["form"], "onnx"]["params"]
+            lines.append(
+                f"| {label(r['model'])} | {r['precision']} | {r['form']} | {r['format']} | "
+                f"{params:,} | {_size(r)} | {_x(r['mac_bound'])} | {_x(r['speedup'])} |"
             )
         lines.append("")
     bundled = record.get("bundled")
@@ -337,6 +432,11 @@ def markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
+def _size(row: dict) -> str:
+    """The file's size as a fraction of the float32 original's."""
+    return "-" if row.get("size_ratio") is None else f"{1 / row['size_ratio']:.3f}x size"
+
+
 def _x(value) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -350,6 +450,12 @@ def main() -> int:
     parser.add_argument("--val-samples", type=int, default=500)
     parser.add_argument("--calibration", type=int, default=32)
     parser.add_argument("--only", default=None, help="methods to run, comma-separated")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="time the float32 and fp16 files an earlier run left in --work instead of exporting "
+        "them again; INT8 files are quantized again from them",
+    )
     parser.add_argument(
         "--finetuned",
         action="append",
