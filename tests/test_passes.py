@@ -81,8 +81,9 @@ def test_fold_batchnorm_after_either_rewrite(hourglass, x, method, rank, rewrite
     assert not folded.training
     assert scaled_error(outputs(folded, x), outputs(tnet, x)) <= 1e-5
     affines = [m for m in folded.modules() if isinstance(m, ChannelAffine)]
-    if rewrite is factorize and method == "mps":
-        # The shared h x w conv keeps one weight; its BatchNorms become per-channel affines.
+    if rewrite is factorize and method in ("mps", "tucker"):
+        # The shared h x w conv (MPS) and the shared 1x1 U6 (Tucker) keep one weight each; the
+        # BatchNorms after them become per-channel affines.
         assert len(affines) == 24
     else:
         assert affines == []
