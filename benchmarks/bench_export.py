@@ -105,6 +105,19 @@ def convert(source, method: str | None, ranks: str | None):
     return tcompress.convert(source, method=method, ranks=ranks)
 
 
+def row(model, method, precision, form, file_format, path, **measured) -> dict:
+    """One exported file of the record: what it is, and what was measured of it."""
+    return dict(
+        model=model,
+        method=method,
+        precision=precision,
+        form=form,
+        format=file_format,
+        path=path,
+        **measured,
+    )
+
+
 def export_all(
     name: str, model, method: str | None, work: str, args, calibration: int, ort: bool = False
 ) -> list[dict]:
@@ -128,13 +141,13 @@ def export_all(
             calibration_samples=calibration if precision == "int8" else None,
         )
         rows.append(
-            dict(
-                model=name,
-                method=method or "original",
-                precision=precision,
-                form=form,
-                format="onnx",
-                path=path,
+            row(
+                name,
+                method or "original",
+                precision,
+                form,
+                "onnx",
+                path,
                 params=report.params,
                 file_bytes=report.file_bytes,
                 validation=report.validation.to_dict() if report.validation else None,
@@ -149,13 +162,13 @@ def export_all(
             stem = os.path.join(work, f"{name.replace(' ', '-')}-factorized-{precision}")
             to_ort(stem + ".onnx", stem + ".ort")
             rows.append(
-                dict(
-                    model=name,
-                    method=method,
-                    precision=precision,
-                    form="factorized",
-                    format="ort",
-                    path=stem + ".ort",
+                row(
+                    name,
+                    method,
+                    precision,
+                    "factorized",
+                    "ort",
+                    stem + ".ort",
                     params=_file_params(stem.replace("-int8", "-fp32") + ".onnx"),
                     file_bytes=os.path.getsize(stem + ".ort"),
                     validation=None,
@@ -176,13 +189,13 @@ def export_all(
                 calibration_samples=calibration if precision == "int8" else None,
             )
             rows.append(
-                dict(
-                    model=name,
-                    method=method,
-                    precision=precision,
-                    form="factorized",
-                    format="ort",
-                    path=path,
+                row(
+                    name,
+                    method,
+                    precision,
+                    "factorized",
+                    "ort",
+                    path,
                     params=report.params,
                     file_bytes=report.file_bytes,
                     validation=None,
@@ -203,13 +216,13 @@ def reused(name, method, precision, form, path, args, calibration) -> dict:
         images = q.calibration_images("synthetic", calibration, args.input_size, source)
         q.quantize_int8(source, path, images)
         made, counted = "quantized from the float32 file beside it, this run", source
-    return dict(
-        model=name,
-        method=method or "original",
-        precision=precision,
-        form=form,
-        format="onnx",
-        path=path,
+    return row(
+        name,
+        method or "original",
+        precision,
+        form,
+        "onnx",
+        path,
         params=_file_params(counted),  # an INT8 file: its float32 source's parameters
         file_bytes=os.path.getsize(path),
         validation=None,
