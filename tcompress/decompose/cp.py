@@ -23,6 +23,7 @@ from torch import Tensor
 
 from tcompress.decompose._grams import block_mode_grams
 from tcompress.decompose._norms import check_decomposable
+from tcompress.decompose._threads import one_thread
 from tcompress.errors import RankError
 
 __all__ = ["CPDecomposition", "CP_ITERATIONS", "cp_als", "cp_to_tensor"]
@@ -122,7 +123,10 @@ def cp_als(
     factors = []
     for k in range(n):
         size = work.shape[k]
-        values, vectors = torch.linalg.eigh(grams[k].double())
+        # A start for ALS only: its accuracy in the small directions does not matter, so the
+        # float32 Gram is not refined (the final error is measured in float64 when small).
+        with one_thread():
+            values, vectors = torch.linalg.eigh(grams[k].double())
         leading = vectors.flip(-1)[:, : min(rank, size)]
         if rank > size:
             extra = torch.randn(size, rank - size, generator=generator, dtype=torch.float64)
@@ -138,7 +142,8 @@ def cp_als(
                 if j != k:
                     product *= (factors[j].t() @ factors[j]).double()
             m = _mttkrp(work, factors, k).double()
-            solved = torch.linalg.lstsq(product, m.t(), rcond=None).solution.t()
+            with one_thread():
+                solved = torch.linalg.lstsq(product, m.t(), rcond=None).solution.t()
             weights = solved.norm(dim=0).clamp_min(1e-300)
             factors[k] = (solved / weights).to(dtype)
         error = _relative_error(work, weights.to(dtype), factors, norm_sq, m, k)

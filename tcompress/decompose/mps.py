@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tcompress.decompose._grams import gram_columns, leading_eigh
+from tcompress.decompose._grams import leading_left_basis
 from tcompress.decompose._norms import (
     balanced,
     check_decomposable,
@@ -27,6 +27,7 @@ from tcompress.decompose._norms import (
     squared_distance,
     squared_norm,
 )
+from tcompress.decompose._threads import one_thread
 from tcompress.errors import RankError
 
 __all__ = ["MPSDecomposition", "max_tt_ranks", "tensor_train", "tt_to_tensor"]
@@ -166,21 +167,16 @@ def _split(matrix: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     if rank == n:
         # No truncation and m > n: any orthonormal basis of the column space is exact;
         # Householder QR gives one (orthonormal even if the matrix is rank-deficient).
-        q, r = torch.linalg.qr(matrix)
+        with one_thread():
+            q, r = torch.linalg.qr(matrix)
         return q, r
-    if m <= n:
-        # Truncation, short side m: eigenvectors of the m x m row Gram M M^T = U S^2 U^T.
-        _, u = leading_eigh(gram_columns(matrix.T), rank)
-        u = u.to(matrix.dtype)
-        return u, u.T @ matrix
-    # Truncation, short side n: eigenvectors V of the n x n column Gram M^T M = V S^2 V^T; then
-    # M V = U S, so the Q factor of M V is U up to column signs (and stays orthonormal where
-    # S has zeros, with no division by a singular value).
-    _, v = leading_eigh(gram_columns(matrix), rank)
-    q, _ = torch.linalg.qr(matrix @ v.to(matrix.dtype))
-    # The remainder is the projection U^T M (= S V^T in exact arithmetic), so that
-    # U U^T M is the orthogonal projection of M whatever the rounding in V.
-    return q, q.T @ matrix
+    # Truncation: the leading left singular vectors from the Gram of the short side (m <= n:
+    # eigenvectors of M M^T; m > n: the Q factor of M V with V the eigenvectors of M^T M), the
+    # split checked against the Gram's rounding and refined in float64 where it is hidden
+    # (tcompress.decompose._grams.leading_left_basis). The remainder is the projection U^T M, so
+    # that U U^T M is the orthogonal projection of M whatever the rounding in U.
+    basis = leading_left_basis(matrix, rank)
+    return basis, basis.T @ matrix
 
 
 def tensor_train(tensor: Tensor, ranks: Sequence[int]) -> MPSDecomposition:
@@ -216,11 +212,14 @@ def tensor_train(tensor: Tensor, ranks: Sequence[int]) -> MPSDecomposition:
     -----
     Steps that do not truncate need no SVD: with ``R_k = R_{k-1} D_k`` the core is an identity and
     the remainder is unchanged; with ``R_k`` equal to the number of columns a QR is exact. A
-    truncating step takes eigenvectors of the Gram matrix of the smaller side of the unfolding
-    (Gram in the input dtype, eigendecomposition in float64). The left-orthogonal cores make
+    truncating step takes eigenvectors of the Gram matrix of the smaller side of the unfolding,
+    accumulated in the input dtype; where the truncation falls below what that Gram resolves
+    (singular values under about 3e-4 sigma_1 in float32), the step is redone from a float64
+    Gram (float64 input: an SVD), so every truncation is as accurate as an SVD's
+    (:func:`tcompress.decompose._grams.leading_left_basis`). The left-orthogonal cores make
     ``W_hat`` an orthogonal projection of ``W`` with ``||W_hat||`` the norm of the last core, so
-    the relative error is ``sqrt(||W||^2 - ||G_N||^2) / ||W||`` in float64, with an explicit
-    reconstruction when the error is too small for that difference to be accurate.
+    the relative error is ``sqrt(||W||^2 - ||G_N||^2) / ||W||`` in float64, or, when the error is
+    too small for that difference to be accurate, measured on a float64 reconstruction.
     """
     ranks = _check_input(tensor, ranks)
     shape = tuple(tensor.shape)
@@ -241,7 +240,10 @@ def tensor_train(tensor: Tensor, ranks: Sequence[int]) -> MPSDecomposition:
         cores.append(last)
         error = relative_error_from_energy(norm_sq, squared_norm(cores[-1]), w.dtype)
         if error is None:
-            error = (squared_distance(w, tt_to_tensor(cores)) / norm_sq) ** 0.5
+            # Small error: measured on the cores' reconstruction in float64 (a float32 one
+            # would add its own rounding, about 1e-7 relative, to an error of that order).
+            rebuilt = tt_to_tensor([core.to(torch.float64) for core in cores])
+            error = (squared_distance(w, rebuilt) / norm_sq) ** 0.5
         if scale != 1.0:
             cores[-1] = cores[-1] / scale
     return MPSDecomposition(cores=cores, relative_error=error)

@@ -478,7 +478,7 @@ def _open(w: Tensor, k: int, ring: int, first: int) -> tuple[Tensor, Tensor]:
     else:
         # Singular vectors from the mode Gram on the strided view; the projection is one GEMM or
         # batched GEMM to (before, pair, after): the input is not copied into the rotated layout.
-        basis = leading_left_singular_vectors(w, k, pair)
+        basis = leading_left_singular_vectors(w, k, pair, ordered=ring > 1)
         projected = _contract_middle(view, basis, move=False)
     # (before, pair, after) -> (pair, after, before): the rotated column order.
     return basis, projected.permute(1, 2, 0).reshape(pair, after * before)
@@ -518,15 +518,16 @@ def tensor_ring(tensor: Tensor, ranks: Sequence[int]) -> TRDecomposition:
     Notes
     -----
     The sweep's steps are those of :func:`tcompress.decompose.mps.tensor_train` (identity or QR
-    where nothing is truncated, Gram eigenvectors in float64 where something is). The first step
-    takes the leading singular vectors of the mode unfolding (Gram of the smaller side, float64
-    eigendecomposition) on a strided view of ``W``, so the input is not copied into the rotated
-    layout; with ``R_{k-1} > 1`` they are used even where nothing is truncated, as the result
-    depends on the basis (module docstring). With the ring opened at mode 0 and ``R_N = 1`` the
-    cores are exactly those of ``tensor_train``. The
-    approximation is an orthogonal projection of ``W`` whose norm is that of the sweep's last
-    core, so the relative error is ``sqrt(||W||^2 - ||G_{k-1}||^2) / ||W||`` in float64, with an
-    explicit reconstruction when the error is too small for that difference to be accurate.
+    where nothing is truncated, Gram eigenvectors where something is, refined in float64 where
+    the Gram's rounding hides the truncation). The first step takes the leading singular vectors
+    of the mode unfolding (Gram of the smaller side, likewise checked and refined) on a strided
+    view of ``W``, so the input is not copied into the rotated layout; with ``R_{k-1} > 1`` they
+    are used even where nothing is truncated, as the result depends on the basis (module
+    docstring), and then every kept singular value must be resolved too. With the ring opened at
+    mode 0 and ``R_N = 1`` the cores are exactly those of ``tensor_train``. The approximation is
+    an orthogonal projection of ``W`` whose norm is that of the sweep's last core, so the
+    relative error is ``sqrt(||W||^2 - ||G_{k-1}||^2) / ||W||`` in float64, measured on a float64
+    reconstruction when the error is too small for that difference to be accurate.
     """
     bonds, k = _check_input(tensor, ranks)
     shape = tuple(tensor.shape)
@@ -556,7 +557,9 @@ def tensor_ring(tensor: Tensor, ranks: Sequence[int]) -> TRDecomposition:
         cores = [sweep[(j - k) % n] for j in range(n)]
         error = relative_error_from_energy(norm_sq, squared_norm(last), w.dtype)
         if error is None:
-            error = (squared_distance(w, tr_to_tensor(cores)) / norm_sq) ** 0.5
+            # Small error: measured on the cores' reconstruction in float64.
+            rebuilt = tr_to_tensor([core.to(torch.float64) for core in cores])
+            error = (squared_distance(w, rebuilt) / norm_sq) ** 0.5
         if scale != 1.0:
             cores[k - 1] = last / scale
     return TRDecomposition(tuple(cores), bonds, k, error)

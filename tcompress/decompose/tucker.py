@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tcompress.decompose._grams import block_mode_grams, leading_left_singular_vectors
+from tcompress.decompose._grams import leading_left_singular_vectors, leading_mode_vectors
 from tcompress.decompose._norms import (
     balanced,
     check_decomposable,
@@ -118,11 +118,14 @@ def _relative_error(
 
     ``W_hat = W x_k (U_k U_k^T)`` is an orthogonal projection of ``W``, so
     ``||W - W_hat||^2 = ||W||^2 - ||W_hat||^2`` and ``||W_hat|| = ||G||`` (orthonormal factors).
-    When that difference is too small to trust, the error is measured on the rebuilt tensor.
+    When that difference is too small to trust, the error is measured on the tensor rebuilt in
+    float64.
     """
     error = relative_error_from_energy(norm_sq, squared_norm(core), tensor.dtype)
     if error is None:
-        rebuilt = tucker_to_tensor(core, factors)
+        # Small error: measured on the reconstruction in float64 (a float32 one would add its
+        # own rounding, about 1e-7 relative, to an error of that order).
+        rebuilt = tucker_to_tensor(core.to(torch.float64), [f.to(torch.float64) for f in factors])
         error = (squared_distance(tensor, rebuilt) / norm_sq) ** 0.5
     return error
 
@@ -131,11 +134,13 @@ def _hosvd_factors(tensor: Tensor, ranks: tuple[int, ...]) -> list[Tensor]:
     """Leading left singular vectors of every mode unfolding of ``tensor``."""
     n = tensor.numel()
     # Modes whose unfolding has at most as many rows as columns use the row Gram; their Grams
-    # are computed together so that adjacent small modes share a pass over the tensor.
-    left = [k for k, d in enumerate(tensor.shape) if d * d <= n]
-    grams = block_mode_grams(tensor, left)
+    # are computed together so that adjacent small modes share a pass over the tensor, and the
+    # modes whose truncation those Grams do not resolve share one float64 pass.
+    left = {k: ranks[k] for k, d in enumerate(tensor.shape) if d * d <= n}
+    found = leading_mode_vectors(tensor, left)
     return [
-        leading_left_singular_vectors(tensor, k, ranks[k], grams.get(k)) for k in range(tensor.ndim)
+        found[k] if k in found else leading_left_singular_vectors(tensor, k, ranks[k])
+        for k in range(tensor.ndim)
     ]
 
 
@@ -177,9 +182,13 @@ def tucker(tensor: Tensor, ranks: Sequence[int], *, n_iter: int = 0) -> TuckerDe
     -----
     The factors are eigenvectors of the Gram matrix of the smaller side of each unfolding: the Gram
     is accumulated in the input dtype by BLAS on views of the tensor (never a transposed copy of
-    the whole tensor) and its eigendecomposition is done in float64. The relative error uses
-    ``||W - W_hat||^2 = ||W||^2 - ||G||^2`` in float64 and falls back to an explicit reconstruction
-    when the error is too small for that difference to be accurate.
+    the whole tensor) and its eigendecomposition is done on one thread (in float64, or in float32
+    for Grams of 512 rows or more, vectors orthonormalised in float64). Where a truncation falls
+    below what that Gram resolves (singular values under about 3e-4 sigma_1 in float32), the mode
+    gets its Gram again in float64 (float64 input: an SVD of the unfolding), so every truncation
+    is as accurate as an SVD's (:func:`tcompress.decompose._grams.leading_mode_vectors`). The
+    relative error uses ``||W - W_hat||^2 = ||W||^2 - ||G||^2`` in float64 and falls back to a
+    float64 reconstruction when the error is too small for that difference to be accurate.
     """
     ranks = _check_input(tensor, ranks)
     if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 0:
