@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from tcompress.decompose._threads import one_thread
 from tcompress.models import HourglassConfig, StackedHourglass
 
 MODE_NAMES = ("stack", "depth", "pathway", "block", "f_in", "f_out", "h", "w")
@@ -55,8 +56,12 @@ def stack_kernels(kernels: Sequence[torch.Tensor], grid: Sequence[int]) -> torch
     f_out, f_in, h, w = kernels[0].shape
     W = torch.empty((*grid, f_in, f_out, h, w), dtype=kernels[0].dtype, device=kernels[0].device)
     flat = W.view(-1, f_in, f_out, h, w)
-    for i, kernel in enumerate(kernels):
-        flat[i] = kernel.transpose(0, 1)
+    # One transposing copy per kernel, on one thread: each copy is short, and on cores shared
+    # with other processes a parallel copy waits at its barrier for a descheduled thread (ten
+    # times slower on 2 busy cores; see tcompress.decompose._threads). The values are the same.
+    with one_thread():
+        for i, kernel in enumerate(kernels):
+            flat[i] = kernel.transpose(0, 1)
     return W
 
 
