@@ -11,7 +11,7 @@ the two decimals it prints.
 Usage::
 
     python benchmarks/against_public_eval.py --pytorch-pose PATH/TO/pytorch-pose \
-        [--noise 0.25] [--drop 7] [--seed 1] [--out docs/against_public_eval.json]
+        [--noise 0.25] [--drop 7] [--seed 1] [--out docs/records/against_public_eval.json]
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ def main() -> int:
     parser.add_argument("--noise", type=float, default=0.25)
     parser.add_argument("--drop", type=int, default=7)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "against_public_eval.json")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "docs" / "records" / "against_public_eval.json"
+    )
     args = parser.parse_args()
 
     truth = read_mpii_mat(args.pytorch_pose / "evaluation" / "data" / "detections_our_format.mat")

@@ -25,7 +25,7 @@ Rates are over whole passes (worker start-up included), after one warm-up sample
 Usage::
 
     python benchmarks/bench_data.py [--images 40] [--samples 320] [--old-samples 48] \
-        [--rounds 2] [--threads 1] [--out docs/data_path.json] [--json]
+        [--rounds 2] [--threads 1] [--out docs/records/data_path.json] [--json]
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def main() -> int:
     parser.add_argument("--old-rev", help="git revision of the old path [default: see above]")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved passes; best kept")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "data_path.json"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "records" / "data_path.json"))
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

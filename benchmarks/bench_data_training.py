@@ -10,7 +10,7 @@ included); the ratio file / memory says how much of the step time the files cost
 Usage::
 
     python benchmarks/bench_data_training.py [--images 60] [--steps 60] [--workers 2] \
-        [--out docs/data_training.json]
+        [--out docs/records/data_training.json]
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=60)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "data_training.json")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "docs" / "records" / "data_training.json"
+    )
     args = parser.parse_args()
     record = {"images": args.images, "people": 8 * args.images, "steps": args.steps}
     record.update(workers=args.workers, threads=os.environ.get("OMP_NUM_THREADS"), runs={})

@@ -16,21 +16,21 @@ a GPU, and is recorded only as that.
 
 **Accuracy** on the bundled model (a 2-stack hourglass trained on synthetic data): every method
 at 3x (Tucker at the hand choice 2,2,3,2,32,32,2,2, the others ``--ratio 3``), fine-tuned alike
-(``--finetune-steps`` steps of the 5-minute recipe, docs/finetune.json: RMSprop, lr 1.5e-3 cosine,
-bf16, 3,000 cached training images, BatchNorm re-estimated on 512), then exported at every
-precision and form; PCKh@0.5 of the PyTorch model and of every file on ``--val-samples`` held-out
-synthetic images (the same images for all), and every file timed as above against the bundled
-original's float32 export.
+(``--finetune-steps`` steps of the 5-minute recipe, docs/records/finetune.json: RMSprop, lr
+1.5e-3 cosine, bf16, 3,000 cached training images, BatchNorm re-estimated on 512), then exported
+at every precision and form; PCKh@0.5 of the PyTorch model and of every file on
+``--val-samples`` held-out synthetic images (the same images for all), and every file timed as
+above against the bundled original's float32 export.
 
-The record (``--record``, default docs/deployment.json) holds every figure, the fastest form of
-each method at each precision, and the settings; ``--markdown`` prints the README's tables from
-a record without measuring anything.
+The record (``--record``, default docs/records/deployment.json) holds every figure, the fastest
+form of each method at each precision, and the settings; ``--markdown`` prints the README's
+tables from a record without measuring anything.
 
 Usage::
 
     python benchmarks/bench_export.py [--repeats 20] [--threads 2] [--finetune-steps 300]
-        [--val-samples 500] [--skip-accuracy] [--record docs/deployment.json]
-    python benchmarks/bench_export.py --markdown docs/deployment.json
+        [--val-samples 500] [--skip-accuracy] [--record docs/records/deployment.json]
+    python benchmarks/bench_export.py --markdown docs/records/deployment.json
 """
 
 from __future__ import annotations
@@ -490,7 +490,7 @@ def main() -> int:
         help="only time the bundled exports of an existing --record (files still in --work)",
     )
     parser.add_argument("--work", default="runs/deployment")
-    parser.add_argument("--record", default="docs/deployment.json")
+    parser.add_argument("--record", default="docs/records/deployment.json")
     parser.add_argument("--markdown", metavar="RECORD", default=None)
     args = parser.parse_args()
     if args.markdown:

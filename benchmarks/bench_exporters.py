@@ -16,7 +16,7 @@ depend on.
 Usage::
 
     python benchmarks/bench_exporters.py [--input-size 256] [--repeats 20] [--threads 2]
-        [--record docs/exporters.json]
+        [--record docs/records/exporters.json]
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def main() -> int:
     parser.add_argument("--input-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--record", default="docs/exporters.json")
+    parser.add_argument("--record", default="docs/records/exporters.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import onnxruntime

@@ -11,7 +11,8 @@ training split, their labels thrown away).
     python benchmarks/bench_finetune.py --steps 860 --distill-steps 780 --lr 1.5e-3 \
         --schedule cosine --precision bf16 --train-samples 3000 --cache --workers 2
 
-Prints a table and writes ``results.json`` in ``--out``; minutes are wall-clock times of the
+Prints the record and writes it to ``--record`` (default docs/records/finetune.json, the README's
+fine-tuning table) and to ``results.json`` in ``--out``; minutes are wall-clock times of the
 fine-tuning command on this machine.
 """
 
@@ -30,8 +31,8 @@ from tcompress.vocabulary import PRECISIONS, SCHEDULES
 
 #: About 2x and 3x whole-network compression of the bundled model. 2x reduces the channel and
 #: kernel modes; 3x keeps the channels whole and reduces the depth mode (4 levels -> rank 2) and
-#: the kernel modes (3x3 -> 2x2), which ended highest after fine-tuning of the 3x ranks tried
-#: (README, Fine-tuning after compression).
+#: the kernel modes (3x3 -> 2x2), which converts higher than the ranks ``--ratio 3`` picks
+#: (README, Choosing ranks; docs/records/ranks.json).
 RANKS = {"2x": "2,4,3,2,30,30,2,2", "3x": "2,2,3,2,32,32,2,2"}
 
 
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--val-samples", type=int, default=1000)
     parser.add_argument("--unlabeled", type=int, default=2000, help="images in the folder")
     parser.add_argument("--out", default="runs/finetune")
+    parser.add_argument("--record", default="docs/records/finetune.json")
     parser.add_argument("--checkpoint", default=None, help="[default: the bundled model]")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
@@ -126,6 +128,9 @@ def main() -> None:
         "train_samples": args.train_samples,
         "cache": args.cache,
         "distill_steps": args.distill_steps or args.steps,
+        "recalibrate": args.recalibrate,
+        "val_samples": args.val_samples,
+        "unlabeled": args.unlabeled,
         "runs": {},
     }
 
@@ -181,7 +186,8 @@ def main() -> None:
     from tcompress.checkpoint import atomic_write
 
     text = json.dumps(results, indent=1)
-    atomic_write(os.path.join(args.out, "results.json"), lambda tmp: write_text(tmp, text))
+    for path in (os.path.join(args.out, "results.json"), args.record):
+        atomic_write(path, lambda tmp: write_text(tmp, text))
     print(text)
 
 

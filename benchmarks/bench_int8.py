@@ -14,13 +14,14 @@ way, and file sizes against the float32 original.
 
 **Accuracy** on the bundled model (a 2-stack hourglass trained on synthetic data) and its Tucker
 T-Net 2,2,3,2,32,32,2,2 (3x; ``tcompress convert``, no fine-tuning), and with
-``--finetune-steps`` also that T-Net fine-tuned as ``docs/finetune.json``'s 3x run: PCKh@0.5 of
-the float32 file and of every INT8 file of ``ACCURACY_VARIANTS`` on ``--val-samples`` held-out
-synthetic images (the same images for all, scored as ``tcompress evaluate`` scores them),
-calibrated on ``--calibration`` synthetic training images, and on each of ``--counts`` for the
-default settings; with the wall time of each quantization (calibration included).
+``--finetune-steps`` also that T-Net fine-tuned as ``docs/records/finetune.json``'s 3x run:
+PCKh@0.5 of the float32 file and of every INT8 file of ``ACCURACY_VARIANTS`` on
+``--val-samples`` held-out synthetic images (the same images for all, scored as ``tcompress
+evaluate`` scores them), calibrated on ``--calibration`` synthetic training images, and on each of
+``--counts`` for the default settings; with the wall time of each quantization (calibration
+included).
 
-    python benchmarks/bench_int8.py --record docs/int8_choices.json
+    python benchmarks/bench_int8.py --record docs/records/int8_choices.json
 
 The defaults of ``tcompress.export.quantize`` and the reasons for them are in that module's
 docstring; the record holds every figure they rest on.
@@ -255,7 +256,7 @@ def bundled_speed(args, subjects: dict, work: str) -> dict:
 
 
 def finetune(converted: str, args) -> str:
-    """The 3x T-Net fine-tuned as docs/finetune.json's tnet-3x run (``tcompress finetune
+    """The 3x T-Net fine-tuned as docs/records/finetune.json's tnet-3x run (``tcompress finetune
     --steps 860 --lr 1.5e-3 --schedule cosine --precision bf16 --train-samples 3000 --cache
     --recalibrate 512``), through the library call the command runs."""
     if args.finetuned:

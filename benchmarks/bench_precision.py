@@ -10,6 +10,10 @@ reported as a speed-up over the same model's fp32 step.
 Usage::
 
     python benchmarks/bench_precision.py [--batch 16] [--rounds 5] [--threads 2] [--json]
+        [--record docs/records/precision.json]
+
+``--record`` writes the settings and the speed-ups as JSON (a timing: measure on a quiet
+machine).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--record", default=None, help="write the speed-ups as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -80,8 +85,15 @@ def main() -> int:
     median = {key: statistics.median(v) for key, v in times.items()}
     report = {name: {s: median[name, "fp32"] / median[name, s] for s in SETTINGS} for name in nets}
     report["tnet / dense"] = {s: median["tnet", s] / median["dense", s] for s in SETTINGS}
+    result = {"speedup": report, "native_bf16": native_bf16("cpu")}
+    if args.record:
+        from tcompress.checkpoint import atomic_write
+
+        settings = {k: v for k, v in vars(args).items() if k not in ("json", "record")}
+        text = json.dumps({"settings": settings, **result}, indent=1)
+        atomic_write(args.record, lambda tmp: Path(tmp).write_text(text + "\n"))
     if args.json:
-        print(json.dumps({"speedup": report, "native_bf16": native_bf16("cpu")}, indent=2))
+        print(json.dumps(result, indent=2))
         return 0
     print(
         f"speed-up over the fp32 step (and T-Net / dense step), batch {args.batch}, 256x256, "

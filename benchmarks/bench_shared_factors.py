@@ -24,7 +24,7 @@ drops eps: the measurements behind the validation tolerances proposed.
 Usage::
 
     python benchmarks/bench_shared_factors.py [--repeats 30] [--runs 3] [--threads 2]
-        [--no-tolerance] [--record docs/shared_factors.json]
+        [--no-tolerance] [--record docs/records/shared_factors.json]
 """
 
 from __future__ import annotations
@@ -364,7 +364,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-tolerance", action="store_true")
-    parser.add_argument("--record", default="docs/shared_factors.json")
+    parser.add_argument("--record", default="docs/records/shared_factors.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import onnxruntime

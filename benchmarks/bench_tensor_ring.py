@@ -12,7 +12,8 @@ A tensor ring with ``--ratio 3`` has a ring bond of 1: it is the MPS network its
 that the two conversions agree), so it is not run again.
 
     python benchmarks/bench_tensor_ring.py --steps 400 --lr 1.5e-3 --schedule cosine \\
-        --precision bf16 --train-samples 3000 --cache --workers 2 --record docs/tensor_ring.json
+        --precision bf16 --train-samples 3000 --cache --workers 2 \\
+        --record docs/records/tensor_ring.json
 
 Writes the record (``--record``) with every figure the write-up quotes.
 """

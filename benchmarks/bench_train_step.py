@@ -12,6 +12,9 @@ Targets (exit status 1 if missed, at batch 8): reconstructed <= 1.05, factorized
 Usage::
 
     python benchmarks/bench_train_step.py [--batches 8,1] [--rounds 3] [--threads 2] [--json]
+        [--record docs/records/train_step.json]
+
+``--record`` writes the settings and the ratios as JSON (a timing: measure on a quiet machine).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--record", default=None, help="write the ratios as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -81,6 +85,12 @@ def main() -> int:
             missed.append("batch 8: reconstructed step > 1.05x the dense step")
         if report[8]["factorized r32"] > 0.7:
             missed.append("batch 8: factorized r32 step > 0.7x the dense step")
+    if args.record:
+        from tcompress.checkpoint import atomic_write
+
+        settings = {k: v for k, v in vars(args).items() if k not in ("json", "record")}
+        text = json.dumps({"settings": settings, "ratios": report, "missed": missed}, indent=1)
+        atomic_write(args.record, lambda tmp: Path(tmp).write_text(text + "\n"))
     if args.json:
         print(json.dumps({"ratios": report, "missed": missed}, indent=2))
     else:

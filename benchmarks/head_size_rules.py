@@ -13,7 +13,7 @@ over the people whose neck and head top are both annotated,
 Usage::
 
     python benchmarks/head_size_rules.py --mpii-mat detections_our_format.mat \
-        [--target 86.4] [--seed 0] [--out docs/head_size_rules.json]
+        [--target 86.4] [--seed 0] [--out docs/records/head_size_rules.json]
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def main() -> int:
     parser.add_argument("--mpii-mat", required=True, type=Path)
     parser.add_argument("--target", type=float, default=86.4, help="PCKh by MPII's rules")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "head_size_rules.json")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "docs" / "records" / "head_size_rules.json"
+    )
     args = parser.parse_args()
 
     truth = read_mpii_mat(args.mpii_mat)

@@ -1,6 +1,7 @@
 """Convert the bundled pretrained hourglass to a Tucker T-Net, fine-tune it, evaluate, save, reload.
 
-Run: python examples/convert_and_finetune.py [-o tnet-example.pt]
+Run: python examples/convert_and_finetune.py [-o tnet-example.pt] [--quick]
+(``--quick``: 1 step of 2 images and 4 held-out images, a smoke test whose figures mean nothing)
 With your own checkpoint, pass its path to ``tcompress.convert`` instead of the model, and your
 data to ``make_dataset`` (an MPII-style annotation file, or a folder of images for distillation).
 """
@@ -16,7 +17,9 @@ from tcompress.train import TrainSettings, evaluate_pck, fit, recalibrate_batchn
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("-o", "--output", default="tnet-example.pt", help="Where the T-Net is saved.")
+parser.add_argument("--quick", action="store_true", help="a few images and steps (a smoke test)")
 args = parser.parse_args()
+steps, batch, val_images, bn_images = (1, 2, 4, 4) if args.quick else (20, 16, 100, 128)
 
 torch.manual_seed(0)
 dense = pretrained()
@@ -30,16 +33,18 @@ print(
 )
 
 train = make_dataset("synthetic", "train", image_size=256, heatmap_size=64)
-val = make_dataset("synthetic", "val", image_size=256, heatmap_size=64, n=100)
+val = make_dataset("synthetic", "val", image_size=256, heatmap_size=64, n=val_images)
 print(f"PCKh@0.5 original {evaluate_pck(dense, val)['mean']:.1f}%")
 print(f"PCKh@0.5 converted {evaluate_pck(tnet, val)['mean']:.1f}%")
 
 # Re-estimate BatchNorm statistics from a few batches (labels unused), then fine-tune: the T-Net
 # is an nn.Module, so any training loop works; tcompress.train.fit is the one the CLI uses.
-loader = torch.utils.data.DataLoader(torch.utils.data.Subset(train, range(128)), batch_size=16)
+loader = torch.utils.data.DataLoader(
+    torch.utils.data.Subset(train, range(bn_images)), batch_size=16
+)
 recalibrate_batchnorm(tnet, loader)
 tnet.set_forward("factorized")  # the cheaper form to train at these ranks
-result = fit(tnet, train, TrainSettings(steps=20, batch_size=16, lr=1e-4), log_every=5)
+result = fit(tnet, train, TrainSettings(steps=steps, batch_size=batch, lr=1e-4), log_every=5)
 print("loss every 5 steps:", [round(h["loss"], 5) for h in result.history])
 print(f"PCKh@0.5 fine-tuned {evaluate_pck(tnet, val)['mean']:.1f}%")
 

@@ -10,6 +10,11 @@ about an hour; run it in the background and keep the log:
 
 It writes the weights (a plain state dict) and a JSON record of the run (settings, loss curve,
 PCKh curve) next to each other; ``--out`` picks the weights' path.
+
+    python examples/train_bundled_model.py --quick --out runs/train-quick/hourglass.pth
+
+``--quick`` is a smoke test (2 steps of 2 images, 4 held-out images) whose figures mean nothing;
+it needs ``--out`` (it never replaces the bundled model).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from tcompress.models import StackedHourglass
 from tcompress.train.loop import TrainSettings, fit
 
 CONFIG = dict(n_stacks=2, depth=4, block_depth=2, features=32, n_joints=16)
+BUNDLED = "tcompress/assets/hourglass-synthetic.pth"
 
 
 def main() -> None:
@@ -40,8 +46,16 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=500)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default="tcompress/assets/hourglass-synthetic.pth")
+    parser.add_argument("--out", default=None, help=f"[default: {BUNDLED}]")
+    parser.add_argument("--quick", action="store_true", help="a few steps and images (smoke test)")
     args = parser.parse_args()
+    if args.quick:
+        if args.out is None:
+            parser.error("--quick needs --out (it must not replace the bundled model)")
+        args.steps, args.batch_size, args.eval_every, args.eval_samples = 2, 2, 2, 4
+        args.workers = 0
+    args.out = args.out or BUNDLED
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.reconfigure(line_buffering=True)  # the log follows the run
 
     torch.set_num_threads(args.threads)

@@ -37,16 +37,16 @@ __all__ = [
 ]
 
 #: Tucker ranks of the demo's T-Net on the bundled model: 3.00x fewer parameters overall, the
-#: channels whole, the four depth levels in a rank-2 space and 2x2 kernel ranks. Of the 3x ranks
-#: fine-tuned alike it ended highest (README, Fine-tuning after compression); ``ratio=3``, which
-#: judges ranks before fine-tuning, picks 2,4,3,2,31,32,2,1 instead.
+#: channels whole, the four depth levels in a rank-2 space and 2x2 kernel ranks. ``ratio=3``,
+#: which judges ranks by the error of W, picks 2,4,3,2,31,32,2,1 instead, which rebuilds W better
+#: and converts lower (README, Choosing ranks; ``docs/records/ranks.json``).
 DEMO_RANKS = "2,2,3,2,32,32,2,2"
 DEMO_STEPS = 400
 #: Synthetic training samples rendered once for the demo's fine-tuning (4 epochs of 400 steps of
 #: 16), served again mirrored at random: rendering costs about as much as a training step.
 DEMO_SAMPLES = 1600
-#: Peak learning rate of the demo's fine-tuning (cosine decay to zero); the best of those tried
-#: on the bundled model (README, Fine-tuning after compression).
+#: Peak learning rate of the demo's fine-tuning (cosine decay to zero), the 5-minute recipe's
+#: (README, Fine-tuning after compression; ``docs/records/finetune.json``).
 DEMO_LR = 1.5e-3
 FORMS = ("tnet-factorized", "tnet-dense")
 #: Training images the INT8 export's activation ranges are calibrated on (as the export's default).
@@ -135,7 +135,8 @@ def run_demo(
     steps, lr, batch_size
         Fine-tuning (default: :data:`DEMO_STEPS` steps): RMSprop with a cosine decay of ``lr``
         to zero, supervised heatmap loss on every stack, in the reconstructed form (at ranks that
-        keep the channels whole it is the cheaper form to train, see the training-cost table).
+        keep the channels whole it is the cheaper form to train; ``benchmarks/bench_train_step.py``
+        times both).
     train_samples
         Synthetic training samples (default: :data:`DEMO_SAMPLES`), rendered once in worker
         processes and kept in memory (:class:`~tcompress.data.SampleCache`); the first

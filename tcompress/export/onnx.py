@@ -312,7 +312,7 @@ def _export(
             # The TorchScript-based exporter, not dynamo: on these plain-convolution graphs both
             # validate and keep the shared factors shared, and run alike in ONNX Runtime
             # (0.98-1.02x), but dynamo's files are 1-5% larger, it exports 2.4-6.8x slower and
-            # needs onnxscript (benchmarks/bench_exporters.py, docs/exporters.json).
+            # needs onnxscript (benchmarks/bench_exporters.py, docs/records/exporters.json).
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 prepared,

@@ -9,7 +9,7 @@ the file) with **int8 weights, one scale per output channel**. :func:`calibratio
 a data spec (``"synthetic"``, an image folder, an MPII set) into the images calibration needs,
 in the file's own input convention.
 
-Defaults, as measured (``benchmarks/bench_int8.py``, record in ``docs/int8_choices.json``)
+Defaults, as measured (``benchmarks/bench_int8.py``, record in ``docs/records/int8_choices.json``)
 --------------------------------------------------------------------------------------------
 Speed on the paper configuration (4 stacks, f = 128, random weights; 256x256, batch 1, two
 intra-op threads, ONNX Runtime 1.32 CPU provider on an x86 CPU with AVX-512 VNNI; one

@@ -10,15 +10,15 @@ copy of the shared factor. The BatchNorm then becomes a :class:`ChannelAffine` i
 layer's own bias, if any, joins its shift), so every shared factor is stored once and the file
 holds the parameters the T-Net is counted with.
 
-Decision, by measurement (``benchmarks/bench_shared_factors.py``, ``docs/shared_factors.json``;
-paper-configuration Tucker T-Net, ranks 4,4,3,2,64,64,3,3, ONNX Runtime on the CPU, 2 threads,
-batch 1, 256x256): the shared U6 with a ChannelAffine after it is kept for *every* shared
-convolution, the 1x1 included. Its file holds 5,269,440 parameters (342 initializers) against
-6,035,392 (341) for folding into per-layer copies of U6, 2.99x smaller than the original's export
-instead of 2.61x, and it runs as fast: ONNX Runtime folds each Mul and Add into a per-layer copy
-of the weight when it loads the file (its optimised graph is the per-layer fold's, node for node),
-so the copies exist in memory only. ``copy_shared=True`` restores per-layer folding of a shared
-1x1, for that comparison.
+Decision, by measurement (``benchmarks/bench_shared_factors.py``,
+``docs/records/shared_factors.json``; paper-configuration Tucker T-Net, ranks 4,4,3,2,64,64,3,3,
+ONNX Runtime on the CPU, 2 threads, batch 1, 256x256): the shared U6 with a ChannelAffine after it
+is kept for *every* shared convolution, the 1x1 included. Its file holds 5,269,440 parameters (342
+initializers) against 6,035,392 (341) for folding into per-layer copies of U6, 2.99x smaller than
+the original's export instead of 2.61x, and it runs as fast: ONNX Runtime folds each Mul and Add
+into a per-layer copy of the weight when it loads the file (its optimised graph is the per-layer
+fold's, node for node), so the copies exist in memory only. ``copy_shared=True`` restores per-layer
+folding of a shared 1x1, for that comparison.
 
 Pre-activation networks (the public hourglasses: BN-ReLU-conv) put a BatchNorm *before* a
 convolution, with a ReLU between: it cannot enter that convolution. Their modules declare

@@ -63,8 +63,10 @@ class TrainSettings:
     ``sqrt(1 - alpha^k)``, which undoes the bias of RMSprop's running average of squared gradients
     towards its zero start, as Adam does. Without it the first update is about ten times the
     learning rate in every coordinate (``alpha = 0.99``) and the first hundred steps stay above
-    it: five uncorrected steps at 5e-4 take the bundled model from 82.3% to 67.2% PCKh, a damage
-    a short fine-tuning spends much of its budget repairing.
+    it: five uncorrected steps at a constant 5e-4 take the bundled model from 82.3% to 61.9% PCKh
+    (79.9% with the correction; ``benchmarks/bench_bias_correction.py``, record
+    ``docs/records/bias_correction.json``), a damage a short fine-tuning spends much of its budget
+    repairing.
 
     ``precision`` ``"bf16"`` runs the passes under bfloat16 autocast, on channels-last
     activations and kernels. On CPUs with native bfloat16 (AVX512-BF16 or AMX) and on recent
