@@ -19,6 +19,7 @@ from torch import nn
 
 from tcompress import methods
 from tcompress.checkpoint import check_finite
+from tcompress.decompose._threads import one_thread
 from tcompress.errors import RankError, TcompressError, param
 from tcompress.layerwise import LAYER_MODE_NAMES, LayerwiseNet, StackedChains
 from tcompress.methods.base import RankSpec
@@ -56,6 +57,7 @@ class ConversionSummary:
     left_out: list[str] = field(default_factory=list)  # matching kernels kept dense, and why
     data_aware: dict | None = None  # DataAwareReport.to_dict() when the factors were fitted to data
     layers: int | None = None  # layer-wise methods: how many convolutions were decomposed
+    rank_search: dict | None = None  # SearchReport.to_dict() when the ranks were searched on data
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,6 +76,7 @@ def convert(
     energy: float | None = None,
     seed: int = 0,
     refine_data: str | os.PathLike | Iterable | None = None,
+    data: str | os.PathLike | Iterable | None = None,
     refine_samples: int = 256,
     refine_iterations: int = DATA_AWARE_ITERATIONS,
     device: str | torch.device | None = None,
@@ -127,8 +130,14 @@ def convert(
         batches) on which to fit the factors so that every block convolution's output stays close
         to the original's (:mod:`tcompress.passes.data_aware`), after the decomposition and any
         ``refine`` sweeps; labels are not used.
+    data
+        With ``ratio`` or ``energy``: images (as ``refine_data``) on which the ranks are chosen
+        by what each mode's truncation costs every block convolution's normalised output
+        (:func:`~tcompress.passes.data_aware.mode_costs`), in every mode; without, ranks are
+        allocated on the HOSVD / TT-SVD error bound of W. Tucker only; the other methods keep
+        their own choice (the summary's notes say so).
     refine_samples, refine_iterations
-        Images read from ``refine_data`` and L-BFGS iterations of that fit.
+        Images read from ``data`` or ``refine_data`` and L-BFGS iterations of the fit.
     forward
         ``"reconstructed"`` or ``"factorized"``; switchable later with ``TNet.set_forward``.
     device
@@ -153,15 +162,35 @@ def convert(
     with torch.no_grad():
         W = src.stacked()
         # A sum is finite when every entry is (barring overflow, which the exact search clears).
-        if not bool(torch.isfinite(W.sum())):
+        # One thread: a reduction's barrier waits on busy cores (tcompress.decompose._threads).
+        with one_thread():
+            finite = bool(torch.isfinite(W.sum()))
+        if not finite:
             check_finite({k: src.state[k] for k in src.family.weight_keys()}, src.where)
     device = torch.device(device) if device is not None else None
     mode_names, mode_sizes, parts = _modes(chosen, src, W)
-    choice = None
+    choice, stats, notes, search = None, {}, [], None
+    if data is not None and ratio is None and energy is None:
+        raise RankError(
+            f"{param('data')} chooses the ranks for a target; give {param('ratio')} or "
+            f"{param('energy')} with it (or fit the factors with {param('refine_data')})"
+        )
     if ratio is not None or energy is not None:
+        if data is not None:
+            progress("Gathering the block convolutions' inputs")
+            stats[id(data)] = _statistics(src, W.device, data, refine_samples, seed)
         progress("Choosing the ranks")
-        choice = _choose(chosen, W, spec, src, ratio, energy)
+        choice = _choose(chosen, W, spec, src, ratio, energy, stats.get(id(data)))
+        if data is not None and ratio is not None and choice.criterion == "data":
+            choice, search = _search(
+                chosen, W, spec, src, ratio, choice, data, stats[id(data)], seed, progress
+            )
         spec = RankSpec.parse(choice.ranks)
+        if data is not None and choice.criterion not in ("data", "search"):
+            notes.append(
+                f"the data did not choose the ranks: {chosen.name} has no data-aware "
+                "allocation (Tucker has)"
+            )
     resolved = chosen.resolve(spec, mode_sizes, mode_names)
     progress(f"Decomposing {parts} with {chosen.name}")
     if chosen.kind == methods.TNET:
@@ -175,9 +204,11 @@ def convert(
     if refine_data is not None:
         progress("Fitting the factors to the data")
         W_here = W if device is None else W.to(device)
-        data_aware = _fit_to_data(
-            fitted, W_here, src, refine_data, refine_samples, refine_iterations, seed
-        )
+        if id(refine_data) not in stats:
+            stats[id(refine_data)] = _statistics(
+                src, W_here.device, refine_data, refine_samples, seed
+            )
+        data_aware = _fit_to_data(fitted, W_here, stats[id(refine_data)], refine_iterations)
         errors, error = _errors(chosen, fitted, W_here, errors)
     params_after = sum(p.numel() for p in model.parameters())
     kernel_params = W.numel()
@@ -194,7 +225,7 @@ def convert(
         relative_error=error,
         refine=refine,
         errors=[float(e) for e in errors],
-        notes=list(resolved.notes),
+        notes=[*resolved.notes, *notes],
         source=src.source,
         source_sha256=src.sha256,
         dtype=str(W.dtype).removeprefix("torch."),
@@ -204,6 +235,7 @@ def convert(
         left_out=list(src.family.left_out),
         data_aware=data_aware,
         layers=None if chosen.kind == methods.TNET else len(src.family.members),
+        rank_search=None if search is None else search.to_dict(),
     )
     summary.seconds = time.perf_counter() - start
     model.meta = {"architecture": src.architecture, "summary": summary.to_dict()}
@@ -223,13 +255,15 @@ def _modes(chosen, src: Source, W: torch.Tensor):
     return LAYER_MODE_NAMES, (f_out, f_in, h, w), f"{len(src.family.members)} block convolutions"
 
 
-def _choose(chosen, W, spec: RankSpec, src: Source, ratio, energy):
-    """Ranks for a target: the T-Net methods allocate on W; a layer-wise method takes the one
-    per-layer rank whose whole-network ratio is nearest."""
+def _choose(chosen, W, spec: RankSpec, src: Source, ratio, energy, stats=None):
+    """Ranks for a target: the T-Net methods allocate on W (on the data's costs with ``stats``);
+    a layer-wise method takes the one per-layer rank whose whole-network ratio is nearest."""
     other = src.params_before - W.numel()
     if chosen.kind == methods.TNET:
         names = src.family.all_mode_names
-        return chosen.choose(W, spec, names, ratio=ratio, energy=energy, other_params=other)
+        return chosen.choose(
+            W, spec, names, ratio=ratio, energy=energy, other_params=other, stats=stats
+        )
     from tcompress.methods.selection import RankChoice
     from tcompress.passes.layerwise import choose_layer_ranks
 
@@ -247,7 +281,79 @@ def _choose(chosen, W, spec: RankSpec, src: Source, ratio, energy):
     n_layers = len(src.family.members)
     ranks = choose_layer_ranks(chosen.name, shape, n_layers, other, ratio)
     params = n_layers * chosen.params(shape, ranks)
-    return RankChoice(chosen.name, ranks, params, math.nan, math.nan, f"ratio {ratio:g}")
+    return RankChoice(chosen.name, ranks, params, math.nan, math.nan, f"ratio {ratio:g}", "uniform")
+
+
+#: Images the rank search re-estimates BatchNorm on, and scores agreement on (each): all of
+#: them for the finalists, the first QUICK_IMAGES for the quick rating of every candidate.
+SEARCH_IMAGES = 64
+QUICK_IMAGES = 16
+
+
+def _search(chosen, W, spec, src: Source, ratio, start, data, stats, seed, progress):
+    """Climb from the data-aware allocation ``start`` on the converted network's agreement with
+    the original (:mod:`tcompress.passes.rank_search`); the choice and the search's report."""
+    from tcompress.methods.selection import RATIO_TOLERANCE, SMALL_MODE, allocate
+    from tcompress.passes.rank_search import AgreementScorer, fixed_small, search_ranks
+
+    names, shape = src.family.all_mode_names, tuple(W.shape)
+    other = src.params_before - W.numel()
+    user = chosen.fixed(spec, shape, names)
+    limits = chosen.limits(shape)
+    costs = chosen.data_costs(W, stats)
+    bound = _choose(chosen, W, spec, src, ratio, None)
+
+    def allocate_large(ranks):
+        small = fixed_small(ranks, limits, SMALL_MODE)
+        fixed = [u if u is not None else f for u, f in zip(user, small)]
+        try:
+            found = allocate(
+                chosen, shape, None, ratio=ratio, fixed=fixed, other_params=other, costs=costs
+            )
+        except RankError:
+            return None
+        achieved = src.params_before / (found.tensor_params + other)
+        return found if ratio <= achieved <= ratio * (1 + RATIO_TOLERANCE) else None
+
+    images = _image_batches(data, 2 * SEARCH_IMAGES, seed)
+    images = torch.cat(images) if images else images
+    half = max(1, images.shape[0] // 2)
+    recalibration, scoring = images[:half], images[half:] if images.shape[0] > 1 else images
+    dense, keys, n_grid = src.module(W.device), src.family.weight_keys(), len(src.family.grid)
+    scorer = AgreementScorer(dense, keys, n_grid, recalibration.split(16), scoring.split(16))
+    quick = AgreementScorer(
+        dense, keys, n_grid, [recalibration[:QUICK_IMAGES]], [scoring[:QUICK_IMAGES]]
+    )
+    return search_ranks(
+        chosen,
+        W,
+        start,
+        allocate_large,
+        scorer,
+        quick_score=quick,
+        others=(bound,),
+        fixed=user,
+        progress=progress,
+    )
+
+
+def _image_batches(data, count: int, seed: int) -> list[torch.Tensor]:
+    """Up to ``count`` images of ``data`` (a spec's training split, or an iterable of batches
+    or of dicts with an ``"image"``), in batches of 16."""
+    from torch.utils.data import DataLoader
+
+    from tcompress.data import make_dataset
+
+    if isinstance(data, str | os.PathLike):
+        data = DataLoader(make_dataset(data, "train", n=count, seed=seed + 1), batch_size=16)
+    batches, seen = [], 0
+    for batch in data:
+        images = batch["image"] if isinstance(batch, dict) else batch
+        batches.append(images[: count - seen])
+        seen += batches[-1].shape[0]
+        if seen >= count:
+            break
+    return batches
 
 
 def _tnet(chosen, src: Source, W, ranks, refine: int, seed: int, device):
@@ -294,24 +400,29 @@ def _errors(chosen, fitted, W, errors):
         return [math.sqrt(float(e)) for e in per], error
 
 
-def _fit_to_data(tensor, W, src: Source, data, samples, iterations, seed) -> dict:
-    """Data-aware refinement of ``tensor`` in place (a T-Net's factorized tensor, or the chains
-    of a layer-wise network as :class:`~tcompress.layerwise.StackedChains`); its report, with W's
-    error before."""
+def _statistics(src: Source, device, data, samples, seed):
+    """The block convolutions' input moments and BatchNorm scales on ``samples`` images of
+    ``data`` (a spec's training split, or an iterable of batches)."""
     from torch.utils.data import DataLoader
 
     from tcompress.data import make_dataset
 
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise TcompressError(f"refine_samples is {samples!r}; expected a whole number >= 1")
+    dense = src.module(device)
+    if isinstance(data, str | os.PathLike):
+        data = DataLoader(make_dataset(data, "train", n=samples, seed=seed), batch_size=16)
+    return block_statistics(dense, src.family.names, data, max_images=samples, seed=seed)
+
+
+def _fit_to_data(tensor, W, stats, iterations) -> dict:
+    """Data-aware refinement of ``tensor`` in place (a T-Net's factorized tensor, or the chains
+    of a layer-wise network as :class:`~tcompress.layerwise.StackedChains`); its report, with W's
+    error before."""
     if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
         raise TcompressError(f"refine_iterations is {iterations!r}; expected a whole number >= 1")
     with torch.no_grad():
         weight_error = float(torch.linalg.norm(tensor.full() - W) / torch.linalg.norm(W))
-    dense = src.module(W.device)
-    if isinstance(data, str | os.PathLike):
-        data = DataLoader(make_dataset(data, "train", n=samples, seed=seed), batch_size=16)
-    stats = block_statistics(dense, src.family.names, data, max_images=samples, seed=seed)
     # Fit in float32 even for half-precision weights; the factors go back to their own dtype.
     dtype = next(tensor.parameters()).dtype
     work = tensor.float() if dtype not in (torch.float32, torch.float64) else tensor

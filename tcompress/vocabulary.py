@@ -26,8 +26,12 @@ OPTIMIZERS = ("rmsprop", "adam", "sgd")
 SCHEDULES = ("step", "cosine", "linear")
 #: Training precisions (``--precision``).
 PRECISIONS = ("fp32", "bf16")
-#: Data set splits (``--split``).
-SPLITS = ("train", "val")
+#: Data set splits (``--split``): training, a validation split for every choice (ranks,
+#: learning rates, recipes), a test split only for reported figures. The synthetic splits draw
+#: from disjoint generator keys; MPII-style data: the official validation entries are the test
+#: split, and the validation split is held out of the training entries
+#: (:data:`~tcompress.data.mpii.HELD_OUT`).
+SPLITS = ("train", "val", "test")
 #: Sub-pixel refinements of heatmap peaks (``decode_heatmaps(refine=)``).
 REFINEMENTS = ("none", "quarter", "quadratic")
 
@@ -36,6 +40,6 @@ REFINEMENTS = ("none", "quarter", "quadratic")
 #: measured at <= 0.52 of it (worst: the bundled hourglass at 256x256, 1.3e-6 on outputs of 0.2);
 #: a BatchNorm fold that drops eps at >= 1.8x it (running variances near 1; 4.5x with the bundled
 #: model's, 660x with variances of 1e-3..1e-2): ``benchmarks/bench_shared_factors.py``,
-#: ``docs/shared_factors.json``.
+#: ``docs/records/shared_factors.json``.
 FP32_ATOL = 1e-6
 FP32_RTOL = 1e-5

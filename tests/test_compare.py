@@ -101,3 +101,86 @@ def test_compare_does_not_branch_on_method_names():
 
     source = Path(compare.__file__).read_text()
     assert re.findall(r"method\s*(?:==|!=|in)\s*[(\"'\[]", source) == []
+
+
+def test_compare_cli_recipe_test_split_and_paired_differences(tmp_path, monkeypatch):
+    from tcompress import conversion
+
+    monkeypatch.setattr(conversion, "SEARCH_IMAGES", 4)  # --rank-data on a few images
+    monkeypatch.setattr(conversion, "QUICK_IMAGES", 2)
+    checkpoint = tmp_path / "hg.pth"
+    torch.save(make_hourglass(n_joints=16).state_dict(), checkpoint)
+    out = tmp_path / "cmp"
+    args = ["compare", str(checkpoint), "--ratios", "2", "--methods", "tucker,layerwise-cp"]
+    args += ["--steps", "2", "--batch-size", "2", "--seeds", "0,1", "--val-samples", "4"]
+    args += ["--recalibrate", "2", "--bootstrap", "50", "--image-size", "32", "-o", str(out)]
+    args += ["--onnx-repeats", "1", "--schedule", "cosine", "--train-samples", "6", "--cache"]
+    args += ["--split", "test", "--rank-data"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "Paired differences" in r.stdout and "tucker" in r.stdout
+    report = json.loads((out / "compare.json").read_text())
+    assert report["settings"]["split"] == "test" and report["settings"]["cache"] is True
+    assert report["settings"]["rank_data"] is True
+    assert len(report["counts"]) == 4
+    for row in report["rows"]:
+        assert len(row["hits"]) == 2 and len(row["hits"][0]) == 4  # seeds x images
+    from tcompress.experiments.compare import CompareReport, paired_differences
+
+    differences = paired_differences(CompareReport.from_dict(report))
+    pairs = [(d.a, d.b) for d in differences]
+    assert pairs == [
+        ("tucker", "layerwise-cp"),
+        ("tucker", "uncompressed"),
+        ("layerwise-cp", "uncompressed"),
+    ]
+    rows = {row["method"]: row for row in report["rows"]}
+    first = differences[0]
+    assert first.mean == pytest.approx(
+        rows["tucker"]["after"]["mean"] - rows["layerwise-cp"]["after"]["mean"]
+    )
+    assert first.low <= first.mean <= first.high
+
+
+def test_paired_difference_interval_is_narrower_than_the_rows_when_rows_agree():
+    from tcompress.experiments.compare import (
+        Accuracy,
+        CompareReport,
+        CompareRow,
+        paired_differences,
+    )
+
+    counts = torch.full((200,), 14)
+    g = torch.Generator().manual_seed(0)
+    hard = torch.randint(0, 15, (200,), generator=g)  # image difficulty, shared by both rows
+    a = hard.clone()
+    b = (hard - (torch.rand(200, generator=g) < 0.3).long()).clamp(min=0)  # b misses a bit more
+
+    def row(method, hits):
+        return CompareRow(method, 3.0, [1], 1, 3.0, None, Accuracy(0, 0, 0), hits=[hits.tolist()])
+
+    settings = CompareSettings(ratios=(3.0,), methods=("tucker", "layerwise-cp"), bootstrap=400)
+    report = CompareReport(
+        settings, "m", 1, [row("tucker", a), row("layerwise-cp", b)], 0.0, counts.tolist()
+    )
+    (d,) = paired_differences(report)
+    expected = 100 * float((a - b).sum()) / float(counts.sum())
+    assert d.mean == pytest.approx(expected)
+    assert 0 < d.low <= d.mean <= d.high  # the paired interval excludes 0 ...
+    from tcompress.experiments.compare import bootstrap_accuracy, shared_resamples
+
+    alone = bootstrap_accuracy(a[None], counts, shared_resamples(200, 400))
+    assert d.high - d.low < (alone.high - alone.low) / 3  # ... where each row's is wide
+
+
+def test_compare_settings_check_the_recipe_fields():
+    with pytest.raises(TcompressError, match="split is 'train'; expected one of val, test"):
+        CompareSettings(split="train")
+    with pytest.raises(TcompressError, match="schedule is 'fast'; expected one of step"):
+        CompareSettings(schedule="fast")
+    with pytest.raises(TcompressError, match="train_samples is 0; expected a whole number"):
+        CompareSettings(train_samples=0)
+    old = CompareSettings().to_dict()
+    for key in ("schedule", "precision", "train_samples", "cache", "workers", "split", "rank_data"):
+        old.pop(key)
+    assert CompareSettings(**old).split == "val"  # records written before these fields load

@@ -33,6 +33,7 @@ from tcompress.data.transforms import (
     warp,
 )
 from tcompress.errors import DataError, TcompressError
+from tcompress.vocabulary import SPLITS
 
 KEYS = {"image", "heatmaps", "joints", "visible", "head_size", "index"}
 
@@ -126,8 +127,8 @@ def test_synthetic_sample_format():
     assert batch["image"].shape == (4, 3, 64, 64) and batch["head_size"].shape == (4,)
     with pytest.raises(IndexError):
         data[5]
-    with pytest.raises(DataError, match="split 'test'"):
-        SyntheticPose(5, split="test")
+    with pytest.raises(DataError, match="split 'holdout'"):
+        SyntheticPose(5, split="holdout")
     with pytest.raises(TcompressError, match="image_size must be"):
         SyntheticPose(5, image_size=0)
 
@@ -265,7 +266,7 @@ def mpii(tmp_path):
 def test_mpii_crop_without_augmentation(mpii):
     data = MPIIDataset(mpii, mpii / "annotations.json", "train", 64, 16, augment=False)
     assert len(data) == 2
-    assert len(MPIIDataset(mpii, mpii / "annotations.json", "val", 64, 16)) == 1
+    assert len(MPIIDataset(mpii, mpii / "annotations.json", "test", 64, 16)) == 1
     sample = data[0]
     assert set(sample) == KEYS | {"matrix"}  # unaugmented samples carry their way back
     assert np.allclose(sample["matrix"].numpy(), crop_matrix((60, 50), 100, 64))
@@ -369,7 +370,7 @@ def test_make_dataset_dispatch(tmp_path, mpii):
     synthetic = make_dataset("synthetic", "val", 32, 8, n=7, seed=1)
     assert isinstance(synthetic, SyntheticPose) and len(synthetic) == 7 and not synthetic.augment
     by_file = make_dataset(str(mpii / "annotations.json"), "train", 32, 8)
-    by_dir = make_dataset(mpii, "val", 32, 8)
+    by_dir = make_dataset(mpii, "test", 32, 8)
     assert isinstance(by_file, MPIIDataset) and by_file.augment and len(by_file) == 2
     assert isinstance(by_dir, MPIIDataset) and len(by_dir) == 1 and not by_dir.augment
     assert isinstance(make_dataset(mpii, "train", 32, 8, n=1), Subset)
@@ -380,3 +381,33 @@ def test_make_dataset_dispatch(tmp_path, mpii):
     (tmp_path / "other").mkdir()
     with pytest.raises(DataError, match="is not usable; expected 'synthetic'"):
         make_dataset(tmp_path / "other")
+
+
+def test_the_three_synthetic_splits_share_no_sample():
+    from tcompress.data import make_dataset
+
+    firsts = [make_dataset("synthetic", s, 32, 8, n=2)[0]["image"] for s in SPLITS]
+    for i in range(3):
+        for j in range(i):
+            assert not torch.equal(firsts[i], firsts[j])
+    assert len(make_dataset("synthetic", "test", 32, 8)) == 1000
+
+
+def test_mpii_splits_hold_out_whole_training_images(tmp_path):
+    from tcompress.data.mpii import HELD_OUT, held_out, split_of
+
+    joints = {0: (85, 50), 9: (60, 20)}
+    names = [f"im{k}.png" for k in range(200)]
+    people = [_person(n, joints, validation=0) for n in names] + [
+        _person("im19.png", joints, validation=0),  # a second person of a held-out image
+        _person("v.png", joints, validation=1),
+    ]
+    (tmp_path / "annotations.json").write_text(json.dumps(people))
+    from tcompress.data.mpii import load_annotations
+
+    loaded = load_annotations(tmp_path / "annotations.json")
+    splits = [split_of(p) for p in loaded]
+    assert splits[-1] == "test" and splits[19] == splits[200] == "val"
+    held = sum(held_out(n) for n in names)
+    assert splits.count("val") == held + 1 and 200 / HELD_OUT / 2 < held < 200 / HELD_OUT * 2
+    assert held_out("a\\b.png") == held_out("a/b.png")

@@ -125,7 +125,7 @@ def _mat(path, joints, labelled, names=tuple(MAT_JOINT_NAMES)):
 
 def test_hand_made_case_from_json_head_boxes(tmp_path):
     joints, labelled, preds = _truth_and_preds()
-    data = MPIIDataset(None, _mpii_folder(tmp_path, joints, labelled), "val", 64, 16)
+    data = MPIIDataset(None, _mpii_folder(tmp_path, joints, labelled), "test", 64, 16)
     truth = data.truth()
     assert truth.has_box.all() and truth.head_sizes == pytest.approx([30, 60, 3])
     _check(official_pckh(preds, truth))

@@ -38,7 +38,7 @@ def small(tmp_path_factory):
 
 def test_images_folder_beside_the_annotations_is_found(mpii, tmp_path):
     for spec in (mpii, mpii / "annotations.json"):
-        data = make_dataset(spec, "val", 64, 16)
+        data = make_dataset(spec, "test", 64, 16)
         assert data.root == mpii / "images" and len(data) == 2
         assert data[0]["image"].shape == (3, 64, 64)
     # pytorch-pose's name for the file
@@ -56,7 +56,7 @@ def test_images_beside_the_json_still_work(mpii, tmp_path):
 
 def test_images_elsewhere_with_images(mpii, tmp_path):
     (tmp_path / "ann.json").write_text((mpii / "annotations.json").read_text())
-    data = make_dataset(tmp_path / "ann.json", "val", 64, 16, images=mpii / "images")
+    data = make_dataset(tmp_path / "ann.json", "test", 64, 16, images=mpii / "images")
     assert data.root == mpii / "images"
     with pytest.raises(DataError, match=r"image file .*000000.jpg does not exist \(4 of 4 train"):
         make_dataset(tmp_path / "ann.json", "train", 64, 16)
@@ -161,7 +161,7 @@ def test_without_head_boxes_the_head_size_is_estimated(mpii, small, tmp_path):
     r = cli("evaluate", small, "--data", data, "--image-size", "64", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["head_sizes"].startswith("estimated from the head joints (2 of 2")
-    truth = MPIIDataset(None, data / "annotations.json", "val").truth()
+    truth = MPIIDataset(None, data / "annotations.json", "test").truth()
     assert not truth.has_box.any() and np.all(truth.head_sizes > 0)
 
 
@@ -202,7 +202,7 @@ def test_preds_mat_is_not_overwritten_without_force(mpii, small, tmp_path):
 
 
 def test_a_mat_file_of_other_people_is_refused(mpii, small, tmp_path):
-    truth = MPIIDataset(None, mpii / "annotations.json", "val").truth()
+    truth = MPIIDataset(None, mpii / "annotations.json", "test").truth()
     order = [MAT_JOINT_NAMES[n] for n in MAT_JOINT_NAMES]
     assert tuple(order) == JOINTS
     fields = {
@@ -224,4 +224,4 @@ def test_a_mat_file_of_other_people_is_refused(mpii, small, tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["head_sizes"] == f"head boxes of {tmp_path / 'good.mat'}"
     line = error_line(cli(*args, tmp_path / "good.mat", "--split", "train"))
-    assert "holds the validation split; got split 'train'" in line
+    assert "holds MPII's validation entries, the test split; got split 'train'" in line

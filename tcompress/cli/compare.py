@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tcompress.cli import handle_errors, main
+from tcompress.vocabulary import PRECISIONS, SCHEDULES, SPLITS
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -60,6 +61,35 @@ def _ints(text: str) -> tuple[int, ...]:
     show_default=True,
     help="Fine-tuning seeds (data order); the accuracy is their mean.",
 )
+@click.option(
+    "--schedule",
+    type=click.Choice(SCHEDULES),
+    default="step",
+    show_default=True,
+    help="Learning-rate schedule of the fine-tuning (step: x0.1 at 60% and 85%).",
+)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option(
+    "--train-samples",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Fine-tune on the first N training samples of each seed [default: all].",
+)
+@click.option(
+    "--cache",
+    is_flag=True,
+    help="Render the training samples once per seed and serve them again, mirrored.",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data processes."
+)
+@click.option(
+    "--split",
+    type=click.Choice(SPLITS[1:]),
+    default="val",
+    show_default=True,
+    help="Held-out images to score: 'val' while choosing, 'test' for a reported table.",
+)
 @click.option("--val-samples", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option(
     "--recalibrate",
@@ -72,6 +102,12 @@ def _ints(text: str) -> tuple[int, ...]:
     "--refine-data",
     is_flag=True,
     help="Fit the T-Nets' factors to the data before fine-tuning (data-aware).",
+)
+@click.option(
+    "--rank-data",
+    is_flag=True,
+    help="Choose the T-Nets' ranks on the data (convert --ratio X --data DATA) instead of on "
+    "the error bound.",
 )
 @click.option("--image-size", type=click.IntRange(min=16), default=256, show_default=True)
 @click.option(
@@ -114,9 +150,16 @@ def compare(
     batch_size,
     lr,
     seeds,
+    schedule,
+    precision,
+    train_samples,
+    cache,
+    workers,
+    split,
     val_samples,
     recalibrate,
     refine_data,
+    rank_data,
     image_size,
     bootstrap,
     onnx_repeats,
@@ -135,6 +178,9 @@ def compare(
     \b
     Examples:
       tcompress compare hg.pth --ratios 2,3 --methods tucker,layerwise-cp --steps 50
+      tcompress compare hg.pth --ratios 3 --methods tucker,layerwise-cp --steps 860 --lr 1.5e-3 \\
+          --schedule cosine --precision bf16 --train-samples 3000 --cache --recalibrate 512 \\
+          --split test --val-samples 1000
       tcompress compare hg.pth --data mpii/ --steps 500 --seeds 0,1,2 -o comparison/
     """
 
@@ -160,10 +206,17 @@ def compare(
         val_samples=val_samples,
         recalibrate=recalibrate,
         refine_data=refine_data,
+        rank_data=rank_data,
         image_size=image_size,
         bootstrap=bootstrap,
         onnx_repeats=onnx_repeats,
         baseline=not no_baseline,
+        schedule=schedule,
+        precision=precision,
+        train_samples=train_samples,
+        cache=cache,
+        workers=workers,
+        split=split,
     )
     out_dir = output_dir or checkpoint.with_name(checkpoint.name + ".compare")
     check_record_files(out_dir, "compare", force)
@@ -191,7 +244,32 @@ def compare(
         return
     console = stdout()
     console.print(comparison_table(record))
+    differences = difference_table(report)
+    if differences is not None:
+        console.print(differences)
     print_written(console, json_path, figure)
+
+
+def difference_table(report):
+    """The paired differences of a :class:`~tcompress.experiments.compare.CompareReport`
+    (:func:`~tcompress.experiments.compare.paired_differences`), or None when it has none."""
+    from rich.table import Table
+
+    from tcompress.experiments.compare import paired_differences
+
+    differences = paired_differences(report)
+    if not differences:
+        return None
+    table = Table(
+        title="Paired differences after fine-tuning, PCKh points [95% interval over the same "
+        "resampled images]",
+        title_justify="left",
+    )
+    for column in ("target", "row", "minus", "difference"):
+        table.add_column(column, justify="right" if column in ("target", "difference") else "left")
+    for d in differences:
+        table.add_row(f"{d.ratio:g}x", d.a, d.b, f"{d.mean:+.1f} [{d.low:+.1f}, {d.high:+.1f}]")
+    return table
 
 
 def comparison_table(report: dict):
@@ -201,7 +279,8 @@ def comparison_table(report: dict):
 
     s = report["settings"]
     table = Table(
-        title=f"PCKh@0.5 on {s['val_samples']} held-out images; fine-tuning {s['steps']} steps x "
+        title=f"PCKh@0.5 on {s['val_samples']} {s.get('split', 'val')} images; fine-tuning "
+        f"{s['steps']} steps x "
         f"{s['batch_size']}, mean of {len(s['seeds'])} seeds [95% interval]",
         title_justify="left",
     )

@@ -61,11 +61,19 @@ from tcompress.vocabulary import FORWARD_FORMS
     "folder or an MPII-style set; labels are not used.",
 )
 @click.option(
+    "--data",
+    default=None,
+    metavar="DATA",
+    help="With --ratio or --energy (Tucker): choose the ranks by what each mode's truncation "
+    "costs every block convolution's output on these images, in every mode; 'synthetic', an "
+    "image folder or an MPII-style set; labels are not used.",
+)
+@click.option(
     "--refine-samples",
     type=click.IntRange(min=1),
     default=256,
     show_default=True,
-    help="Images read from --refine-data.",
+    help="Images read from --data and --refine-data.",
 )
 @click.option(
     "--forward",
@@ -108,6 +116,7 @@ def convert(
     energy,
     refine,
     refine_data,
+    data,
     refine_samples,
     forward,
     arch,
@@ -130,6 +139,7 @@ def convert(
       tcompress convert hg.pth --ranks f_in=64,f_out=64 --refine 2 -o tnet.pt
       tcompress convert hg.pth --method mps --ranks 4,16,48,96,64,9,3 -o tnet-mps.pt --json
       tcompress convert hg.pth --ratio 4 -o tnet.pt
+      tcompress convert hg.pth --ratio 3 --data synthetic -o tnet.pt
       tcompress convert hg.pth --ratio 4 --ranks stack=1 --method tucker -o tnet.pt
       tcompress convert hg.pth --method mps --energy 0.9 -o tnet-mps.pt
       tcompress convert hg.pth --method cp --ranks 512 -o tnet-cp.pt
@@ -158,6 +168,7 @@ def convert(
             energy=energy,
             refine=refine,
             refine_data=refine_data,
+            data=data,
             refine_samples=refine_samples,
             forward=forward,
             arch=arch,

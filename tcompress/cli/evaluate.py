@@ -23,8 +23,8 @@ from tcompress.vocabulary import SPLITS
     "--mpii-mat",
     type=click.Path(path_type=Path),
     default=None,
-    help="MPII validation split: score against the ground truth and head boxes of this "
-    "detections_our_format.mat-style file (bearpaw's evaluation/data/).",
+    help="MPII's validation entries (the test split): score against the ground truth and head "
+    "boxes of this detections_our_format.mat-style file (bearpaw's evaluation/data/).",
 )
 @click.option(
     "--preds-mat",
@@ -34,7 +34,13 @@ from tcompress.vocabulary import SPLITS
     "(N, 16, 2), the layout the public evaluation scripts read.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing --preds-mat file.")
-@click.option("--split", type=click.Choice(SPLITS), default="val", show_default=True)
+@click.option(
+    "--split",
+    type=click.Choice(SPLITS),
+    default=None,
+    help="'val' for choices, 'test' for reported figures (MPII-style data: its validation "
+    "entries) [default: val on synthetic data, test on MPII-style data].",
+)
 @click.option(
     "-n",
     "--n",

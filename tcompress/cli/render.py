@@ -132,6 +132,13 @@ def print_summary(console: Console, summary: dict, out: str | None = None) -> No
             f"ranks chosen for {summary['target']}: {','.join(map(str, summary['ranks']))}"
             + (f" (predicted relative error at most {bound:.4g})" if bound is not None else "")
         )
+    search = summary.get("rank_search")
+    if search:
+        console.print(
+            f"searched on {search['images']} images: {len(search['quick']) or len(search['tried'])}"
+            f" rank sets rated; the chosen one puts {100 * search['agreement']:.1f}% of the "
+            "joints where the original does (BatchNorm re-estimated)"
+        )
     console.print(modes_table(summary))
     if method.bonds:
         console.print(bonds_table(summary))

@@ -11,11 +11,12 @@ from tcompress.data.images import IMAGE_EXTENSIONS, ImageFolder, list_images
 from tcompress.data.mpii import ANNOTATION_NAMES, MPIIDataset
 from tcompress.data.synthetic import SyntheticPose
 from tcompress.errors import DataError
+from tcompress.vocabulary import SPLITS
 
 __all__ = ["SYNTHETIC_SIZES", "make_dataset"]
 
 #: Samples in a synthetic split when ``n`` is not given.
-SYNTHETIC_SIZES = {"train": 10000, "val": 1000}
+SYNTHETIC_SIZES = {"train": 10000, "val": 1000, "test": 1000}
 
 _EXPECTED = (
     "expected 'synthetic', an MPII-style JSON annotation file, a directory holding "
@@ -44,7 +45,8 @@ def make_dataset(
           :class:`MPIIDataset` of that file;
         - a directory of images: :class:`ImageFolder` (unlabeled; ``split``, ``heatmap_size``
           unused).
-    split : {"train", "val"}
+    split : {"train", "val", "test"}
+        :data:`~tcompress.vocabulary.SPLITS`.
     image_size, heatmap_size : int
         Sides of the square input image and of the target heatmaps.
     n : int, optional
@@ -65,8 +67,8 @@ def make_dataset(
     DataError
         For a spec that is none of these, naming what was given and what was expected.
     """
-    if split not in ("train", "val"):
-        raise DataError(f"split {split!r} is not one of ('train', 'val')")
+    if split not in SPLITS:
+        raise DataError(f"split {split!r} is not one of {SPLITS}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
         raise DataError(f"n must be a non-negative integer or None, got {n!r}")
     augment = split == "train"

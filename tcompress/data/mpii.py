@@ -15,6 +15,11 @@ or climbs out of the root with ``..`` is refused.
 A joint counts as labelled when both coordinates in the file are positive (the format writes
 missing joints as zeros or negatives), whatever its visibility flag: MPII's PCKh scores occluded
 labelled joints too, so they keep their heatmaps unless ``drop_occluded=True``.
+
+Splits: ``test`` is the entries marked ``isValidation`` (the official validation set, which the
+published PCKh figures use: MPII's own test labels are not public); ``val``, for every choice made
+before reporting, is one training image in :data:`HELD_OUT`, picked by a hash of its path so that
+all people of an image fall on the same side; ``train`` is the remaining training entries.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +56,7 @@ from tcompress.data.transforms import (
     transform_points,
 )
 from tcompress.errors import DataError
+from tcompress.vocabulary import SPLITS
 
 __all__ = [
     "ANNOTATION_NAMES",
@@ -57,11 +64,14 @@ __all__ = [
     "CROP_MARGIN",
     "MPII_ORIGIN",
     "HEAD_SEGMENT_PER_SCALE",
+    "HELD_OUT",
     "MPIIDataset",
     "Person",
     "SourceTruth",
     "find_image_root",
+    "held_out",
     "load_annotations",
+    "split_of",
 ]
 
 #: Crop side = 200 px x ``scale_provided`` x ``CROP_MARGIN``.
@@ -199,6 +209,23 @@ def _parse(entry: int, item: object, where: str) -> Person:
     )
 
 
+#: One training image in this many is held out as the validation split.
+HELD_OUT = 20
+
+
+def held_out(image: str) -> bool:
+    """Whether a training image belongs to the validation split: a CRC-32 of its path (with
+    forward slashes), so the choice depends on the image alone, not on the file's order."""
+    return zlib.crc32(image.replace("\\", "/").encode()) % HELD_OUT == 0
+
+
+def split_of(person: Person) -> str:
+    """The split an entry belongs to: ``test`` (isValidation), ``val`` or ``train``."""
+    if person.validation:
+        return "test"
+    return "val" if held_out(person.image) else "train"
+
+
 def _leaves_root(path: str) -> bool:
     """The path is absolute (POSIX or Windows style) or climbs above its root."""
     if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
@@ -259,12 +286,13 @@ class MPIIDataset(Dataset):
         Folder the ``img_paths`` are relative to; None: :func:`find_image_root`.
     annotations_json : path-like
         The JSON annotation list.
-    split : {"train", "val"}
-        Entries with ``isValidation`` 0 or 1.
+    split : {"train", "val", "test"}
+        ``test``: the entries with ``isValidation`` 1; ``val``: the training images
+        :func:`held_out`; ``train``: the other training entries.
     image_size, heatmap_size : int
         Sides of the square input image and of the target heatmaps.
     augment : bool, optional
-        Apply the training augmentation; default True for "train", False for "val".
+        Apply the training augmentation; default True for "train" only.
     seed : int
         Augmentation seed.
     sigma : float, optional
@@ -298,8 +326,8 @@ class MPIIDataset(Dataset):
         sigma: float | None = None,
         drop_occluded: bool = False,
     ) -> None:
-        if split not in ("train", "val"):
-            raise DataError(f"split {split!r} is not one of ('train', 'val')")
+        if split not in SPLITS:
+            raise DataError(f"split {split!r} is not one of {SPLITS}")
         for name, value in (("image_size", image_size), ("heatmap_size", heatmap_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise DataError(f"{name} must be a positive integer, got {value!r}")
@@ -309,7 +337,7 @@ class MPIIDataset(Dataset):
         root = find_image_root(annotations_json, people) if root is None else Path(root)
         if not root.is_dir():
             raise DataError(f"MPII image root {root} is not a directory")
-        self.people = [p for p in people if p.validation == (split == "val")]
+        self.people = [p for p in people if split_of(p) == split]
         missing = [p for p in self.people if not (root / p.image).is_file()]
         if missing:
             raise DataError(

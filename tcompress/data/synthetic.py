@@ -182,11 +182,11 @@ class SyntheticPose(Dataset):
         Sides of the square input image and of the target heatmaps.
     seed : int
         Data set seed; the same (seed, split, index, epoch) always gives the same sample.
-    split : {"train", "val"}
-        The splits draw from disjoint generator keys.
+    split : {"train", "val", "test"}
+        The splits draw from disjoint generator keys: no sample is in two of them.
     augment : bool, optional
-        Random horizontal flip, left and right joints swapped; default True for "train", False
-        for "val". Photometric variation (colour, lighting, blur, noise) is part of generation
+        Random horizontal flip, left and right joints swapped; default True for "train" only.
+        Photometric variation (colour, lighting, blur, noise) is part of generation
         in both splits.
     sigma : float, optional
         Heatmap Gaussian std in heatmap pixels (:func:`~tcompress.data.targets.default_sigma`).

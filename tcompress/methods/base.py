@@ -280,16 +280,33 @@ class TensorMethod(Method):
         ratio: float | None,
         energy: float | None,
         other_params: int,
+        stats=None,
     ) -> RankChoice:
         """Ranks for a whole-network ``ratio`` or an ``energy`` fraction of ||W||^2 kept, greedily
-        on the method's error bound (:mod:`tcompress.methods.selection`)."""
+        on the method's error bound (:mod:`tcompress.methods.selection`), or, given the block
+        statistics of some data (``stats``) and a method with :meth:`data_costs`, on what each
+        mode's truncation costs the block convolutions' outputs on that data."""
         shape = tuple(W.shape)
         fixed = self.fixed(spec, shape, names)
         with torch.no_grad():
-            spectra = self.spectra(W)
+            costs = None if stats is None else self.data_costs(W, stats)
+            spectra = self.spectra(W) if costs is None else None
         return allocate(
-            self, shape, spectra, ratio=ratio, energy=energy, fixed=fixed, other_params=other_params
+            self,
+            shape,
+            spectra,
+            ratio=ratio,
+            energy=energy,
+            fixed=fixed,
+            other_params=other_params,
+            costs=costs,
         )
+
+    def data_costs(self, W: torch.Tensor, stats) -> list[list[float]] | None:
+        """Measured truncation costs for :func:`~tcompress.methods.selection.allocate`
+        (``costs``) from :class:`~tcompress.passes.data_aware.BlockStatistics`; None: this
+        method allocates on its bound even with data."""
+        return None
 
     # -- the tensor ------------------------------------------------------------------------
     def decompose(

@@ -13,6 +13,10 @@ the least energy per parameter saved, until the parameter budget or the energy f
 For a ratio, what the budget has left is then spent again, one rank at a time, on the ranks that
 regain the most energy per parameter, so the target is met from above, within a few percent even
 where single steps are coarse (small modes).
+
+With data (``costs``), the same allocation runs on measured costs instead of the bound: what
+truncating each mode alone costs the normalised outputs of the block convolutions on real inputs
+(:func:`~tcompress.passes.data_aware.mode_costs`), as a fraction of those outputs' energy.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class RankChoice:
     energy_kept: float  # fraction of ||W||^2 the bound guarantees is kept
     predicted_error: float  # bound on ||W - W_hat|| / ||W||
     target: str  # "ratio 4" or "energy 0.9"
+    criterion: str = "bound"  # what allocated: "bound", "data" (measured costs) or "uniform"
 
 
 def ratio_budget(ratio, before: int, other_params: int, best: float, method: str) -> float:
@@ -66,6 +71,7 @@ def allocate(
     energy: float | None = None,
     fixed: Sequence[int | None] | None = None,
     other_params: int = 0,
+    costs: Sequence[Sequence[float]] | None = None,
 ) -> RankChoice:
     """Ranks of ``method`` (a :class:`~tcompress.methods.base.TensorMethod`: its ``limits``,
     ``params`` and ``cap``) for a whole-network ``ratio`` or an ``energy`` fraction of W kept.
@@ -81,6 +87,10 @@ def allocate(
         Fraction of ``||W||^2`` to keep, in (0, 1]; the fewest parameters the bound allows.
     fixed
         One entry per rank: an integer fixes it, ``None`` lets the allocation choose.
+    costs
+        Measured instead of bounded: ``costs[k][r]``, the fraction of the output energy lost by
+        keeping ``r`` of mode ``k`` (1 at 0, 0 at full rank); ``spectra`` is then unused, and
+        ``energy`` is the fraction of the output energy kept.
 
     Raises
     ------
@@ -99,8 +109,16 @@ def allocate(
     budget = high = low = 0.0
     free = [k for k, f in enumerate(fixed) if f is None]
     # tails[k][r]: energy discarded by keeping r values of spectrum k
-    tails = [[float(t) for t in s.flip(0).cumsum(0).flip(0)] + [0.0] for s in spectra]
-    total = tails[0][0] or 1.0  # ||W||^2: every spectrum sums to it
+    if costs is not None:
+        tails = [[float(c) for c in mode] for mode in costs]
+        if [len(t) - 1 for t in tails] != list(limits):
+            raise RankError(
+                f"costs for ranks up to {[len(t) - 1 for t in tails]}; expected {list(limits)}"
+            )
+        total = 1.0
+    else:
+        tails = [[float(t) for t in s.flip(0).cumsum(0).flip(0)] + [0.0] for s in spectra]
+        total = tails[0][0] or 1.0  # ||W||^2: every spectrum sums to it
 
     def discarded(rs: Sequence[int]) -> float:
         return sum(tails[k][min(r, len(tails[k]) - 1)] for k, r in enumerate(rs))
@@ -194,6 +212,10 @@ def allocate(
     lost = discarded(ranks)
     kept = max(0.0, 1 - lost / total)
     target = f"ratio {ratio:g}" if ratio is not None else f"energy {energy:g}"
+    if costs is not None:  # measured, not a bound on ||W - W_hat||: nothing predicted
+        return RankChoice(
+            method.name, tuple(ranks), params(shape, ranks), kept, math.nan, target, "data"
+        )
     return RankChoice(
         method.name, tuple(ranks), params(shape, ranks), kept, math.sqrt(1 - kept), target
     )
@@ -243,4 +265,4 @@ def largest_uniform(
         low, up = (mid, up) if method.params(shape, ranks_of(mid)) <= high else (low, mid - 1)
     ranks = tuple(ranks_of(low))
     params = method.params(shape, ranks)
-    return RankChoice(method.name, ranks, params, math.nan, math.nan, f"ratio {ratio:g}")
+    return RankChoice(method.name, ranks, params, math.nan, math.nan, f"ratio {ratio:g}", "uniform")

@@ -124,6 +124,12 @@ class Tucker(TensorMethod):
     def spectra(self, W: torch.Tensor) -> list[torch.Tensor]:
         return mode_spectra(W)
 
+    def data_costs(self, W: torch.Tensor, stats) -> list[list[float]]:
+        """Each mode truncated alone on its HOSVD factor, its cost measured on the data."""
+        from tcompress.passes.data_aware import mode_costs
+
+        return mode_costs(W, stats, tucker(W.float(), tuple(W.shape)).factors)
+
     def decompose(self, W, ranks, *, n_iter: int, seed: int) -> Decomposition:
         result = tucker(W, ranks, n_iter=n_iter)
         tensor = TuckerTensor(result.core, list(result.factors))
