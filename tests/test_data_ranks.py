@@ -184,4 +184,4 @@ def test_the_search_climbs_when_too_many_rank_sets_meet_the_target(monkeypatch):
         return 1.0 - 0.1 * _mode_rank(W_hat, 1)
 
     chosen, report = rank_search.search_ranks(tucker, W, start, allocate_large, score)
-    assert report.quick == {} and chosen.ranks[1] == 1 and len(report.path) >= 2
+    assert chosen.ranks[1] == 1 and len(report.path) >= 2

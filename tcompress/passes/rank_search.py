@@ -139,8 +139,8 @@ def search_ranks(
     :data:`MAX_CANDIDATES` (61 on the bundled model at 3x), every one is rated by
     ``quick_score`` (fewer images), and the ``finalists`` best, with ``start`` and ``others``,
     by ``score``. Otherwise the search climbs from the best of ``start`` and ``others``: every
-    step of one small mode up or down, or of one up and another down, the best neighbour while
-    one rates better.
+    step of one small mode up or down, or of one up and another down, rated by ``quick_score``;
+    the best of them, rated by ``score``, is taken while it rates better.
 
     Parameters
     ----------
@@ -206,7 +206,10 @@ def search_ranks(
                     neighbours.append(choice)
             if not neighbours:
                 break
-            top = max(neighbours, key=value)
+            for choice in neighbours:  # every neighbour on few images, the best on all
+                if tuple(choice.ranks) not in quick:
+                    quick[tuple(choice.ranks)] = quick_score(estimate(choice.ranks))
+            top = max(neighbours, key=lambda c: quick[tuple(c.ranks)])
             if value(top) <= value(best):
                 break
             best = top
