@@ -904,6 +904,17 @@ DECLARATIONS = [
             f1(_criteria()["original"]["test_pckh"] - _auto("3")["test_pckh"]),
         ),
     ),
+    Figure(
+        DATA_RANKS,
+        "At 2x, `--ratio 2 --data synthetic` picks {} (the error bound's choice too) and "
+        "fine-tunes to {}% on the test split ({}% on validation), {} points below the original.",
+        lambda: (
+            ranks(_auto("2")["ranks"]),
+            f1(_auto("2")["test_pckh"]),
+            f1(_auto("2")["val_pckh"]),
+            f1(_criteria()["original"]["test_pckh"] - _auto("2")["test_pckh"]),
+        ),
+    ),
     Settings(CONVERSION, "Both exit with status 1 when a speed-up misses its target."),
     Settings(CONVERSION, "what a float32 Gram resolves (64 eps trace)"),
     Settings(CONVERSION, "the error from ||W||^2 - ||G||^2 in float64"),
