@@ -169,21 +169,24 @@ def convert(
             check_finite({k: src.state[k] for k in src.family.weight_keys()}, src.where)
     device = torch.device(device) if device is not None else None
     mode_names, mode_sizes, parts = _modes(chosen, src, W)
-    choice, stats, notes, search = None, {}, [], None
+    choice, stats, notes, search = None, None, [], None
     if data is not None and ratio is None and energy is None:
         raise RankError(
             f"{param('data')} chooses the ranks for a target; give {param('ratio')} or "
             f"{param('energy')} with it (or fit the factors with {param('refine_data')})"
         )
     if ratio is not None or energy is not None:
+        costs = None
         if data is not None:
             progress("Gathering the block convolutions' inputs")
-            stats[id(data)] = _statistics(src, W.device, data, refine_samples, seed)
+            stats = _statistics(src, W.device, data, refine_samples, seed)
+            with torch.no_grad():
+                costs = chosen.data_costs(W, stats) if chosen.kind == methods.TNET else None
         progress("Choosing the ranks")
-        choice = _choose(chosen, W, spec, src, ratio, energy, stats.get(id(data)))
+        choice = _choose(chosen, W, spec, src, ratio, energy, costs)
         if data is not None and ratio is not None and choice.criterion == "data":
             choice, search = _search(
-                chosen, W, spec, src, ratio, choice, data, stats[id(data)], seed, progress
+                chosen, W, spec, src, ratio, choice, data, costs, seed, progress
             )
         spec = RankSpec.parse(choice.ranks)
         if data is not None and choice.criterion not in ("data", "search"):
@@ -204,11 +207,9 @@ def convert(
     if refine_data is not None:
         progress("Fitting the factors to the data")
         W_here = W if device is None else W.to(device)
-        if id(refine_data) not in stats:
-            stats[id(refine_data)] = _statistics(
-                src, W_here.device, refine_data, refine_samples, seed
-            )
-        data_aware = _fit_to_data(fitted, W_here, stats[id(refine_data)], refine_iterations)
+        if stats is None or refine_data is not data:  # the same images are gathered once
+            stats = _statistics(src, W_here.device, refine_data, refine_samples, seed)
+        data_aware = _fit_to_data(fitted, W_here, stats, refine_iterations)
         errors, error = _errors(chosen, fitted, W_here, errors)
     params_after = sum(p.numel() for p in model.parameters())
     kernel_params = W.numel()
@@ -255,14 +256,14 @@ def _modes(chosen, src: Source, W: torch.Tensor):
     return LAYER_MODE_NAMES, (f_out, f_in, h, w), f"{len(src.family.members)} block convolutions"
 
 
-def _choose(chosen, W, spec: RankSpec, src: Source, ratio, energy, stats=None):
-    """Ranks for a target: the T-Net methods allocate on W (on the data's costs with ``stats``);
+def _choose(chosen, W, spec: RankSpec, src: Source, ratio, energy, costs=None):
+    """Ranks for a target: the T-Net methods allocate on W (on measured ``costs`` if given);
     a layer-wise method takes the one per-layer rank whose whole-network ratio is nearest."""
     other = src.params_before - W.numel()
     if chosen.kind == methods.TNET:
         names = src.family.all_mode_names
         return chosen.choose(
-            W, spec, names, ratio=ratio, energy=energy, other_params=other, stats=stats
+            W, spec, names, ratio=ratio, energy=energy, other_params=other, costs=costs
         )
     from tcompress.methods.selection import RankChoice
     from tcompress.passes.layerwise import choose_layer_ranks
@@ -290,7 +291,7 @@ SEARCH_IMAGES = 64
 QUICK_IMAGES = 16
 
 
-def _search(chosen, W, spec, src: Source, ratio, start, data, stats, seed, progress):
+def _search(chosen, W, spec, src: Source, ratio, start, data, costs, seed, progress):
     """Climb from the data-aware allocation ``start`` on the converted network's agreement with
     the original (:mod:`tcompress.passes.rank_search`); the choice and the search's report."""
     from tcompress.methods.selection import RATIO_TOLERANCE, SMALL_MODE, allocate
@@ -300,7 +301,6 @@ def _search(chosen, W, spec, src: Source, ratio, start, data, stats, seed, progr
     other = src.params_before - W.numel()
     user = chosen.fixed(spec, shape, names)
     limits = chosen.limits(shape)
-    costs = chosen.data_costs(W, stats)
     bound = _choose(chosen, W, spec, src, ratio, None)
 
     def allocate_large(ranks):
@@ -315,8 +315,7 @@ def _search(chosen, W, spec, src: Source, ratio, start, data, stats, seed, progr
         achieved = src.params_before / (found.tensor_params + other)
         return found if ratio <= achieved <= ratio * (1 + RATIO_TOLERANCE) else None
 
-    images = _image_batches(data, 2 * SEARCH_IMAGES, seed)
-    images = torch.cat(images) if images else images
+    images = torch.cat(_image_batches(data, 2 * SEARCH_IMAGES, seed))
     half = max(1, images.shape[0] // 2)
     recalibration, scoring = images[:half], images[half:] if images.shape[0] > 1 else images
     dense, keys, n_grid = src.module(W.device), src.family.weight_keys(), len(src.family.grid)

@@ -280,16 +280,14 @@ class TensorMethod(Method):
         ratio: float | None,
         energy: float | None,
         other_params: int,
-        stats=None,
+        costs: Sequence[Sequence[float]] | None = None,
     ) -> RankChoice:
         """Ranks for a whole-network ``ratio`` or an ``energy`` fraction of ||W||^2 kept, greedily
-        on the method's error bound (:mod:`tcompress.methods.selection`), or, given the block
-        statistics of some data (``stats``) and a method with :meth:`data_costs`, on what each
-        mode's truncation costs the block convolutions' outputs on that data."""
+        on the method's error bound (:mod:`tcompress.methods.selection`), or on measured
+        truncation costs (``costs``, from :meth:`data_costs`)."""
         shape = tuple(W.shape)
         fixed = self.fixed(spec, shape, names)
         with torch.no_grad():
-            costs = None if stats is None else self.data_costs(W, stats)
             spectra = self.spectra(W) if costs is None else None
         return allocate(
             self,

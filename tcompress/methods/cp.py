@@ -91,7 +91,7 @@ class CP(TensorMethod):
     def params(self, shape, ranks) -> int:
         return cp_params(shape, ranks)
 
-    def choose(self, W, spec, names, *, ratio, energy, other_params, stats=None) -> RankChoice:
+    def choose(self, W, spec, names, *, ratio, energy, other_params, costs=None) -> RankChoice:
         if ratio is None:
             raise RankError(
                 "an energy target needs a method with an error bound (tucker or mps); give cp "

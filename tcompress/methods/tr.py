@@ -105,7 +105,7 @@ class TensorRing(TensorMethod):
     def params(self, shape, ranks) -> int:
         return tr_params(shape, ranks)
 
-    def choose(self, W, spec, names, *, ratio, energy, other_params, stats=None) -> RankChoice:
+    def choose(self, W, spec, names, *, ratio, energy, other_params, costs=None) -> RankChoice:
         """A ring with bond 1 is a train: the inner bonds are allocated on the TT-SVD error bound
         (as for MPS), the ring bond is 1; raise it with explicit ranks."""
         if not spec.full:
