@@ -58,6 +58,7 @@ class ConversionSummary:
     data_aware: dict | None = None  # DataAwareReport.to_dict() when the factors were fitted to data
     layers: int | None = None  # layer-wise methods: how many convolutions were decomposed
     rank_search: dict | None = None  # SearchReport.to_dict() when the ranks were searched on data
+    whitened: list[str] | None = None  # modes weighted by the data before decomposing (whiten=)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,6 +78,7 @@ def convert(
     seed: int = 0,
     refine_data: str | os.PathLike | Iterable | None = None,
     data: str | os.PathLike | Iterable | None = None,
+    whiten: str | os.PathLike | Iterable | None = None,
     refine_samples: int = 256,
     refine_iterations: int = DATA_AWARE_ITERATIONS,
     device: str | torch.device | None = None,
@@ -136,8 +138,15 @@ def convert(
         (:func:`~tcompress.passes.data_aware.mode_costs`), in every mode; without, ranks are
         allocated on the HOSVD / TT-SVD error bound of W. Tucker only; the other methods keep
         their own choice (the summary's notes say so).
+    whiten
+        T-Net methods: images (as ``refine_data``) whose block-convolution inputs weight the
+        kernel modes before the decomposition (:mod:`tcompress.passes.whiten`), so that each
+        truncated channel or kernel direction is chosen by what it costs the outputs rather
+        than by its share of ``||W||``; only the modes whose rank is below their size are
+        weighted. Combines with ``refine_data`` (the fit then starts there).
     refine_samples, refine_iterations
-        Images read from ``data`` or ``refine_data`` and L-BFGS iterations of the fit.
+        Images read from ``data``, ``whiten`` or ``refine_data`` and L-BFGS iterations of the
+        fit.
     forward
         ``"reconstructed"`` or ``"factorized"``; switchable later with ``TNet.set_forward``.
     device
@@ -170,6 +179,7 @@ def convert(
     device = torch.device(device) if device is not None else None
     mode_names, mode_sizes, parts = _modes(chosen, src, W)
     choice, stats, notes, search = None, None, [], None
+    stats_of = data  # the images ``stats`` were gathered on, once they are
     if data is not None and ratio is None and energy is None:
         raise RankError(
             f"{param('data')} chooses the ranks for a target; give {param('ratio')} or "
@@ -195,9 +205,26 @@ def convert(
                 "allocation (Tucker has)"
             )
     resolved = chosen.resolve(spec, mode_sizes, mode_names)
+    weights = None
+    if whiten is not None:
+        if chosen.kind != methods.TNET:
+            raise TcompressError(
+                f"{param('whiten')} weights the modes of the shared tensor; {chosen.name} "
+                "decomposes each layer on its own (use a T-Net method: tucker, mps, cp, tr)"
+            )
+        from tcompress.passes.whiten import whitening
+
+        if stats is None or not _same_images(whiten, stats_of):  # the same images are gathered once
+            progress("Gathering the block convolutions' inputs")
+            stats = _statistics(src, W.device, whiten, refine_samples, seed)
+            stats_of = whiten
+        # Per-mode ranks say which modes are truncated; a train, a ring or CP truncates them all.
+        weights = whitening(stats, mode_sizes, resolved.ranks if chosen.per_mode else None)
     progress(f"Decomposing {parts} with {chosen.name}")
     if chosen.kind == methods.TNET:
-        model, fitted, errors, error = _tnet(chosen, src, W, resolved.ranks, refine, seed, device)
+        model, fitted, errors, error = _tnet(
+            chosen, src, W, resolved.ranks, refine, seed, device, weights
+        )
         model.set_forward(forward)
     else:
         model, fitted, errors, error = _layerwise(
@@ -207,7 +234,7 @@ def convert(
     if refine_data is not None:
         progress("Fitting the factors to the data")
         W_here = W if device is None else W.to(device)
-        if stats is None or refine_data is not data:  # the same images are gathered once
+        if stats is None or not _same_images(refine_data, stats_of):  # gathered once
             stats = _statistics(src, W_here.device, refine_data, refine_samples, seed)
         data_aware = _fit_to_data(fitted, W_here, stats, refine_iterations)
         errors, error = _errors(chosen, fitted, W_here, errors)
@@ -237,6 +264,7 @@ def convert(
         data_aware=data_aware,
         layers=None if chosen.kind == methods.TNET else len(src.family.members),
         rank_search=None if search is None else search.to_dict(),
+        whitened=None if weights is None else [mode_names[k] for k in weights.modes],
     )
     summary.seconds = time.perf_counter() - start
     model.meta = {"architecture": src.architecture, "summary": summary.to_dict()}
@@ -355,14 +383,23 @@ def _image_batches(data, count: int, seed: int) -> list[torch.Tensor]:
     return batches
 
 
-def _tnet(chosen, src: Source, W, ranks, refine: int, seed: int, device):
-    """Decompose W with a T-Net method: (TNet, its shared tensor, errors, relative error)."""
+def _tnet(chosen, src: Source, W, ranks, refine: int, seed: int, device, weights=None):
+    """Decompose W with a T-Net method (the weighted W, then the weights undone, with
+    ``weights``, a :class:`~tcompress.passes.whiten.Whitening`): (TNet, its shared tensor,
+    errors, relative error)."""
     with torch.no_grad():
         work = W if device is None else W.to(device)
         # Half-precision weights are decomposed in float32 and stored back in their own dtype.
         if work.dtype not in (torch.float32, torch.float64):
             work = work.float()
-        result = chosen.decompose(work, ranks, n_iter=refine, seed=seed)
+        if weights is None:
+            result = chosen.decompose(work, ranks, n_iter=refine, seed=seed)
+        else:
+            result = chosen.decompose(weights.apply(work), ranks, n_iter=refine, seed=seed)
+            weights.undo(result.tensor)
+            # The sweeps' errors were of the weighted W; what counts now is W's own.
+            error = float(torch.linalg.norm(result.tensor.full() - work) / torch.linalg.norm(work))
+            result = type(result)(result.tensor, [error], error)
     tensor = result.tensor.to(W.dtype)
     net = src.without_kernels(tensorize, device)
     return TNet(net, tensor), tensor, result.errors, result.relative_error
@@ -428,6 +465,13 @@ def _fit_to_data(tensor, W, stats, iterations) -> dict:
     report = refine_to_data(work, W, stats, iterations=iterations)
     work.to(dtype)
     return dict(report.to_dict(), weight_error_before=weight_error)
+
+
+def _same_images(a, b) -> bool:
+    """Whether two data arguments name the same images (one spec, or one iterable)."""
+    if isinstance(a, str | os.PathLike) and isinstance(b, str | os.PathLike):
+        return os.fspath(a) == os.fspath(b)
+    return a is b
 
 
 def _finite_or_none(value: float) -> float | None:

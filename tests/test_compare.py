@@ -184,3 +184,58 @@ def test_compare_settings_check_the_recipe_fields():
     for key in ("schedule", "precision", "train_samples", "cache", "workers", "split", "rank_data"):
         old.pop(key)
     assert CompareSettings(**old).split == "val"  # records written before these fields load
+
+
+def test_merged_parts_pool_seeds_and_keep_every_ratio_and_method():
+    from tcompress.experiments.compare import (
+        Accuracy,
+        CompareReport,
+        CompareRow,
+        bootstrap_accuracy,
+        merge_reports,
+        paired_differences,
+        shared_resamples,
+    )
+
+    counts = torch.full((50,), 10)
+    g = torch.Generator().manual_seed(1)
+
+    def hits():
+        return torch.randint(0, 11, (50,), generator=g)
+
+    def row(method, seed_hits, target=3.0):
+        seeds = [h.tolist() for h in seed_hits]
+        return CompareRow(method, target, [1], 1, 3.0, Accuracy(5, 4, 6), None, hits=seeds)
+
+    def part(rows, methods, seeds, ratios=(3.0,), **changes):
+        settings = CompareSettings(
+            ratios=ratios, methods=methods, seeds=seeds, bootstrap=200, **changes
+        )
+        return CompareReport(settings, "m", 1, rows, 1.0, counts.tolist())
+
+    t0, t1, c0 = hits(), hits(), hits()
+    merged = merge_reports(
+        [
+            part(
+                [row("tucker", [t0]), row("layerwise-cp", [c0])], ("tucker", "layerwise-cp"), (0,)
+            ),
+            part([row("tucker", [t1]), row("mps", [hits()], 2.0)], ("tucker", "mps"), (1,), (2.0,)),
+        ]
+    )
+    assert merged.settings.seeds == (0, 1)
+    assert merged.settings.methods == ("tucker", "layerwise-cp", "mps")
+    assert merged.settings.ratios == (2.0, 3.0)
+    tucker = next(r for r in merged.rows if r.method == "tucker")
+    assert tucker.hits == [t0.tolist(), t1.tolist()]
+    expected = bootstrap_accuracy(torch.stack([t0, t1]), counts, shared_resamples(50, 200))
+    assert tucker.after == expected
+    assert tucker.before == Accuracy(5, 4, 6)
+    (d,) = [d for d in paired_differences(merged) if d.b == "layerwise-cp"]
+    assert d.mean == pytest.approx(100 * float(((t0 + t1) / 2 - c0).sum()) / float(counts.sum()))
+
+    with pytest.raises(TcompressError, match="cannot merge runs with steps 5 and 100"):
+        merge_reports([part([], ("tucker",), (0,)), part([], ("tucker",), (1,), steps=5)])
+    other = part([row("tucker", [t1])], ("tucker",), (1,))
+    other.rows[0].ranks = [2]
+    with pytest.raises(TcompressError, match=r"cannot merge two tucker rows at 3.0x: ranks \[1\]"):
+        merge_reports([part([row("tucker", [t0])], ("tucker",), (0,)), other])

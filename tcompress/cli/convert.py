@@ -69,11 +69,19 @@ from tcompress.vocabulary import FORWARD_FORMS
     "image folder or an MPII-style set; labels are not used.",
 )
 @click.option(
+    "--whiten",
+    default=None,
+    metavar="DATA",
+    help="T-Net methods: weight the truncated kernel modes by these images' block-convolution "
+    "inputs before decomposing, so each discarded direction is the one the outputs miss least "
+    "(a whitened start; combines with --refine-data).",
+)
+@click.option(
     "--refine-samples",
     type=click.IntRange(min=1),
     default=256,
     show_default=True,
-    help="Images read from --data and --refine-data.",
+    help="Images read from --data, --whiten and --refine-data.",
 )
 @click.option(
     "--forward",
@@ -117,6 +125,7 @@ def convert(
     refine,
     refine_data,
     data,
+    whiten,
     refine_samples,
     forward,
     arch,
@@ -140,6 +149,7 @@ def convert(
       tcompress convert hg.pth --method mps --ranks 4,16,48,96,64,9,3 -o tnet-mps.pt --json
       tcompress convert hg.pth --ratio 4 -o tnet.pt
       tcompress convert hg.pth --ratio 3 --data synthetic -o tnet.pt
+      tcompress convert hg.pth --ranks f_in=24,f_out=24 --whiten synthetic -o tnet.pt
       tcompress convert hg.pth --ratio 4 --ranks stack=1 --method tucker -o tnet.pt
       tcompress convert hg.pth --method mps --energy 0.9 -o tnet-mps.pt
       tcompress convert hg.pth --method cp --ranks 512 -o tnet-cp.pt
@@ -169,6 +179,7 @@ def convert(
             refine=refine,
             refine_data=refine_data,
             data=data,
+            whiten=whiten,
             refine_samples=refine_samples,
             forward=forward,
             arch=arch,

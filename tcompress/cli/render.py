@@ -124,6 +124,8 @@ def print_summary(console: Console, summary: dict, out: str | None = None) -> No
         print_layerwise_summary(console, summary, out)
         return
     init = method.initialisation(summary)
+    if summary.get("whitened"):
+        init += f" of W weighted on the data in modes {', '.join(summary['whitened'])} (whitened)"
     architecture = summary.get("architecture") or "StackedHourglass"
     console.print(f"[bold]T-Net[/bold] of a {architecture}: {method.title}, initialised by {init}")
     if summary.get("target"):

@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
@@ -313,6 +313,79 @@ def paired_differences(report: CompareReport) -> list[Difference]:
         if reference is not None:
             out.extend(difference(r, reference, ratio) for r in rows)
     return out
+
+
+def merge_reports(reports: Sequence[CompareReport]) -> CompareReport:
+    """One report from runs split over processes or sessions: each by ratio, method or seed, on
+    the same held-out images (the same split, size and bootstrap draws).
+
+    Rows of one method at one target merge their seeds: the per-image hits are concatenated and
+    the fine-tuned accuracy is recomputed from them (the mean over every seed, its interval over
+    the shared resamples); the accuracy before fine-tuning, which does not depend on the seed, is
+    the first run's. The settings list every ratio, method and seed of the parts.
+    """
+    if not reports:
+        raise TcompressError("no reports to merge; expected at least one")
+    first = reports[0]
+    same = ("split", "val_samples", "image_size", "bootstrap", "steps", "batch_size", "lr")
+    same += ("schedule", "precision", "train_samples", "recalibrate", "rank_data", "refine_data")
+    for report in reports[1:]:
+        for name in same:
+            mine, theirs = getattr(first.settings, name), getattr(report.settings, name)
+            if mine != theirs:
+                raise TcompressError(
+                    f"cannot merge runs with {name} {theirs!r} and {mine!r}; expected every run "
+                    "on the same held-out images with the same recipe"
+                )
+        if report.counts != first.counts:
+            raise TcompressError(
+                "cannot merge runs scored on different held-out images (their visible-joint "
+                "counts differ); expected the same split and number of images"
+            )
+    merged: dict[tuple, CompareRow] = {}
+    for report in reports:
+        for row in report.rows:
+            key = (row.method, row.target)
+            if key not in merged:
+                merged[key] = replace(row, hits=list(row.hits) if row.hits else row.hits)
+                continue
+            have = merged[key]
+            if have.ranks != row.ranks or have.error or row.error or not (have.hits and row.hits):
+                raise TcompressError(
+                    f"cannot merge two {row.method} rows at {row.target}x: ranks "
+                    f"{have.ranks} and {row.ranks}; expected the same model fine-tuned from "
+                    "other seeds, with per-image hits"
+                )
+            seconds = (
+                have.finetune_seconds * len(have.hits) + row.finetune_seconds * len(row.hits)
+            ) / (len(have.hits) + len(row.hits))
+            have.hits = [*have.hits, *row.hits]
+            have.finetune_seconds = seconds
+    rows = list(merged.values())
+    if first.counts is not None:
+        counts = torch.tensor(first.counts)
+        resamples = shared_resamples(len(counts), first.settings.bootstrap)
+        for row in rows:
+            if row.hits:
+                row.after = bootstrap_accuracy(torch.tensor(row.hits), counts, resamples)
+    seeds = sorted({seed for report in reports for seed in report.settings.seeds})
+    methods = list(dict.fromkeys(m for report in reports for m in report.settings.methods))
+    ratios = sorted({ratio for report in reports for ratio in report.settings.ratios})
+    settings = replace(
+        first.settings,
+        seeds=tuple(seeds),
+        methods=tuple(methods),
+        ratios=tuple(ratios),
+        baseline=any(report.settings.baseline for report in reports),
+    )
+    return CompareReport(
+        settings,
+        first.checkpoint,
+        first.params,
+        rows,
+        sum(report.seconds for report in reports),
+        first.counts,
+    )
 
 
 def trimmed_features(config, ratio: float) -> tuple[int, int]:
