@@ -2,8 +2,13 @@
 
 read the dense source (:mod:`tcompress.source`) -> choose the ranks (for a ratio or an energy
 target) or check the ranks given -> decompose (a T-Net method: W, the stacked kernels, becomes one
-shared tensor; a layer-wise method: every kernel its own chain) -> build the module -> optional
-data-aware refinement -> summary."""
+shared tensor, or one per group of same-shape kernels; a layer-wise method: every kernel its own
+chain) -> build the module -> optional data-aware refinement -> summary.
+
+A family of several groups (:class:`~tcompress.family.KernelGroups`) takes ranks per group
+(:class:`~tcompress.methods.base.GroupRanks`: ``"layer2:f_in=64;layer3:f_in=128"``, or one spec for
+every group where it fits), and a target (``ratio``, ``energy``) chooses the ranks of every group
+together, for the whole network."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -21,9 +26,15 @@ from tcompress import methods
 from tcompress.checkpoint import check_finite
 from tcompress.decompose._threads import one_thread
 from tcompress.errors import RankError, TcompressError, param
+from tcompress.family import KernelFamily
 from tcompress.layerwise import LAYER_MODE_NAMES, LayerwiseNet, StackedChains
-from tcompress.methods.base import RankSpec
-from tcompress.passes.data_aware import DATA_AWARE_ITERATIONS, block_statistics, refine_to_data
+from tcompress.methods.base import GroupRanks, RankSpec
+from tcompress.passes.data_aware import (
+    DATA_AWARE_ITERATIONS,
+    group_statistics,
+    output_error,
+    refine_to_data,
+)
 from tcompress.source import Source, read_source
 from tcompress.tnet import TNet, tensorize
 
@@ -32,7 +43,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ConversionSummary:
-    """What a conversion did, in whole-network figures; saved with the T-Net, shown by the CLI."""
+    """What a conversion did, in whole-network figures; saved with the T-Net, shown by the CLI.
+
+    ``groups`` has one dict per tensor (one for a hourglass; layer-wise: one per group of
+    kernels decomposed alike), with exactly the keys ``name``, ``mode_names``, ``mode_sizes``,
+    ``ranks``, ``members`` (kernels), ``tensor_params_before``, ``tensor_params_after``,
+    ``relative_error`` and ``mode_values`` (each grid mode's values, as in
+    :attr:`~tcompress.family.KernelFamily.mode_values`; empty for the known layouts). With one
+    group the top-level ``ranks``, ``mode_names`` and ``mode_sizes`` are that group's; with
+    several they are empty lists (the groups hold them), ``relative_error`` is over all the
+    tensors together (``sqrt(sum ||W_g - W_hat_g||^2 / sum ||W_g||^2)``), ``errors`` too (a
+    T-Net's, sweep by sweep) and ``predicted_error`` likewise.
+    """
 
     method: str
     ranks: list[int]
@@ -58,7 +80,9 @@ class ConversionSummary:
     data_aware: dict | None = None  # DataAwareReport.to_dict() when the factors were fitted to data
     layers: int | None = None  # layer-wise methods: how many convolutions were decomposed
     rank_search: dict | None = None  # SearchReport.to_dict() when the ranks were searched on data
-    whitened: list[str] | None = None  # modes weighted by the data before decomposing (whiten=)
+    # The modes weighted by the data before decomposing (whiten=); "group: mode" for several.
+    whitened: list[str] | None = None
+    groups: list[dict] = field(default_factory=list)  # one entry per tensor (see above)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,7 +132,10 @@ def convert(
         mode) or a dict of named modes (:class:`~tcompress.methods.base.RankSpec`). Tucker: one
         rank per mode or named modes; MPS and TR: the bond ranks or one for all; CP: one rank.
         ``None`` keeps full ranks. With ``ratio`` or ``energy``: the ranks given are fixed and
-        the others (``None``, ``"full"``, ``"-"`` or not named) are chosen.
+        the others (``None``, ``"full"``, ``"-"`` or not named) are chosen. A family of several
+        groups takes ranks per group, ``"layer2:f_in=64,f_out=64;layer3:full"`` or a dict group
+        name -> ranks (:class:`~tcompress.methods.base.GroupRanks`); ranks without a group apply
+        to every group where they fit, and a group not named keeps full (or chosen) ranks.
     arch
         ``"MODULE:FACTORY"``: a function (importable, called without arguments) that builds the
         user's dense network; the checkpoint must load into it strictly. Recorded in the T-Net
@@ -116,7 +143,8 @@ def convert(
     family
         With ``arch``: the pattern over module names that selects the stacked convolutions, its
         ``{named}`` parts becoming the leading modes (:func:`tcompress.family.pattern_family`),
-        e.g. ``"layer{stage}.{block}.conv{conv}"``.
+        e.g. ``"layer{stage}.{block}.conv{conv}"``. Kernels of several geometries give one
+        tensor per group of same-geometry kernels.
     refine
         Tucker: HOOI sweeps after the HOSVD; CP: ALS sweeps (0: the default budget,
         :data:`~tcompress.decompose.cp.CP_ITERATIONS`).
@@ -125,25 +153,29 @@ def convert(
     ratio, energy
         Choose the ranks for a whole-network compression ratio (met within 3% above) or for a
         fraction of ``||W||^2`` kept, greedily on the HOSVD / TT-SVD error bound
-        (:mod:`tcompress.methods.selection`); CP and TR take the largest uniform rank within a
-        ratio's budget.
+        (:mod:`tcompress.methods.selection`); CP takes the largest uniform rank within a
+        ratio's budget, TR a ring bond of 1 and the MPS allocation. Several groups share one
+        target: the steps range over every group's ranks.
     refine_data
         Images (a data spec such as ``"synthetic"`` or an image folder, or an iterable of image
         batches) on which to fit the factors so that every block convolution's output stays close
         to the original's (:mod:`tcompress.passes.data_aware`), after the decomposition and any
-        ``refine`` sweeps; labels are not used.
+        ``refine`` sweeps; labels are not used. Several groups are fitted one after the other,
+        on statistics gathered in one pass.
     data
         With ``ratio`` or ``energy``: images (as ``refine_data``) on which the ranks are chosen
         by what each mode's truncation costs every block convolution's normalised output
         (:func:`~tcompress.passes.data_aware.mode_costs`), in every mode; without, ranks are
         allocated on the HOSVD / TT-SVD error bound of W. Tucker only; the other methods keep
-        their own choice (the summary's notes say so).
+        their own choice (the summary's notes say so). One tensor only: a family of several
+        groups is refused.
     whiten
         T-Net methods: images (as ``refine_data``) whose block-convolution inputs weight the
         kernel modes before the decomposition (:mod:`tcompress.passes.whiten`), so that each
         truncated channel or kernel direction is chosen by what it costs the outputs rather
         than by its share of ``||W||``; only the modes whose rank is below their size are
-        weighted. Combines with ``refine_data`` (the fit then starts there).
+        weighted (every kernel mode for MPS, TR and CP, whose ranks truncate them all).
+        Combines with ``refine_data`` (the fit then starts there).
     refine_samples, refine_iterations
         Images read from ``data``, ``whiten`` or ``refine_data`` and L-BFGS iterations of the
         fit.
@@ -162,34 +194,62 @@ def convert(
     start = time.perf_counter()
     progress = progress or (lambda phase: None)
     chosen = methods.get(method)
-    spec = RankSpec.parse(ranks)
+    grouped = GroupRanks.parse(ranks)
     refine = chosen.check_refine(refine)
     if ratio is not None and energy is not None:
         raise RankError(f"give {param('ratio')} or {param('energy')}, not both")
     progress("Reading the checkpoint")
     src = read_source(model, arch=arch, family=family, check_kernels=False)
+    groups = src.family.groups
+    names = [g.group_name for g in groups]
     with torch.no_grad():
-        W = src.stacked()
+        Ws = src.stacked_groups()
         # A sum is finite when every entry is (barring overflow, which the exact search clears).
         # One thread: a reduction's barrier waits on busy cores (tcompress.decompose._threads).
         with one_thread():
-            finite = bool(torch.isfinite(W.sum()))
+            finite = all(bool(torch.isfinite(W.sum())) for W in Ws)
         if not finite:
             check_finite({k: src.state[k] for k in src.family.weight_keys()}, src.where)
     device = torch.device(device) if device is not None else None
-    mode_names, mode_sizes, parts = _modes(chosen, src, W)
+    modes = [_modes(chosen, g, W) for g, W in zip(groups, Ws)]
+    target = ratio is not None or energy is not None
     choice, stats, notes, search = None, None, [], None
-    stats_of = data  # the images ``stats`` were gathered on, once they are
-    if data is not None and ratio is None and energy is None:
+    group_stats, stats_of = None, None  # every group's statistics, and the images they are of
+    if data is not None and not target:
         raise RankError(
             f"{param('data')} chooses the ranks for a target; give {param('ratio')} or "
             f"{param('energy')} with it (or fit the factors with {param('refine_data')})"
         )
-    if ratio is not None or energy is not None:
+    if data is not None and len(groups) > 1:
+        raise RankError(
+            f"{param('data')} chooses the ranks of one tensor; this family has {len(groups)} "
+            f"({', '.join(names)}); give {param('ratio')} or {param('energy')} without it (the "
+            "ranks of every group are then chosen on the error bound)"
+        )
+
+    def fits(g: int, spec: RankSpec):
+        mode_names, sizes = modes[g]
+        if not target:
+            return chosen.resolve(spec, sizes, mode_names)
+        if chosen.kind == methods.TNET and chosen.fixes_ranks:
+            return chosen.fixed(spec, sizes, mode_names)
+        return None  # the method's choice refuses ranks given with a target, in its own words
+
+    specs, group_notes = grouped.for_groups(names, fits)
+    notes += group_notes
+    if target and len(groups) > 1:
+        progress("Choosing the ranks")
+        for g, spec in enumerate(specs):
+            _in_group(names, g, fits, g, spec)
+        choice = _choose_groups(chosen, Ws, specs, src, modes, ratio, energy)
+        specs = [RankSpec.parse(c.ranks) for c in choice.choices]
+    elif target:
+        W, spec = Ws[0], specs[0]
         costs = None
         if data is not None:
             progress("Gathering the block convolutions' inputs")
-            stats = _statistics(src, W.device, data, refine_samples, seed)
+            group_stats, stats_of = _statistics(src, W.device, data, refine_samples, seed), data
+            stats = group_stats[0]
             with torch.no_grad():
                 costs = chosen.data_costs(W, stats) if chosen.kind == methods.TNET else None
         progress("Choosing the ranks")
@@ -198,14 +258,23 @@ def convert(
             choice, search = _search(
                 chosen, W, spec, src, ratio, choice, data, costs, seed, progress
             )
-        spec = RankSpec.parse(choice.ranks)
+        specs = [RankSpec.parse(choice.ranks)]
         if data is not None and choice.criterion not in ("data", "search"):
             notes.append(
                 f"the data did not choose the ranks: {chosen.name} has no data-aware "
                 "allocation (Tucker has)"
             )
-    resolved = chosen.resolve(spec, mode_sizes, mode_names)
-    weights = None
+    resolved = [
+        _in_group(names, g, chosen.resolve, spec, modes[g][1], modes[g][0])
+        for g, spec in enumerate(specs)
+    ]
+    notes = [
+        note if len(groups) == 1 else f"{name}: {note}"
+        for name, r in zip(names, resolved)
+        for note in r.notes
+    ] + notes
+    ranks_of = [r.ranks for r in resolved]
+    weights = [None] * len(groups)
     if whiten is not None:
         if chosen.kind != methods.TNET:
             raise TcompressError(
@@ -214,74 +283,197 @@ def convert(
             )
         from tcompress.passes.whiten import whitening
 
-        if stats is None or not _same_images(whiten, stats_of):  # the same images are gathered once
+        if group_stats is None or not _same_images(whiten, stats_of):  # gathered once
             progress("Gathering the block convolutions' inputs")
-            stats = _statistics(src, W.device, whiten, refine_samples, seed)
+            group_stats = _statistics(src, Ws[0].device, whiten, refine_samples, seed)
             stats_of = whiten
         # Per-mode ranks say which modes are truncated; a train, a ring or CP truncates them all.
-        weights = whitening(stats, mode_sizes, resolved.ranks if chosen.per_mode else None)
-    progress(f"Decomposing {parts} with {chosen.name}")
+        weights = [
+            whitening(st, tuple(W.shape), r if chosen.per_mode else None)
+            for st, W, r in zip(group_stats, Ws, ranks_of)
+        ]
+    progress(f"Decomposing {_parts(chosen, src, Ws)} with {chosen.name}")
     if chosen.kind == methods.TNET:
-        model, fitted, errors, error = _tnet(
-            chosen, src, W, resolved.ranks, refine, seed, device, weights
-        )
+        decompositions = [
+            _decompose(chosen, W, r, refine, seed, device, w)
+            for W, r, w in zip(Ws, ranks_of, weights)
+        ]
+        tensors = [d[0] for d in decompositions]
+        shared = tensors[0] if len(groups) == 1 else dict(zip(names, tensors))
+        net = src.without_kernels(tensorize, device)
+        model = TNet(net, shared, family=src.family)
         model.set_forward(forward)
+        fitted = tensors
+        group_errors = [d[1] for d in decompositions]
+        relative = [d[2] for d in decompositions]
     else:
-        model, fitted, errors, error = _layerwise(
-            chosen, src, resolved.ranks, refine, seed, device, progress
+        model, fitted, group_errors, relative = _layerwise(
+            chosen, src, ranks_of, refine, seed, device, progress
         )
     data_aware = None
     if refine_data is not None:
         progress("Fitting the factors to the data")
-        W_here = W if device is None else W.to(device)
-        if stats is None or not _same_images(refine_data, stats_of):  # gathered once
-            stats = _statistics(src, W_here.device, refine_data, refine_samples, seed)
-        data_aware = _fit_to_data(fitted, W_here, stats, refine_iterations)
-        errors, error = _errors(chosen, fitted, W_here, errors)
+        W_here = Ws if device is None else [W.to(device) for W in Ws]
+        if group_stats is None or not _same_images(refine_data, stats_of):  # gathered once
+            group_stats = _statistics(src, W_here[0].device, refine_data, refine_samples, seed)
+        data_aware = _fit_groups(names, fitted, W_here, group_stats, refine_iterations)
+        for g, (tensor, W) in enumerate(zip(fitted, W_here)):
+            group_errors[g], relative[g] = _errors(chosen, tensor, W, group_errors[g])
     params_after = sum(p.numel() for p in model.parameters())
-    kernel_params = W.numel()
+    kernel_params = sum(W.numel() for W in Ws)
+    one = len(groups) == 1
+    # ||W_g||^2, which weighs each group's errors in the whole's (one group: not needed)
+    norms = [1.0] if one else [float(W.double().square().sum()) for W in Ws]
+    entries = [
+        _group_entry(chosen, group, W, mode, r, tensor, error)
+        for group, W, mode, r, tensor, error in zip(groups, Ws, modes, ranks_of, fitted, relative)
+    ]
     summary = ConversionSummary(
         method=chosen.name,
-        ranks=list(resolved.ranks),
-        mode_names=list(mode_names),
-        mode_sizes=list(mode_sizes),
+        ranks=list(ranks_of[0]) if one else [],
+        mode_names=list(modes[0][0]) if one else [],
+        mode_sizes=list(modes[0][1]) if one else [],
         tensor_params_before=kernel_params,
         tensor_params_after=params_after - (src.params_before - kernel_params),
         params_before=src.params_before,
         params_after=params_after,
         compression_ratio=src.params_before / params_after,
-        relative_error=error,
+        relative_error=relative[0] if one else _joint(relative, norms),
         refine=refine,
-        errors=[float(e) for e in errors],
-        notes=[*resolved.notes, *notes],
+        errors=_joint_errors(chosen, group_errors, norms),
+        notes=notes,
         source=src.source,
         source_sha256=src.sha256,
-        dtype=str(W.dtype).removeprefix("torch."),
+        dtype=str(Ws[0].dtype).removeprefix("torch."),
         target=choice.target if choice else None,
         predicted_error=_finite_or_none(choice.predicted_error) if choice else None,
         architecture=src.architecture["name"],
         left_out=list(src.family.left_out),
         data_aware=data_aware,
-        layers=None if chosen.kind == methods.TNET else len(src.family.members),
+        layers=None if chosen.kind == methods.TNET else len(src.family.names),
         rank_search=None if search is None else search.to_dict(),
-        whitened=None if weights is None else [mode_names[k] for k in weights.modes],
+        groups=entries,
+        whitened=_whitened(names, modes, weights) if whiten is not None else None,
     )
     summary.seconds = time.perf_counter() - start
     model.meta = {"architecture": src.architecture, "summary": summary.to_dict()}
     log.info(
-        "converted with %s, ranks %s: %.2fx", chosen.name, summary.ranks, summary.compression_ratio
+        "converted with %s, ranks %s: %.2fx",
+        chosen.name,
+        summary.ranks if one else {e["name"]: e["ranks"] for e in entries},
+        summary.compression_ratio,
     )
     return model
 
 
-def _modes(chosen, src: Source, W: torch.Tensor):
-    """The modes the method's ranks refer to (names, sizes) and what it decomposes, in words: W
-    for a T-Net method, one block kernel (f_out, f_in, h, w) for a layer-wise one."""
+def _in_group(names: Sequence[str], g: int, call: Callable, *args):
+    """``call(*args)`` for group ``g``; with several groups, an error it raises names the
+    group."""
+    try:
+        return call(*args)
+    except TcompressError as e:
+        if len(names) == 1:
+            raise
+        raise type(e)(f"group {names[g]}: {e}") from None
+
+
+def _parts(chosen, src: Source, Ws) -> str:
+    """What the method decomposes, in words."""
+    if chosen.kind != methods.TNET:
+        return f"{len(src.family.names)} block convolutions"
+    return "W" if len(Ws) == 1 else f"{len(Ws)} tensors"
+
+
+def _refuse_layer_ranks(chosen, spec: RankSpec, ratio):
+    raise RankError(
+        f"ranks {spec.shown} and ratio {ratio!r} both given; a layer-wise method takes "
+        f"{param('ranks')} or {param('ratio')} (the same rank for every layer), not both"
+    )
+
+
+def _choose_groups(chosen, Ws, specs, src: Source, modes, ratio, energy):
+    """Ranks of every group for one target: a T-Net method allocates over every group's ranks
+    at once; a layer-wise method takes the one per-layer rank (capped where a group's layers
+    are smaller) whose whole-network ratio is nearest."""
+    other = src.params_before - sum(W.numel() for W in Ws)
     if chosen.kind == methods.TNET:
-        return src.family.all_mode_names, tuple(W.shape), "W"
-    g = len(src.family.grid)
+        return chosen.choose_groups(
+            Ws,
+            specs,
+            [m[0] for m in modes],
+            ratio=ratio,
+            energy=energy,
+            other_params=other,
+        )
+    from tcompress.methods.selection import GroupChoice, RankChoice
+    from tcompress.passes.layerwise import choose_group_layer_ranks
+
+    if energy is not None:
+        raise RankError(
+            f"an energy target applies to T-Nets (tucker, mps); give {chosen.name} "
+            f"{param('ranks')} or {param('ratio')}"
+        )
+    given = next((spec for spec in specs if not spec.full), None)
+    if given is not None:
+        _refuse_layer_ranks(chosen, given, ratio)
+    shapes = [m[1] for m in modes]
+    counts = [len(g.members) for g in src.family.groups]
+    ranks = choose_group_layer_ranks(chosen.name, shapes, counts, other, ratio)
+    target = f"ratio {ratio:g}"
+    choices = tuple(
+        RankChoice(chosen.name, r, n * chosen.params(shape, r), math.nan, math.nan, target)
+        for r, shape, n in zip(ranks, shapes, counts)
+    )
+    params = sum(c.tensor_params for c in choices)
+    return GroupChoice(chosen.name, choices, params, math.nan, math.nan, target, "uniform")
+
+
+def _group_entry(chosen, group, W, mode, ranks, tensor, error) -> dict:
+    """The summary's entry for one group (the keys :class:`ConversionSummary` lists)."""
+    mode_names, mode_sizes = mode
+    if chosen.kind == methods.TNET:
+        after = sum(p.numel() for p in tensor.parameters())
+    else:
+        after = len(group.members) * chosen.params(mode_sizes, ranks)
+    return {
+        "name": group.group_name,
+        "mode_names": list(mode_names),
+        "mode_sizes": list(mode_sizes),
+        "ranks": list(ranks),
+        "members": len(group.members),
+        "tensor_params_before": W.numel(),
+        "tensor_params_after": after,
+        "relative_error": float(error),
+        "mode_values": [list(v) for v in group.mode_values],
+    }
+
+
+def _joint(errors: Sequence[float], norms: Sequence[float]) -> float:
+    """Relative errors of several tensors as one: sqrt(sum e_g^2 ||W_g||^2 / sum ||W_g||^2)."""
+    total = sum(norms)
+    return math.sqrt(sum(e * e * n for e, n in zip(errors, norms)) / max(total, 1e-300))
+
+
+def _joint_errors(chosen, group_errors, norms) -> list[float]:
+    """The summary's ``errors``: a T-Net's sweep errors (of all the groups' tensors together,
+    sweep by sweep, a group with fewer sweeps at its last); a layer-wise method's per-layer
+    errors, group after group."""
+    if len(group_errors) == 1:
+        return [float(e) for e in group_errors[0]]
+    if chosen.kind != methods.TNET:
+        return [float(e) for errors in group_errors for e in errors]
+    sweeps = max(len(e) for e in group_errors)
+    return [_joint([e[min(i, len(e) - 1)] for e in group_errors], norms) for i in range(sweeps)]
+
+
+def _modes(chosen, group: KernelFamily, W: torch.Tensor):
+    """The modes one group's ranks refer to (names, sizes): its W for a T-Net method, one of its
+    kernels (f_out, f_in, h, w) for a layer-wise one."""
+    if chosen.kind == methods.TNET:
+        return group.all_mode_names, tuple(W.shape)
+    g = len(group.grid)
     f_in, f_out, h, w = W.shape[g:]
-    return LAYER_MODE_NAMES, (f_out, f_in, h, w), f"{len(src.family.members)} block convolutions"
+    return LAYER_MODE_NAMES, (f_out, f_in, h, w)
 
 
 def _choose(chosen, W, spec: RankSpec, src: Source, ratio, energy, costs=None):
@@ -306,7 +498,7 @@ def _choose(chosen, W, spec: RankSpec, src: Source, ratio, energy, costs=None):
             f"ranks {spec.shown} and ratio {ratio!r} both given; a layer-wise method takes "
             f"{param('ranks')} or {param('ratio')} (the same rank for every layer), not both"
         )
-    _, shape, _ = _modes(chosen, src, W)
+    _, shape = _modes(chosen, src.family, W)
     n_layers = len(src.family.members)
     ranks = choose_layer_ranks(chosen.name, shape, n_layers, other, ratio)
     params = n_layers * chosen.params(shape, ranks)
@@ -383,9 +575,9 @@ def _image_batches(data, count: int, seed: int) -> list[torch.Tensor]:
     return batches
 
 
-def _tnet(chosen, src: Source, W, ranks, refine: int, seed: int, device, weights=None):
-    """Decompose W with a T-Net method (the weighted W, then the weights undone, with
-    ``weights``, a :class:`~tcompress.passes.whiten.Whitening`): (TNet, its shared tensor,
+def _decompose(chosen, W, ranks, refine: int, seed: int, device, weights=None):
+    """Decompose one group's W with a T-Net method (the weighted W, then the weights undone,
+    with ``weights``, a :class:`~tcompress.passes.whiten.Whitening`): (its shared tensor,
     errors, relative error)."""
     with torch.no_grad():
         work = W if device is None else W.to(device)
@@ -401,24 +593,30 @@ def _tnet(chosen, src: Source, W, ranks, refine: int, seed: int, device, weights
             error = float(torch.linalg.norm(result.tensor.full() - work) / torch.linalg.norm(work))
             result = type(result)(result.tensor, [error], error)
     tensor = result.tensor.to(W.dtype)
-    net = src.without_kernels(tensorize, device)
-    return TNet(net, tensor), tensor, result.errors, result.relative_error
+    return tensor, list(result.errors), result.relative_error
 
 
 def _layerwise(chosen, src: Source, ranks, refine: int, seed: int, device, progress):
-    """Decompose every kernel with a layer-wise method: (LayerwiseNet, its chains seen as one
-    tensor, per-layer errors, relative error over all kernels)."""
+    """Decompose every kernel with a layer-wise method (``ranks``: each group's): the
+    LayerwiseNet, each group's chains seen as one tensor, each group's per-layer errors and
+    each group's relative error over its kernels."""
     from tcompress.passes.layerwise import LayerwiseConfig, decompose_layers
 
     dense = src.module(device)
-    config = LayerwiseConfig(chosen.name, ranks, n_iter=refine, seed=seed)
+    groups = src.family.groups
+    per_group = ranks[0] if len(groups) == 1 else {g.group_name: r for g, r in zip(groups, ranks)}
+    config = LayerwiseConfig(chosen.name, per_group, n_iter=refine, seed=seed)
     net, squared = decompose_layers(dense, config, progress, family=src.family)
     net.meta.pop("notes", None)
-    keys = src.family.weight_keys()
-    norms = [float(src.state[k].double().square().sum()) for k in keys]
-    errors = [math.sqrt(e / max(n, 1e-300)) for e, n in zip(squared, norms)]
-    error = math.sqrt(sum(squared) / max(sum(norms), 1e-300))
-    return net, StackedChains(net), errors, error
+    errors, relative, start = [], [], 0
+    for group in groups:
+        norms = [float(src.state[k].double().square().sum()) for k in group.weight_keys()]
+        done = squared[start : start + len(norms)]
+        start += len(norms)
+        errors.append([math.sqrt(e / max(n, 1e-300)) for e, n in zip(done, norms)])
+        relative.append(math.sqrt(sum(done) / max(sum(norms), 1e-300)))
+    chains = [StackedChains(net, group.group_name) for group in groups]
+    return net, chains, errors, relative
 
 
 def _errors(chosen, fitted, W, errors):
@@ -436,9 +634,9 @@ def _errors(chosen, fitted, W, errors):
         return [math.sqrt(float(e)) for e in per], error
 
 
-def _statistics(src: Source, device, data, samples, seed):
-    """The block convolutions' input moments and BatchNorm scales on ``samples`` images of
-    ``data`` (a spec's training split, or an iterable of batches)."""
+def _statistics(src: Source, device, data, samples, seed) -> list:
+    """Each group's block convolutions' input moments and BatchNorm scales on ``samples``
+    images of ``data`` (a spec's training split, or an iterable of batches), in one pass."""
     from torch.utils.data import DataLoader
 
     from tcompress.data import make_dataset
@@ -448,7 +646,44 @@ def _statistics(src: Source, device, data, samples, seed):
     dense = src.module(device)
     if isinstance(data, str | os.PathLike):
         data = DataLoader(make_dataset(data, "train", n=samples, seed=seed), batch_size=16)
-    return block_statistics(dense, src.family.names, data, max_images=samples, seed=seed)
+    names = [g.names for g in src.family.groups]
+    return group_statistics(dense, names, data, max_images=samples, seed=seed)
+
+
+def _same_images(a, b) -> bool:
+    """Whether two data arguments name the same images (one spec, or one iterable)."""
+    if isinstance(a, str | os.PathLike) and isinstance(b, str | os.PathLike):
+        return os.fspath(a) == os.fspath(b)
+    return a is b
+
+
+def _whitened(names, modes, weights) -> list[str]:
+    """The summary's ``whitened``: the weighted modes' names ("group: mode" for several)."""
+    if len(names) == 1:
+        return [modes[0][0][k] for k in weights[0].modes]
+    return [f"{n}: {m[0][k]}" for n, m, w in zip(names, modes, weights) for k in w.modes]
+
+
+def _fit_groups(names, tensors, Ws, stats, iterations) -> dict:
+    """Data-aware refinement of every group's tensor (:func:`_fit_to_data`); one group's report,
+    or for several the figures of all of them together (output errors over the summed output
+    energy, weight error over the summed ||W||^2, iterations and seconds added up) with each
+    group's report under ``groups``."""
+    reports = [_fit_to_data(t, W, st, iterations) for t, W, st in zip(tensors, Ws, stats)]
+    if len(reports) == 1:
+        return reports[0]
+    with torch.no_grad():
+        outputs = [float(output_error(W, W, st)[1]) for W, st in zip(Ws, stats)]
+    norms = [float(W.double().square().sum()) for W in Ws]
+    return {
+        "error_before": _joint([r["error_before"] for r in reports], outputs),
+        "error_after": _joint([r["error_after"] for r in reports], outputs),
+        "iterations": sum(r["iterations"] for r in reports),
+        "images": reports[0]["images"],
+        "seconds": sum(r["seconds"] for r in reports),
+        "weight_error_before": _joint([r["weight_error_before"] for r in reports], norms),
+        "groups": [{"name": n, **r} for n, r in zip(names, reports)],
+    }
 
 
 def _fit_to_data(tensor, W, stats, iterations) -> dict:
@@ -465,13 +700,6 @@ def _fit_to_data(tensor, W, stats, iterations) -> dict:
     report = refine_to_data(work, W, stats, iterations=iterations)
     work.to(dtype)
     return dict(report.to_dict(), weight_error_before=weight_error)
-
-
-def _same_images(a, b) -> bool:
-    """Whether two data arguments name the same images (one spec, or one iterable)."""
-    if isinstance(a, str | os.PathLike) and isinstance(b, str | os.PathLike):
-        return os.fspath(a) == os.fspath(b)
-    return a is b
 
 
 def _finite_or_none(value: float) -> float | None:

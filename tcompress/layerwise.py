@@ -15,14 +15,14 @@ and exports like a T-Net.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from tcompress import methods
-from tcompress.errors import MethodError
-from tcompress.family import KernelFamily
+from tcompress.errors import MethodError, RankError, TcompressError
+from tcompress.family import KernelFamily, KernelGroups
 from tcompress.models.io import WrapsNetwork
 
 #: The modes of one block kernel, the tensor each layer-wise method decomposes.
@@ -41,9 +41,11 @@ class LayerwiseNet(WrapsNetwork, nn.Module):
         A layer-wise method of :mod:`tcompress.methods` (``"layerwise-tucker"``,
         ``"layerwise-cp"``, ``"tai"``).
     ranks
-        The ranks of every layer (as the method resolves them).
+        The ranks of every layer (as the method resolves them); for a family of several groups,
+        the same for all of them or a mapping group name -> its layers' ranks.
     family
-        The decomposed convolutions: module names of ``net`` and their index.
+        The decomposed convolutions: module names of ``net`` and their index
+        (:class:`~tcompress.family.KernelFamily`, or :class:`~tcompress.family.KernelGroups`).
     meta
         What :func:`tcompress.save` records besides the tensors (architecture, summary).
 
@@ -57,17 +59,39 @@ class LayerwiseNet(WrapsNetwork, nn.Module):
         self,
         net: nn.Module,
         method: str,
-        ranks: Sequence[int],
-        family: KernelFamily,
+        ranks: Sequence[int] | Mapping[str, Sequence[int]],
+        family: KernelFamily | KernelGroups,
         *,
         meta: dict | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.method = layer_method(method).name
-        self.ranks = tuple(int(r) for r in ranks)
+        names = [g.group_name for g in family.groups]
+        if isinstance(ranks, Mapping):
+            missing = [n for n in names if n not in ranks]
+            if missing:
+                raise RankError(
+                    f"ranks name groups {', '.join(ranks)}; expected ranks for every group of "
+                    f"the family ({', '.join(names)}), {missing[0]!r} has none"
+                )
+            self.group_ranks = {n: tuple(int(r) for r in ranks[n]) for n in names}
+        else:
+            self.group_ranks = {n: tuple(int(r) for r in ranks) for n in names}
         self.family = family
         self.meta = dict(meta or {})
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """The ranks of every layer: one group's, or those every group shares."""
+        distinct = set(self.group_ranks.values())
+        if len(distinct) > 1:
+            raise TcompressError(
+                "this network's groups have ranks of their own ("
+                + ", ".join(f"{n}: {r}" for n, r in self.group_ranks.items())
+                + "); expected one group, or use group_ranks"
+            )
+        return next(iter(distinct))
 
     @property
     def config(self):
@@ -86,20 +110,34 @@ class LayerwiseNet(WrapsNetwork, nn.Module):
 
     @property
     def kernel_shape(self) -> tuple[int, int, int, int]:
-        """(f_out, f_in, h, w) of the decomposed kernels (all alike in a family)."""
-        _, layers = next(iter(self.block_layers()))
+        """(f_out, f_in, h, w) of the decomposed kernels (all alike in a group; the first
+        group's, :meth:`group_kernel_shape` gives each group's)."""
+        return self.group_kernel_shape(self.family.groups[0].group_name)
+
+    def group_kernel_shape(self, name: str) -> tuple[int, int, int, int]:
+        """(f_out, f_in, h, w) of the kernels of group ``name``."""
+        layers = self.net.get_submodule(self._group(name).names[0])
         with torch.no_grad():
             return tuple(self.layer_method.kernel(layers).shape)
+
+    def _group(self, name: str) -> KernelFamily:
+        family = self.family
+        return family if isinstance(family, KernelFamily) else family.group(name)
 
     @property
     def layer_method(self):
         """The :class:`~tcompress.methods.base.LayerMethod` the chains belong to."""
         return methods.get(self.method)
 
-    def block_layers(self) -> Iterator[tuple[tuple[int, ...], nn.Sequential]]:
-        """Index and chain of every decomposed convolution, in W's row-major order."""
-        for index, name in self.family.members:
-            yield index, self.net.get_submodule(name)
+    def block_layers(
+        self, group: str | None = None
+    ) -> Iterator[tuple[tuple[int, ...], nn.Sequential]]:
+        """Index and chain of every decomposed convolution, in W's row-major order (each
+        group's in turn; of group ``group`` only when given)."""
+        groups = self.family.groups if group is None else (self._group(group),)
+        for family in groups:
+            for index, name in family.members:
+                yield index, self.net.get_submodule(name)
 
     def kernels(self) -> list[torch.Tensor]:
         """The dense kernels the chains compute, in W's order (f_out, f_in, h, w each)."""
@@ -107,7 +145,9 @@ class LayerwiseNet(WrapsNetwork, nn.Module):
         return [kernel(layers) for _, layers in self.block_layers()]
 
     def extra_repr(self) -> str:
-        return f"method={self.method}, ranks={self.ranks}"
+        if len(set(self.group_ranks.values())) == 1:
+            return f"method={self.method}, ranks={self.ranks}"
+        return f"method={self.method}, ranks={self.group_ranks}"
 
     def forward(self, *args, **kwargs):
         return self.net(*args, **kwargs)
@@ -116,18 +156,20 @@ class LayerwiseNet(WrapsNetwork, nn.Module):
 class StackedChains(nn.Module):
     """The chains of a :class:`LayerwiseNet` seen as one tensor: :meth:`full` stacks the kernels
     they compute into W's layout, so what fits a T-Net's tensor to W (data-aware refinement) fits
-    the chains too. The chains are shared with the network, not copied.
+    the chains too. The chains are shared with the network, not copied. For a family of several
+    groups, the chains of group ``group`` (default: the first).
 
     Shapes
     ------
     full(): (*grid, f_in, f_out, h, w).
     """
 
-    def __init__(self, model: LayerwiseNet) -> None:
+    def __init__(self, model: LayerwiseNet, group: str | None = None) -> None:
         super().__init__()
         self.layer_method = model.layer_method
-        self.grid = tuple(model.family.grid)
-        self.chains = nn.ModuleList(layers for _, layers in model.block_layers())
+        name = group if group is not None else model.family.groups[0].group_name
+        self.grid = tuple(model._group(name).grid)
+        self.chains = nn.ModuleList(layers for _, layers in model.block_layers(name))
 
     def full(self) -> torch.Tensor:
         kernels = torch.stack([self.layer_method.kernel(layers) for layers in self.chains])
@@ -136,15 +178,20 @@ class StackedChains(nn.Module):
 
 
 def layerwise_skeleton(
-    net: nn.Module, family: KernelFamily, method: str, ranks: Sequence[int]
+    net: nn.Module,
+    family: KernelFamily | KernelGroups,
+    method: str,
+    ranks: Sequence[int] | Mapping[str, Sequence[int]],
 ) -> LayerwiseNet:
     """A :class:`LayerwiseNet` from the dense ``net`` (changed in place; built on the meta device
     for a known layout), every family member replaced by an uninitialised chain, to load a
-    state_dict into with ``assign=True``."""
+    state_dict into with ``assign=True``; ``ranks`` as for :class:`LayerwiseNet`."""
     skeleton = layer_method(method).skeleton
-    for _, name in family.members:
-        conv = net.get_submodule(name)
-        net.set_submodule(name, skeleton(ranks, conv, device="meta"))
+    for group in family.groups:
+        group_ranks = ranks[group.group_name] if isinstance(ranks, Mapping) else ranks
+        for name in group.names:
+            conv = net.get_submodule(name)
+            net.set_submodule(name, skeleton(group_ranks, conv, device="meta"))
     return LayerwiseNet(net, method, ranks, family)
 
 
@@ -154,7 +201,7 @@ def dense_layers(model: LayerwiseNet) -> nn.Module:
     method = model.layer_method
     net = copy.deepcopy(model.net)
     with torch.no_grad():
-        for _, name in model.family.members:
+        for name in model.family.names:
             layers = net.get_submodule(name)
             kernel = method.kernel(layers)
             geometry = method.geometry(layers)
@@ -182,7 +229,7 @@ def plain_layers(model: LayerwiseNet) -> nn.Module:
     chain."""
     net = copy.deepcopy(model.net)
     with torch.no_grad():
-        for _, name in model.family.members:
+        for name in model.family.names:
             layers = net.get_submodule(name)
             for i, layer in enumerate(layers):
                 if hasattr(layer, "to_conv"):

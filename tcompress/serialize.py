@@ -18,6 +18,13 @@ A layer-wise compressed network (:class:`~tcompress.layerwise.LayerwiseNet`) is 
 format, with the same architecture record: its method (``layerwise-tucker``, ``layerwise-cp``,
 ``tai``) and per-layer ranks, with the kernel's modes (f_out, f_in, h, w) as ``mode_names`` /
 ``mode_sizes``.
+
+A network whose family has several groups (one tensor per group of same-shape kernels,
+:class:`~tcompress.family.KernelGroups`) is written as format version 2: ``ranks``,
+``mode_names`` and ``mode_sizes`` are empty lists and ``groups`` lists, per group, its ``name``,
+``ranks``, ``mode_names`` and ``mode_sizes``; its tensors are ``tensors.0.*``, ``tensors.1.*``,
+... in the family's order (``architecture.family`` records the groups). A version-1 reader
+refuses such a file by its version; files of one tensor stay version 1, as they were.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from torch import nn
 from tcompress import __version__, methods
 from tcompress.checkpoint import check_finite, read_checkpoint, save_torch
 from tcompress.errors import CheckpointError, MethodError, TcompressError, param
-from tcompress.family import KernelFamily, layout_family
+from tcompress.family import family_from_dict, layout_family
 from tcompress.layerwise import LAYER_MODE_NAMES, LayerwiseNet, layerwise_skeleton
 from tcompress.layouts import (
     ARCHITECTURES,
@@ -47,6 +54,8 @@ from tcompress.tnet import TNet, tensorize
 
 FORMAT = "tcompress.tnet"
 FORMAT_VERSION = 1
+#: The version of a file whose family has several groups (one tensor each).
+GROUPS_FORMAT_VERSION = 2
 
 
 def save(tnet: TNet | LayerwiseNet, path: str | os.PathLike, *, force: bool = True) -> None:
@@ -89,24 +98,64 @@ def to_payload(tnet: TNet | LayerwiseNet) -> dict:
             "so that the file can rebuild the network"
         )
     family = architecture.get("family")
-    if layerwise:
-        mode_names, mode_sizes = LAYER_MODE_NAMES, tnet.kernel_shape
-    else:
-        mode_names = KernelFamily.from_dict(family).all_mode_names if family else MODE_NAMES
-        mode_sizes = tnet.tensor.shape
-    return {
+    groups = _groups(tnet, family)
+    payload = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if len(groups) == 1 else GROUPS_FORMAT_VERSION,
         "tcompress_version": __version__,
         "architecture": architecture,
         "method": tnet.method,
-        "ranks": list(tnet.ranks),
-        "mode_names": list(mode_names),
-        "mode_sizes": list(mode_sizes),
+        "ranks": groups[0]["ranks"] if len(groups) == 1 else [],
+        "mode_names": groups[0]["mode_names"] if len(groups) == 1 else [],
+        "mode_sizes": groups[0]["mode_sizes"] if len(groups) == 1 else [],
         "forward": tnet.forward_form,
         "summary": dict(tnet.meta.get("summary", {})),
         "state_dict": {k: v.detach().cpu() for k, v in tnet.state_dict().items()},
     }
+    if len(groups) > 1:
+        payload["groups"] = groups
+    return payload
+
+
+def _groups(tnet: TNet | LayerwiseNet, family: dict | None) -> list[dict]:
+    """Name, ranks, mode names and sizes of every tensor (a layer-wise network: of every group's
+    layers), in the family's order."""
+    if isinstance(tnet, LayerwiseNet):
+        return [
+            {
+                "name": name,
+                "ranks": list(ranks),
+                "mode_names": list(LAYER_MODE_NAMES),
+                "mode_sizes": list(tnet.group_kernel_shape(name)),
+            }
+            for name, ranks in tnet.group_ranks.items()
+        ]
+    if len(tnet.group_names) == 1:
+        names = family_from_dict(family).all_mode_names if family else MODE_NAMES
+        return [
+            {
+                "name": tnet.group_names[0],
+                "ranks": list(tnet.ranks),
+                "mode_names": list(names),
+                "mode_sizes": list(tnet.tensor.shape),
+            }
+        ]
+    recorded = family_from_dict(family) if family else tnet.family
+    if recorded is None:
+        raise CheckpointError(
+            f"the T-Net of {len(tnet.group_names)} tensors records no kernel family; convert "
+            "it with tcompress.convert so that the file can name each tensor's modes"
+        )
+    modes = {g.group_name: g.all_mode_names for g in recorded.groups}
+    return [
+        {
+            "name": name,
+            "ranks": list(group.tensor.ranks),
+            "mode_names": list(modes[name]),
+            "mode_sizes": list(group.tensor.shape),
+        }
+        for name, group in tnet.groups.items()
+    ]
 
 
 def load(
@@ -146,15 +195,22 @@ def from_payload(
     payload: dict, path: str, *, forward: str | None = None, arch: str | None = None
 ) -> TNet | LayerwiseNet:
     version = payload.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in (FORMAT_VERSION, GROUPS_FORMAT_VERSION):
         raise CheckpointError(
             f"T-Net file '{path}' has format version {version!r}; this tcompress "
-            f"({__version__}) reads version {FORMAT_VERSION}"
+            f"({__version__}) reads versions {FORMAT_VERSION} and {GROUPS_FORMAT_VERSION}"
         )
     try:
         architecture = payload["architecture"]
-        method, ranks = payload["method"], [int(r) for r in payload["ranks"]]
-        shape = [int(s) for s in payload["mode_sizes"]]
+        method = payload["method"]
+        if version == FORMAT_VERSION:
+            recorded = [(None, payload["ranks"], payload["mode_sizes"])]
+        else:
+            recorded = [(g["name"], g["ranks"], g["mode_sizes"]) for g in payload["groups"]]
+        tensors = [
+            (name, [int(r) for r in ranks], [int(s) for s in sizes])
+            for name, ranks, sizes in recorded
+        ]
         state = payload["state_dict"]
         net, family = _dense_skeleton(architecture, path, arch)
     except (KeyError, TypeError) as e:
@@ -166,14 +222,23 @@ def from_payload(
             f"T-Net file '{path}' has method {method!r}; expected one of "
             f"{', '.join(methods.names())}"
         ) from None
-    _check_ranks(chosen, ranks, shape, path)
+    names = [g.group_name for g in family.groups]
+    if len(tensors) != len(names) or (len(names) > 1 and [t[0] for t in tensors] != names):
+        raise CheckpointError(
+            f"T-Net file '{path}' records tensors {[t[0] for t in tensors]}; expected one per "
+            f"group of its family ({', '.join(names)})"
+        )
+    for _, ranks, shape in tensors:
+        _check_ranks(chosen, ranks, shape, path)
     if chosen.kind == methods.LAYERWISE:
+        ranks = tensors[0][1] if len(names) == 1 else {n: t[1] for n, t in zip(names, tensors)}
         tnet = layerwise_skeleton(net, family, chosen.name, ranks)
     else:
         with torch.device("meta"):
-            tensor = chosen.empty(shape, ranks)
+            empty = [chosen.empty(shape, ranks) for _, ranks, shape in tensors]
         forward = forward or payload.get("forward", "reconstructed")
-        tnet = TNet(tensorize(net, family), tensor, forward=forward)
+        shared = empty[0] if len(names) == 1 else dict(zip(names, empty))
+        tnet = TNet(tensorize(net, family), shared, forward=forward, family=family)
     check_state_matches(StateSpec.of(tnet), state, path)
     check_finite(state, path)
     tnet.load_state_dict(state, strict=True, assign=True)
@@ -193,7 +258,7 @@ def _dense_skeleton(architecture: dict, path: str, arch: str | None):
                 f"{param('arch', recorded)} to load it: tcompress does not import code a file "
                 "names"
             )
-        return build_factory(arch), KernelFamily.from_dict(architecture["family"])
+        return build_factory(arch), family_from_dict(architecture["family"])
     if name not in ARCHITECTURES:
         raise CheckpointError(
             f"T-Net file '{path}' has architecture {name!r}; expected one of "

@@ -24,8 +24,8 @@ from torch.nn.parameter import is_lazy
 from tcompress import __version__
 from tcompress.checkpoint import Checkpoint, check_finite, read_checkpoint
 from tcompress.decompose._threads import one_thread
-from tcompress.errors import CheckpointError, TcompressError, param
-from tcompress.family import KernelFamily, layout_family, pattern_family
+from tcompress.errors import CheckpointError, FamilyError, TcompressError, param
+from tcompress.family import KernelFamily, KernelGroups, layout_family, pattern_family
 from tcompress.layouts import (
     CUSTOM,
     KNOWN_MODELS,
@@ -49,7 +49,7 @@ class Source:
     configuration)."""
 
     state: dict[str, torch.Tensor]
-    family: KernelFamily
+    family: KernelFamily | KernelGroups
     dense: nn.Module
     architecture: dict
     params_before: int
@@ -58,8 +58,19 @@ class Source:
     where: str = "model"
 
     def stacked(self) -> torch.Tensor:
-        """W: the family's kernels stacked, (grid modes..., f_in, f_out, h, w)."""
+        """W: the family's kernels stacked, (grid modes..., f_in, f_out, h, w), for a family of
+        one tensor (:meth:`stacked_groups` gives every group's)."""
+        if len(self.family.groups) > 1:
+            raise FamilyError(
+                f"the kernel family has {len(self.family.groups)} groups "
+                f"({', '.join(g.group_name for g in self.family.groups)}), one tensor each; "
+                "expected one group (stacked_groups() gives each group's tensor)"
+            )
         return self.family.stack(self.state)
+
+    def stacked_groups(self) -> list[torch.Tensor]:
+        """Each group's W, in the family's order (one tensor for a family of one group)."""
+        return [group.stack(self.state) for group in self.family.groups]
 
     def module(self, device: str | torch.device | None = None) -> nn.Module:
         """A copy of the dense network holding the state (tensors shared, not copied)."""
@@ -73,8 +84,8 @@ class Source:
 
     def without_kernels(self, replace, device: str | torch.device | None = None) -> nn.Module:
         """A copy of the dense network after ``replace(net, family)`` swapped every family member
-        for modules of its own, the rest of the weights copied from the state (so fine-tuning never
-        touches the source model)."""
+        (of every group) for modules of its own, the rest of the weights copied from the state
+        (so fine-tuning never touches the source model)."""
         net = replace(self._copy_dense(), self.family)
         kernels = set(self.family.weight_keys())
         # Hundreds of small copies: on one thread (a parallel copy's barrier waits for a

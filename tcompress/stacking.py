@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from tcompress.decompose._threads import one_thread
+from tcompress.layouts import CUSTOM
 from tcompress.models import HourglassConfig, StackedHourglass
 
 MODE_NAMES = ("stack", "depth", "pathway", "block", "f_in", "f_out", "h", "w")
@@ -26,6 +27,66 @@ MODE_DESCRIPTIONS = (
     "kernel height",
     "kernel width",
 )
+#: The hourglass's grid modes; the last four modes (channels, kernel) are every family's.
+_GRID_MODES, _KERNEL_MODES = MODE_NAMES[:4], MODE_NAMES[4:]
+#: Values of a grid mode shown in full; more are shown as the first few and the last.
+_VALUES_SHOWN = 6
+
+
+def mode_descriptions(described: Mapping) -> list[str]:
+    """What every mode of a tensor means, one line per mode, for the tables of ``tcompress info``,
+    ``convert`` and ``analyze``.
+
+    ``described`` is anything naming the modes under ``mode_names``: a conversion summary (its
+    ``architecture`` a name), one of its ``groups``, a saved file's description (its
+    ``architecture`` a dict), a kernel family (:meth:`~tcompress.family.KernelFamily.to_dict`,
+    grid modes only) or an analysis record. The hourglass layouts' modes are described as
+    :data:`MODE_DESCRIPTIONS`. A family read off module names (``--family``, its architecture
+    ``custom``, or ``mode_values`` given) has its grid modes described by their own names and the
+    values they took, "stage (from the module names: values 1, 2, 3)" (the values of
+    ``mode_values``, or of a summary's only group; without them, the name alone), then
+    "input features", "output features", "kernel height", "kernel width".
+    """
+    names = tuple(described["mode_names"])
+    grid = names[: -len(_KERNEL_MODES)] if names[-len(_KERNEL_MODES) :] == _KERNEL_MODES else names
+    values = list(described.get("mode_values") or ())
+    groups = described.get("groups") or []
+    if not values and len(groups) == 1:
+        values = list(groups[0].get("mode_values") or ())
+    architecture = described.get("architecture")
+    if isinstance(architecture, Mapping):
+        architecture = architecture.get("name")
+    custom = architecture == CUSTOM or bool(values) or grid != _GRID_MODES
+    if not custom:
+        return list(MODE_DESCRIPTIONS)
+    lines = [
+        _grid_description(name, values[k] if k < len(values) else ()) for k, name in enumerate(grid)
+    ]
+    return lines + list(MODE_DESCRIPTIONS[len(_GRID_MODES) :])
+
+
+def _grid_description(name: str, values: Sequence) -> str:
+    """``stage (from the module names: values 1, 2, 3)``; long lists shortened, with a count.
+
+    A mode whose values hold dots lists the kernels present: the parts of a group that does not
+    fill its grid, joined (``block_conv``: ``0.2``, ``1.1``, ...), described as
+    ``block.conv of the kernels present`` where the name splits into as many parts as the
+    values have."""
+    shown = [str(v) for v in values]
+    if not shown:
+        return f"{name} (from the module names)"
+    merged = any("." in v for v in shown)
+    what = "values"
+    if merged:
+        parts = name.split("_")
+        fits = all(v.count(".") == len(parts) - 1 for v in shown)
+        what = f"{'.'.join(parts) if fits else 'parts'} of the kernels present,"
+    count = f" ({len(shown)} {'kernels' if merged else 'values'})"
+    if len(shown) > _VALUES_SHOWN:
+        shown = [*shown[: _VALUES_SHOWN - 2], "...", shown[-1]]
+    else:
+        count = ""
+    return f"{name} (from the module names: {what} {', '.join(shown)}{count})"
 
 
 def tensor_shape(config: HourglassConfig, kernel_size: tuple[int, int] = (3, 3)) -> tuple[int, ...]:

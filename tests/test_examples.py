@@ -13,6 +13,7 @@ QUICK = {
     "convert_and_finetune.py": ["--quick", "-o", "{tmp}/tnet.pt"],
     "compare_bundled_model.py": ["--quick", "-o", "{tmp}/compare"],
     "train_bundled_model.py": ["--quick", "--out", "{tmp}/hourglass.pth"],
+    "custom_network.py": ["--quick", "-o", "{tmp}/custom-tnet.pt"],
 }
 
 
@@ -43,6 +44,7 @@ def test_quick_mode_runs(name, tmp_path):
         "convert_and_finetune.py": ["tnet.pt"],
         "compare_bundled_model.py": ["compare.json", "compare.png"],
         "train_bundled_model.py": ["hourglass.json", "hourglass.pth"],
+        "custom_network.py": ["custom-tnet.pt", "custom-tnet.onnx"],
     }[name]
     assert set(expected) <= set(written), written
 

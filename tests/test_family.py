@@ -46,16 +46,19 @@ def test_pattern_syntax():
 
 
 def test_resnet_family_reports_what_stays_dense(dense_resnet):
+    # The stride-2 layer3.0.conv1 is alone of its geometry: dense. The other 11 do not fill the
+    # stage x block x conv grid, so those modes merge into one listing the kernels present.
     family = pattern_family(dense_resnet, RESNET[1])
-    assert family.mode_names == ("stage", "block", "conv")
-    assert family.grid == (2, 2, 2)
-    assert family.mode_values == (("1", "2"), ("0", "1"), ("1", "2"))
-    assert family.members[0] == ((0, 0, 0), "layer1.0.conv1")
-    assert family.members[-1] == ((1, 1, 1), "layer2.1.conv2")
-    assert family.left_out[0].startswith("layer3.0.conv1 (shape 8x8x3x3, stride (2, 2)")
-    assert family.left_out[1:] == tuple(
-        f"{n} (outside the full grid: stage '3' lacks kernels of the family's shape)"
-        for n in ("layer3.0.conv2", "layer3.1.conv1", "layer3.1.conv2")
+    assert family.mode_names == ("stage_block_conv",)
+    assert family.grid == (11,)
+    assert family.mode_values[0][:3] == ("1.0.1", "1.0.2", "1.1.1")
+    assert family.mode_values[0][-3:] == ("3.0.2", "3.1.1", "3.1.2")
+    assert family.members[0] == ((0,), "layer1.0.conv1")
+    assert family.members[-1] == ((10,), "layer3.1.conv2")
+    assert family.name == "8x8x3x3"  # no common prefix: named by its shape
+    assert family.left_out == (
+        "layer3.0.conv1 (shape 8x8x3x3, stride (2, 2), padding (1, 1); no other matching "
+        "convolution has this geometry)",
     )
 
 
@@ -64,18 +67,18 @@ def test_resnet_full_rank_from_a_checkpoint_is_exact(tmp_path, dense_resnet, x, 
     path = tmp_path / "resnet.pth"
     torch.save({"model": {f"module.{k}": v for k, v in dense_resnet.state_dict().items()}}, path)
     tnet = tcompress.convert(path, arch=RESNET[0], family=RESNET[1], forward=form).eval()
-    assert tnet.summary["mode_sizes"] == [2, 2, 2, 8, 8, 3, 3]
+    assert tnet.summary["mode_sizes"] == [11, 8, 8, 3, 3]
     assert tnet.summary["architecture"] == "custom"
-    assert len(tnet.summary["left_out"]) == 4
+    assert len(tnet.summary["left_out"]) == 1
     with torch.no_grad():
         assert error(tnet(x), dense_resnet(x)) <= EXACT
 
 
 def test_resnet_reduced_rank_parameter_count(dense_resnet):
-    ranks = (2, 1, 2, 4, 5, 3, 3)
+    ranks = (4, 4, 5, 3, 3)
     tnet = tcompress.convert(dense_resnet, "tucker", ranks, arch=RESNET[0], family=RESNET[1])
     before = sum(p.numel() for p in dense_resnet.parameters())
-    shape = (2, 2, 2, 8, 8, 3, 3)
+    shape = (11, 8, 8, 3, 3)
     expected = before - math.prod(shape) + math.prod(ranks)
     expected += sum(d * r for d, r in zip(shape, ranks))
     assert tnet.summary["params_after"] == expected == sum(p.numel() for p in tnet.parameters())
@@ -96,7 +99,7 @@ def test_unet_named_parts_and_two_outputs(x):
 
 def test_save_needs_the_factory_again_to_load(tmp_path, dense_resnet, x):
     tnet = tcompress.convert(
-        dense_resnet, "tucker", (2, 2, 2, 4, 4, 3, 3), arch=RESNET[0], family=RESNET[1]
+        dense_resnet, "tucker", (4, 4, 4, 3, 3), arch=RESNET[0], family=RESNET[1]
     ).eval()
     tcompress.save(tnet, tmp_path / "t.pt")
     with pytest.raises(
@@ -161,13 +164,13 @@ def test_cli_convert_and_export_with_arch(tmp_path, dense_resnet):
             "--family",
             RESNET[1],
             "--ranks",
-            "stage=1,f_in=4",
+            "stage_block_conv=3,f_in=4",
             "-o",
             str(tmp_path / "t.pt"),
         ],
     )
     assert r.exit_code == 0, r.output
-    assert "4 matching convolution(s) left dense" in r.output
+    assert "1 matching convolution(s) left dense" in r.output
     assert "layer3.0.conv1 (shape 8x8x3x3, stride (2, 2)" in r.output
     r = runner.invoke(main, ["export", str(tmp_path / "t.pt"), "-o", str(tmp_path / "t.onnx")])
     assert r.exit_code == 2 and "pass --arch tests.family_models:resnet to load it" in r.output

@@ -66,6 +66,9 @@ def bench(files, input_size, batch, threads, repeats, warmup, providers, as_json
     the share of the MACs that runs in int8. An .ort file's MACs are counted from the .onnx file
     of the same name beside it, and are unknown without one.
 
+    The export of a network converted with --arch is timed like any other (its input is read
+    off the file): an ONNX file holds its whole graph, so bench needs no --arch.
+
     \b
     Examples:
       tcompress bench dense.onnx tnet.onnx

@@ -28,15 +28,18 @@ from tcompress.vocabulary import FORWARD_FORMS
     default="full",
     show_default=True,
     help="In the method's grammar (a hourglass's modes: stack,depth,pathway,block,f_in,f_out,h,"
-    "w). " + methods.rank_help(),
+    "w). " + methods.rank_help() + " A --family of several groups (one tensor per kernel "
+    "geometry) takes ranks per group: 'layer1:f_in=32;layer3:f_in=128,f_out=128'; ranks without "
+    "a group apply to every group where they fit, a group not named keeps full (or chosen) "
+    "ranks.",
 )
 @click.option(
     "--ratio",
     type=float,
     default=None,
     help="Choose the ranks for this whole-network compression ratio (T-Nets: met within 3%, "
-    "ranks given with --ranks stay fixed; layer-wise: the per-layer rank, the same for every "
-    "layer, whose ratio is nearest).",
+    "ranks given with --ranks stay fixed, several groups' ranks chosen together; layer-wise: the "
+    "per-layer rank, the same for every layer, whose ratio is nearest).",
 )
 @click.option(
     "--energy",
@@ -103,7 +106,8 @@ from tcompress.vocabulary import FORWARD_FORMS
     default=None,
     metavar="PATTERN",
     help="With --arch: module names of the convolutions to stack, whose {named} parts become "
-    "the leading modes, e.g. 'layer{stage}.{block}.conv{conv}' ('*' matches within a part).",
+    "the leading modes, e.g. 'layer{stage}.{block}.conv{conv}' ('*' matches within a part); "
+    "one tensor per group of same-geometry kernels, a kernel alone of its geometry stays dense.",
 )
 @click.option("--device", default="cpu", show_default=True, help="Where to decompose (cpu, cuda).")
 @click.option(
@@ -156,6 +160,9 @@ def convert(
       tcompress convert hg.pth --method tr --ranks 1,8,24,48,96,9,3,2 -o tnet-tr.pt
       tcompress convert resnet.pth --arch mymodels:resnet \\
           --family 'layer{stage}.{block}.conv{conv}' --ranks conv=1,f_in=32 -o tnet.pt
+      tcompress convert resnet34.pth --arch mymodels:resnet34 \\
+          --family 'layer{stage}.{block}.conv{conv}' \\
+          --ranks 'layer1:f_in=32;layer3:f_in=128,f_out=128' -o tnet.pt
       tcompress convert hg.pth --method layerwise-tucker --ranks 64,64 -o hg-lw.pt
       tcompress convert hg.pth --method tai --ratio 3 -o hg-tai.pt
     """

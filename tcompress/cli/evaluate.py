@@ -84,6 +84,10 @@ def evaluate(
     --mpii-mat), a strict threshold, every annotated joint, Head = head top, Mean over the 14
     joints but pelvis and thorax. On synthetic data joints are scored in the crop.
 
+    PCKh needs a network that outputs joint heatmaps: a network converted with --arch (your
+    own, whose task tcompress does not know) and an ONNX file without heatmap outputs are
+    refused; score them with your own metric in Python, as examples/custom_network.py does.
+
     \b
     Examples:
       tcompress evaluate hg.pth --data synthetic -n 500
@@ -93,9 +97,18 @@ def evaluate(
       tcompress evaluate tnet.onnx --data synthetic --json
     """
     from tcompress.cli.progress import CountProgress
-    from tcompress.cli.render import print_json
+    from tcompress.cli.render import print_json, refuse_custom_network
     from tcompress.evaluation import evaluate as run_evaluation
 
+    if str(model).endswith(".onnx"):
+        refuse_without_heatmaps(model)
+    elif not str(model).endswith(".ort"):  # ONNX Runtime's format: its outputs are checked later
+        refuse_custom_network(
+            model,
+            "evaluate",
+            "scores pose heatmaps (PCKh@0.5 on joints)",
+            "Score it with your own metric on {load}, or its ONNX export in ONNX Runtime",
+        )
     with CountProgress("Evaluating", show=not as_json) as bar:
         report = run_evaluation(
             model,
@@ -117,6 +130,37 @@ def evaluate(
         print_json(report.to_dict())
     else:
         print_evaluation(report)
+
+
+def refuse_without_heatmaps(path) -> None:
+    """Refuse an ONNX file none of whose outputs can be heatmaps (4-d, or 5-d stacked), such as
+    the export of a classification network converted with --arch; a file whose graph does not
+    say its output shapes, or cannot be read, is left to the evaluation's own checks."""
+    import onnx
+
+    from tcompress.cli.render import CUSTOM_EXAMPLE
+    from tcompress.errors import EvaluationError
+
+    try:
+        outputs = onnx.load(str(path), load_external_data=False).graph.output
+    except Exception:  # not there or not ONNX: the evaluation's loading says what is wrong
+        return
+    if not outputs or not all(o.type.tensor_type.HasField("shape") for o in outputs):
+        return
+    shapes = [
+        [d.dim_value or d.dim_param or "?" for d in o.type.tensor_type.shape.dim] for o in outputs
+    ]
+    if any(len(shape) in (4, 5) for shape in shapes):
+        return
+    shown = ", ".join(
+        f"'{o.name}' of shape ({', '.join(map(str, shape))})" for o, shape in zip(outputs, shapes)
+    )
+    raise EvaluationError(
+        f"ONNX file '{path}' has output(s) {shown}; tcompress evaluate scores pose heatmaps "
+        "(PCKh@0.5 on joints) and expects (N, joints, h, w) outputs, as the exports of the "
+        "stacked hourglasses have. Score a network of your own in ONNX Runtime with your own "
+        f"metric ({CUSTOM_EXAMPLE} shows how)"
+    )
 
 
 def print_evaluation(report) -> None:

@@ -16,17 +16,23 @@ from tcompress.cli import handle_errors, main
     default=None,
     metavar="MODULE:FACTORY",
     help="For a T-Net or layer-wise network converted with --arch: the factory that builds "
-    "its network.",
+    "its network (its parameters are then counted; without it, the figures the file records).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @handle_errors
 def info(file, arch, as_json):
     """Describe FILE: a dense stacked-hourglass checkpoint, a T-Net or a layer-wise network.
 
+    Every mode of W is listed with what it means: the hourglass's (stack, depth, pathway,
+    block), or for a network converted with --arch and --family, the pattern's own parts and the
+    values they took in the module names; one block per tensor where the conversion made one
+    tensor per group of same-shape kernels.
+
     \b
     Examples:
       tcompress info hg.pth
       tcompress info tnet.pt --json
+      tcompress info resnet-tnet.pt --arch mymodels:resnet
     """
     from tcompress.cli.render import print_json, print_summary, stdout
     from tcompress.describe import describe
@@ -70,4 +76,4 @@ def info(file, arch, as_json):
         console.print(
             f"converted from {source} (sha256 {description['summary']['source_sha256'][:16]}...)"
         )
-    print_summary(console, description["summary"])
+    print_summary(console, description["summary"], architecture=architecture)

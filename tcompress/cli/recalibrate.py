@@ -40,13 +40,33 @@ def recalibrate(
     """Re-estimate every BatchNorm's running statistics of MODEL (dense or T-Net) from forward
     passes over unlabeled images; weights are unchanged.
 
+    The images are prepared as the hourglasses expect them (crop, size, pixel scale). A network
+    converted with --arch (your own, with its own preprocessing) is refused: re-estimate its
+    statistics on your own image batches with tcompress.train.recalibrate_batchnorm, as
+    examples/custom_network.py does.
+
     \b
     Examples:
       tcompress recalibrate tnet.pt --data images/ -o tnet-recal.pt
       tcompress recalibrate tnet.pt --data synthetic -n 256 -o tnet-recal.pt
     """
-    from tcompress.cli.render import print_json, quiet_status, stderr, stdout
+    from tcompress.cli.render import (
+        print_json,
+        quiet_status,
+        refuse_custom_network,
+        stderr,
+        stdout,
+    )
     from tcompress.train import recalibrate_model
+
+    refuse_custom_network(
+        model,
+        "recalibrate",
+        "feeds it images prepared as the hourglasses expect them (crop, size, pixel scale), "
+        "not as your network's own preprocessing does",
+        "Re-estimate its BatchNorm statistics on your own image batches with "
+        "tcompress.train.recalibrate_batchnorm({load}, batches)",
+    )
 
     status = quiet_status() if as_json else stderr().status("Re-estimating", spinner="dots")
     with status:

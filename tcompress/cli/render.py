@@ -1,9 +1,11 @@
-"""Rich tables for conversion summaries and model descriptions."""
+"""Rich tables for conversion summaries and model descriptions, and what the commands share
+around them (record files; the pose commands' refusal of a network of the user's own)."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -11,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tcompress import methods
-from tcompress.stacking import MODE_DESCRIPTIONS
+from tcompress.layouts import CUSTOM
+from tcompress.stacking import mode_descriptions
 
 
 def stdout() -> Console:
@@ -28,6 +31,9 @@ def print_json(obj: dict) -> None:
 
 
 def modes_table(summary: dict, title: str = "Weight tensor W") -> Table:
+    """One row per mode of W: name, meaning (:func:`~tcompress.stacking.mode_descriptions`),
+    size and, for a method with one rank per mode (Tucker), its rank. ``summary`` is a
+    conversion summary or one of its ``groups`` with the method added."""
     per_mode = methods.get(summary["method"]).per_mode  # one rank per mode (Tucker)
     table = Table(title=title, title_justify="left")
     table.add_column("mode")
@@ -36,8 +42,9 @@ def modes_table(summary: dict, title: str = "Weight tensor W") -> Table:
     table.add_column("size", justify="right")
     if per_mode:
         table.add_column("rank", justify="right")
+    meanings = mode_descriptions(summary)
     for k, (name, size) in enumerate(zip(summary["mode_names"], summary["mode_sizes"])):
-        row = [str(k + 1), name, MODE_DESCRIPTIONS[k], str(size)]
+        row = [str(k + 1), name, meanings[k], str(size)]
         if per_mode:
             rank = summary["ranks"][k]
             row.append(f"{rank}" if rank < size else f"{rank} (full)")
@@ -45,9 +52,9 @@ def modes_table(summary: dict, title: str = "Weight tensor W") -> Table:
     return table
 
 
-def bonds_table(summary: dict) -> Table:
+def bonds_table(summary: dict, title: str | None = None) -> Table:
     """One row per bond; a ring's last bond joins the last mode to the first."""
-    table = Table(title=f"{summary['method'].upper()} bond ranks", title_justify="left")
+    table = Table(title=title or f"{summary['method'].upper()} bond ranks", title_justify="left")
     names = summary["mode_names"]
     table.add_column("bond")
     table.add_column("between")
@@ -118,20 +125,38 @@ def _footer(console: Console, summary: dict, out: str | None) -> None:
         console.print(f"wrote {out}")
 
 
-def print_summary(console: Console, summary: dict, out: str | None = None) -> None:
+def print_summary(
+    console: Console, summary: dict, out: str | None = None, *, architecture: dict | None = None
+) -> None:
+    """A conversion: method, how the ranks were chosen, the modes of W with their meanings, the
+    parameters and the error; one block per tensor when the summary's ``groups`` hold several.
+    ``architecture`` is a saved file's (its kernel family names the values of the grid modes)."""
     method = methods.get(summary["method"])
     if method.kind == methods.LAYERWISE:
         print_layerwise_summary(console, summary, out)
         return
-    init = method.initialisation(summary)
-    if summary.get("whitened"):
-        init += f" of W weighted on the data in modes {', '.join(summary['whitened'])} (whitened)"
-    architecture = summary.get("architecture") or "StackedHourglass"
-    console.print(f"[bold]T-Net[/bold] of a {architecture}: {method.title}, initialised by {init}")
+    groups = summary.get("groups") or []
+    if len(groups) == 1 and not summary.get("mode_names"):  # the one tensor's modes
+        modes = ("mode_names", "mode_sizes", "ranks", "mode_values")
+        summary = dict(summary, **{k: groups[0][k] for k in modes if k in groups[0]})
+    name = summary.get("architecture") or "StackedHourglass"
+    network = "a custom network" if name == CUSTOM else f"a {name}"
+    if len(groups) > 1:
+        console.print(
+            f"[bold]T-Net[/bold] of {network}: {method.title}, one tensor per group of "
+            f"same-shape kernels ({len(groups)} tensors)"
+        )
+    else:
+        init = method.initialisation(summary)
+        if summary.get("whitened"):
+            whitened = ", ".join(summary["whitened"])
+            init += f" of W weighted on the data in modes {whitened} (whitened)"
+        console.print(f"[bold]T-Net[/bold] of {network}: {method.title}, initialised by {init}")
     if summary.get("target"):
         bound = summary.get("predicted_error")
+        ranks = "" if len(groups) > 1 else f": {','.join(map(str, summary['ranks']))}"
         console.print(
-            f"ranks chosen for {summary['target']}: {','.join(map(str, summary['ranks']))}"
+            f"ranks chosen for {summary['target']}{ranks}"
             + (f" (predicted relative error at most {bound:.4g})" if bound is not None else "")
         )
     search = summary.get("rank_search")
@@ -141,14 +166,55 @@ def print_summary(console: Console, summary: dict, out: str | None = None) -> No
             f" rank sets rated; the chosen one puts {100 * search['agreement']:.1f}% of the "
             "joints where the original does (BatchNorm re-estimated)"
         )
-    console.print(modes_table(summary))
-    if method.bonds:
-        console.print(bonds_table(summary))
-    console.print(figures_table(summary))
-    line = f"relative error ||W - W_hat|| / ||W||: [bold]{summary['relative_error']:.4g}[/bold]"
-    line += method.error_detail(summary)
-    console.print(line)
+    if len(groups) > 1:
+        _print_groups(console, summary, method, groups)
+    else:
+        family = (architecture or {}).get("family") or {}
+        described = summary
+        if family.get("mode_values") and not summary.get("mode_values"):
+            described = dict(summary, mode_values=family["mode_values"])
+        console.print(modes_table(described))
+        if method.bonds:
+            console.print(bonds_table(summary))
+        console.print(figures_table(summary))
+        line = f"relative error ||W - W_hat|| / ||W||: [bold]{summary['relative_error']:.4g}[/bold]"
+        line += method.error_detail(summary)
+        console.print(line)
     _footer(console, summary, out)
+
+
+def _print_groups(console: Console, summary: dict, method, groups: list[dict]) -> None:
+    """One block per tensor of a summary's ``groups`` (name, kernels, modes with their
+    meanings, sizes and ranks, parameters, error), then the whole network's parameters."""
+    for i, group in enumerate(groups, 1):
+        described = dict(group, method=summary["method"])
+        described["architecture"] = summary.get("architecture")
+        title = (
+            f"Tensor {i} of {len(groups)}: {group['name']}, {group['members']} kernels, "
+            f"initialised by {method.initialisation(dict(summary, **group))}"
+        )
+        console.print(modes_table(described, title=title))
+        if method.bonds:
+            console.print(bonds_table(described, title=f"{group['name']}: bond ranks"))
+        before, after = group["tensor_params_before"], group["tensor_params_after"]
+        console.print(
+            f"{group['name']}: parameters {before:,} -> {after:,} ({before / after:.2f}x), "
+            f"relative error ||W - W_hat|| / ||W|| [bold]{group['relative_error']:.4g}[/bold]"
+        )
+    table = Table(title="Parameters", title_justify="left")
+    for column in ("", "before", "after", "ratio"):
+        table.add_column(column, justify="right" if column else "left")
+    tb = sum(g["tensor_params_before"] for g in groups)
+    ta = sum(g["tensor_params_after"] for g in groups)
+    nb, na = summary["params_before"], summary["params_after"]
+    table.add_row(f"{len(groups)} tensors", f"{tb:,}", f"{ta:,}", f"{tb / ta:.2f}x")
+    table.add_row("whole network", f"{nb:,}", f"{na:,}", f"[bold]{nb / na:.2f}x[/bold]")
+    console.print(table)
+    if summary.get("relative_error") is not None:
+        console.print(
+            "relative error of every tensor together ||W - W_hat|| / ||W||: "
+            f"[bold]{summary['relative_error']:.4g}[/bold]"
+        )
 
 
 def validation_table(validation: dict) -> Table:
@@ -307,3 +373,31 @@ def print_written(console: Console, json_path, figure) -> None:
             "[yellow]note:[/yellow] no figure: matplotlib is not installed "
             "(pip install 'tcompress[plot]')"
         )
+
+
+#: The example that fine-tunes, evaluates and exports a network of the user's own in Python.
+CUSTOM_EXAMPLE = "examples/custom_network.py"
+
+
+def refuse_custom_network(path, command: str, why: str, instead: str) -> None:
+    """Refuse a T-Net or layer-wise file converted with ``--arch`` (a network of the user's own,
+    whose task tcompress does not know) for ``command``, one made for the pose networks:
+    ``why`` says what the command does that needs one, ``instead`` what to do in Python (with
+    ``{load}`` for the call that loads the file). Other files pass, and so does a path that is
+    not there (the command's own reading says so)."""
+    from tcompress.checkpoint import read_checkpoint
+    from tcompress.errors import CheckpointError
+
+    if not os.path.isfile(path):
+        return
+    ckpt = read_checkpoint(path)
+    architecture = (ckpt.payload.get("architecture") or {}) if ckpt.is_tnet else {}
+    if architecture.get("name") != CUSTOM:
+        return
+    factory = architecture.get("factory")
+    load = f"tcompress.load({str(path)!r}, arch={factory!r})"
+    raise CheckpointError(
+        f"'{path}' holds a network built by {factory!r} (converted with --arch); tcompress "
+        f"{command} {why}, and expects a stacked hourglass of a layout it knows. "
+        f"{instead.format(load=load)} ({CUSTOM_EXAMPLE} shows how)"
+    )

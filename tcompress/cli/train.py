@@ -76,14 +76,25 @@ def finetune(model, distill_from, distill_weight, recalibrate_images, forward, *
     distillation from the uncompressed network, or both; RMSprop, its learning rate falling to
     zero along a cosine by default.
 
+    A network converted with --arch (your own, whose task tcompress does not know) is refused:
+    a T-Net is an nn.Module, fine-tune it in your own training loop (tcompress.load(FILE,
+    arch=...)), as examples/custom_network.py does.
+
     \b
     Examples:
       tcompress finetune tnet.pt --data synthetic --steps 500 --recalibrate 512 -o tnet-ft.pt
       tcompress finetune tnet.pt --data images/ --distill-from hg.pth -o tnet-ft.pt
       torchrun --nproc_per_node 2 -m tcompress finetune tnet.pt --data synthetic -o tnet-ft.pt
     """
+    from tcompress.cli.render import refuse_custom_network
     from tcompress.train import finetune as finetune_model
 
+    refuse_custom_network(
+        model,
+        "finetune",
+        "trains on pose heatmaps (heatmap loss on every stack, PCKh@0.5 on joints)",
+        "Fine-tune it in your own PyTorch training loop: {load} is an nn.Module",
+    )
     _run(
         functools.partial(finetune_model, model),
         teacher=distill_from,

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from tcompress.errors import RankError, TcompressError, param
-from tcompress.methods.selection import RankChoice, allocate
+from tcompress.methods.selection import GroupChoice, RankChoice, allocate, allocate_groups
 
 _FULL = ("full", "-")
 
@@ -94,6 +94,120 @@ class RankSpec:
                 f"expected mode names from {', '.join(names)}"
             )
         return [given.get(name) for name in names]
+
+
+@dataclass(frozen=True)
+class GroupRanks:
+    """Ranks for a family of one tensor per group (:class:`~tcompress.family.KernelGroups`),
+    parsed once: ``plain`` (a :class:`RankSpec`) applies to every group where it fits,
+    ``named`` gives (group name, spec) pairs, each for its group alone. ``shown`` is the spec as
+    given, for messages.
+
+    The forms (:meth:`parse`): anything :meth:`RankSpec.parse` takes (``full``,
+    ``"f_in=64,f_out=64"``, ...: the plain spec); a string of ``;``-separated parts, each
+    ``GROUP:RANKS`` or (at most one) plain ``RANKS``, e.g.
+    ``"layer1:f_in=32;layer3:f_in=128,f_out=128"``; or a dict group name -> ranks whose values
+    are dicts, sequences, :class:`RankSpec` or strings holding ``=`` or ``,`` (a dict of plain
+    values names modes, as :meth:`RankSpec.parse` reads it).
+    """
+
+    plain: RankSpec = RankSpec()
+    named: tuple[tuple[str, RankSpec], ...] = ()
+    shown: str = "'full'"
+
+    @property
+    def full(self) -> bool:
+        return self.plain.full and all(spec.full for _, spec in self.named)
+
+    @classmethod
+    def parse(cls, ranks) -> GroupRanks:
+        if isinstance(ranks, GroupRanks):
+            return ranks
+        if isinstance(ranks, str) and (";" in ranks or ":" in ranks):
+            return cls._parse_text(ranks)
+        if isinstance(ranks, Mapping) and any(_is_group_value(v) for v in ranks.values()):
+            named = []
+            for name, value in ranks.items():
+                named.append((str(name).strip(), RankSpec.parse(value)))
+            return cls(RankSpec(), cls._unique(named, _show(ranks)), _show(ranks))
+        spec = RankSpec.parse(ranks)
+        return cls(spec, (), spec.shown)
+
+    @classmethod
+    def _parse_text(cls, text: str) -> GroupRanks:
+        plain, named = None, []
+        for part in (p.strip() for p in text.split(";")):
+            if not part:
+                continue
+            if ":" not in part:
+                if plain is not None:
+                    raise RankError(
+                        f"ranks {text!r} have two parts without a group ({plain.shown}, "
+                        f"{part!r}); expected at most one, the others as GROUP:RANKS"
+                    )
+                plain = RankSpec.parse(part)
+                continue
+            name, spec = (s.strip() for s in part.split(":", 1))
+            if not name:
+                raise RankError(
+                    f"ranks {text!r} have a part {part!r} without its group's name; expected "
+                    "GROUP:RANKS, e.g. 'layer2:f_in=64,f_out=64'"
+                )
+            named.append((name, RankSpec.parse(spec)))
+        return cls(plain or RankSpec(), cls._unique(named, repr(text)), repr(text))
+
+    @staticmethod
+    def _unique(named: list, shown: str) -> tuple:
+        names = [name for name, _ in named]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise RankError(
+                f"ranks {shown} give group {twice[0]!r} twice; expected each group once"
+            )
+        return tuple(named)
+
+    def for_groups(
+        self, groups: Sequence[str], fits: Callable[[int, RankSpec], object]
+    ) -> tuple[list[RankSpec], list[str]]:
+        """The spec of each group of ``groups`` (names, in order) and notes.
+
+        A group named in ``named`` takes its own spec; the others take ``plain``, with one group
+        as it is (the method's errors are its errors), with several only where ``fits(g, plain)``
+        returns (raises no :class:`~tcompress.errors.TcompressError`; a note says where it did
+        not, and that group keeps full or chosen ranks). ``plain`` that fits none of the groups
+        it applies to, or a group name not in ``groups``, is a RankError."""
+        given = dict(self.named)
+        unknown = [name for name in given if name not in groups]
+        if unknown:
+            raise RankError(
+                f"ranks {self.shown} name group {unknown[0]!r}, which the family has not; "
+                f"expected one of {', '.join(groups)}"
+            )
+        specs, notes, misfits = [], [], []
+        rest = [g for g, name in enumerate(groups) if name not in given]
+        for g, name in enumerate(groups):
+            spec = given.get(name, self.plain)
+            if name not in given and not spec.full and len(groups) > 1:
+                try:
+                    fits(g, spec)
+                except TcompressError as e:
+                    misfits.append(f"{name}: {e}")
+                    notes.append(f"ranks {spec.shown} do not fit group {name} ({e}); not applied")
+                    spec = RankSpec()
+            specs.append(spec)
+        if rest and len(misfits) == len(rest) and len(groups) > 1 and not self.plain.full:
+            raise RankError(
+                f"ranks {self.plain.shown} fit none of the groups they apply to "
+                f"({'; '.join(misfits)}); expected ranks that fit at least one, or GROUP:RANKS"
+            )
+        return specs, notes
+
+
+def _is_group_value(value) -> bool:
+    """A dict value that is a group's ranks rather than one named mode's rank."""
+    if isinstance(value, str):
+        return "=" in value or "," in value
+    return isinstance(value, Mapping | RankSpec | list | tuple)
 
 
 def _named(text: str) -> dict[str, str]:
@@ -232,6 +346,9 @@ class TensorMethod(Method):
     bonds: bool = False
     #: Whether the greedy allocation may enumerate the small modes when its steps are too coarse.
     enumerate_small_modes: bool = False
+    #: Whether ranks given with a target stay fixed while the others are chosen (else the
+    #: method's choice refuses ranks given with a target).
+    fixes_ranks: bool = True
 
     # -- ranks ------------------------------------------------------------------------------
     def limits(self, shape: Sequence[int]) -> tuple[int, ...]:
@@ -298,6 +415,42 @@ class TensorMethod(Method):
             fixed=fixed,
             other_params=other_params,
             costs=costs,
+        )
+
+    def choose_groups(
+        self,
+        Ws: Sequence[torch.Tensor],
+        specs: Sequence[RankSpec],
+        names: Sequence[Sequence[str]],
+        *,
+        ratio: float | None,
+        energy: float | None,
+        other_params: int,
+    ) -> GroupChoice:
+        """Ranks for several tensors (one per group, ``specs`` and mode ``names`` for each) under
+        one whole-network target, greedily on the sum of their error bounds
+        (:func:`~tcompress.methods.selection.allocate_groups`); ranks a spec fixes stay.
+
+        Each group's bound is weighted by its kernels over its ``||W_g||^2`` (``kernel_weights``):
+        the sum is then the kernels' squared relative errors added up (each kernel at its group's
+        mean norm), which a BatchNorm after each convolution makes the error that matters, and
+        not one group's absolute scale (wide layers start with small weights). An ``energy``
+        target is the fraction of that weighted sum kept. With one group the weight is a
+        constant and the allocation that of :meth:`choose`."""
+        shapes = [tuple(W.shape) for W in Ws]
+        fixed = [self.fixed(spec, shape, n) for spec, shape, n in zip(specs, shapes, names)]
+        with torch.no_grad():
+            spectra = [self.spectra(W) for W in Ws]
+            weights = kernel_weights(Ws)
+        return allocate_groups(
+            self,
+            shapes,
+            spectra,
+            ratio=ratio,
+            energy=energy,
+            fixed=fixed,
+            other_params=other_params,
+            weights=weights,
         )
 
     def data_costs(self, W: torch.Tensor, stats) -> list[list[float]] | None:
@@ -458,6 +611,18 @@ def chain(cores: Sequence[torch.Tensor]) -> torch.Tensor:
     for g in cores[1:]:
         x = torch.tensordot(x, g, dims=([-1], [0]))
     return x
+
+
+def kernel_weights(Ws: Sequence[torch.Tensor]) -> list[float]:
+    """Each tensor's kernels (the product of its grid modes, all but the last four) over its
+    ``||W||^2``: the weight that turns its squared error into its kernels' squared relative
+    errors added up (:meth:`TensorMethod.choose_groups`)."""
+    weights = []
+    for W in Ws:
+        kernels = math.prod(W.shape[: W.dim() - 4])
+        energy = float(W.double().square().sum())
+        weights.append(kernels / energy if energy > 0 else 1.0)
+    return weights
 
 
 def whole(value) -> bool:

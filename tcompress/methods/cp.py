@@ -3,7 +3,9 @@ core), fitted by CP-ALS.
 
 Ranks: one rank R, the number of rank-one terms (no ``full``: a CP rank that represents W exactly
 is not known). Parameters: R (1 + sum D_k). A ratio target takes the largest R within its budget
-(CP has no error bound to allocate on); an energy target does not apply.
+(CP has no error bound to allocate on); an energy target does not apply. A family of several
+tensors has one rank per tensor; a ratio gives every tensor the same share of its own largest
+rank, the largest share within the one budget.
 
 Factorized form of each layer: 1x1 (f_in -> R, U5^T, shared) -> depthwise h x 1 (U7, shared) ->
 depthwise 1 x w (U8, shared) -> 1x1 (R -> f_out, U6 scaled by the layer's weights, per layer).
@@ -28,7 +30,12 @@ from tcompress.methods.base import (
     constant,
     per_layer,
 )
-from tcompress.methods.selection import RankChoice, largest_uniform
+from tcompress.methods.selection import (
+    GroupChoice,
+    RankChoice,
+    largest_uniform,
+    largest_uniform_groups,
+)
 
 
 class CPTensor(FactorTensor):
@@ -80,6 +87,7 @@ class CP(TensorMethod):
     name = "cp"
     title = "CP"
     tensor_type = CPTensor
+    fixes_ranks = False
     sweeps = "ALS sweeps"
 
     def resolve(self, spec: RankSpec, shape, names) -> ResolvedRanks:
@@ -92,19 +100,20 @@ class CP(TensorMethod):
         return cp_params(shape, ranks)
 
     def choose(self, W, spec, names, *, ratio, energy, other_params, costs=None) -> RankChoice:
-        if ratio is None:
-            raise RankError(
-                "an energy target needs a method with an error bound (tucker or mps); give cp "
-                f"{param('ranks')} or {param('ratio')}"
-            )
-        if not spec.full:
-            raise RankError(
-                f"ranks {spec.shown} and a ratio both given; CP's one rank is chosen whole by the "
-                "ratio"
-            )
+        _check_target(spec, ratio)
         shape = tuple(W.shape)
         top = max(1, math.prod(shape) // (1 + sum(shape)))
         return largest_uniform(self, shape, ratio, other_params, lambda r: (r,), top)
+
+    def choose_groups(self, Ws, specs, names, *, ratio, energy, other_params) -> GroupChoice:
+        """One rank per group, no bound to allocate on: every group takes the same share of its
+        own largest rank (the rank whose CP holds as many parameters as its tensor), the largest
+        share that fits the ratio's one budget
+        (:func:`~tcompress.methods.selection.largest_uniform_groups`)."""
+        _check_target(next((s for s in specs if not s.full), RankSpec()), ratio)
+        shapes = [tuple(W.shape) for W in Ws]
+        tops = [max(1, math.prod(shape) // (1 + sum(shape))) for shape in shapes]
+        return largest_uniform_groups(self, shapes, ratio, other_params, lambda r: (r,), tops)
 
     def decompose(self, W, ranks, *, n_iter: int, seed: int) -> Decomposition:
         result = cp_als(W, ranks[0], n_iter=n_iter or CP_ITERATIONS, seed=seed)
@@ -117,7 +126,24 @@ class CP(TensorMethod):
         return CPTensor(torch.empty(ranks[0]), [torch.empty(d, ranks[0]) for d in shape])
 
     def initialisation(self, summary: Mapping) -> str:
-        return f"CP-ALS ({len(summary.get('errors') or [])} sweeps), rank {summary['ranks'][0]}"
+        sweeps = f"CP-ALS ({len(summary.get('errors') or [])} sweeps)"
+        if summary.get("ranks"):
+            return f"{sweeps}, rank {summary['ranks'][0]}"
+        groups = summary.get("groups") or []
+        return f"{sweeps}, ranks " + ", ".join(f"{g['name']} {g['ranks'][0]}" for g in groups)
+
+
+def _check_target(spec: RankSpec, ratio) -> None:
+    """A target CP can take: a ratio, no rank given with it."""
+    if ratio is None:
+        raise RankError(
+            "an energy target needs a method with an error bound (tucker or mps); give cp "
+            f"{param('ranks')} or {param('ratio')}"
+        )
+    if not spec.full:
+        raise RankError(
+            f"ranks {spec.shown} and a ratio both given; CP's one rank is chosen whole by the ratio"
+        )
 
 
 METHOD = CP()

@@ -17,6 +17,12 @@ where single steps are coarse (small modes).
 With data (``costs``), the same allocation runs on measured costs instead of the bound: what
 truncating each mode alone costs the normalised outputs of the block convolutions on real inputs
 (:func:`~tcompress.passes.data_aware.mode_costs`), as a fraction of those outputs' energy.
+
+A family of several tensors (one per group of same-shape kernels) has one whole-network target
+for all of them (:func:`allocate_groups`): the greedy steps range over the ranks of every tensor,
+on the sum of the tensors' bounds, the parameters of every tensor and of the dense rest counted in
+the ratio; a method without a bound takes the largest equal share of every tensor's largest rank
+that fits the common budget (:func:`largest_uniform_groups`).
 """
 
 from __future__ import annotations
@@ -30,7 +36,16 @@ from torch import Tensor
 
 from tcompress.errors import RankError
 
-__all__ = ["RATIO_TOLERANCE", "RankChoice", "allocate", "largest_uniform", "ratio_budget"]
+__all__ = [
+    "RATIO_TOLERANCE",
+    "GroupChoice",
+    "RankChoice",
+    "allocate",
+    "allocate_groups",
+    "largest_uniform",
+    "largest_uniform_groups",
+    "ratio_budget",
+]
 
 #: A ratio target is met when the achieved ratio lies in [target, target * (1 + RATIO_TOLERANCE)].
 RATIO_TOLERANCE = 0.03
@@ -60,6 +75,25 @@ def ratio_budget(ratio, before: int, other_params: int, best: float, method: str
             f"goes from 1x (full ranks) to {best:.2f}x (rank 1 in every free mode)"
         )
     return before / ratio - other_params
+
+
+@dataclass(frozen=True)
+class GroupChoice:
+    """Ranks chosen for several tensors under one whole-network target: each group's
+    :class:`RankChoice` (its ranks, its tensor parameters, the energy of its tensor the bound
+    guarantees is kept, its bound), and the same figures for all the tensors together."""
+
+    method: str
+    choices: tuple[RankChoice, ...]
+    tensor_params: int
+    energy_kept: float  # fraction of the summed ||W_g||^2 the bound guarantees is kept
+    predicted_error: float  # bound on sqrt(sum ||W_g - W_hat_g||^2 / sum ||W_g||^2)
+    target: str
+    criterion: str = "bound"
+
+    @property
+    def ranks(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(c.ranks for c in self.choices)
 
 
 def allocate(
@@ -97,39 +131,122 @@ def allocate(
     RankError
         Neither or both targets, or a target out of reach.
     """
+    found = allocate_groups(
+        method,
+        [shape],
+        [spectra],
+        ratio=ratio,
+        energy=energy,
+        fixed=None if fixed is None else [fixed],
+        other_params=other_params,
+        costs=None if costs is None else [costs],
+    )
+    (one,) = found.choices
+    return RankChoice(
+        method.name,
+        one.ranks,
+        one.tensor_params,
+        found.energy_kept,
+        found.predicted_error,
+        found.target,
+        found.criterion,
+    )
+
+
+def allocate_groups(
+    method,
+    shapes: Sequence[Sequence[int]],
+    spectra: Sequence[Sequence[Tensor] | None],
+    *,
+    ratio: float | None = None,
+    energy: float | None = None,
+    fixed: Sequence[Sequence[int | None] | None] | None = None,
+    other_params: int = 0,
+    costs: Sequence[Sequence[Sequence[float]]] | None = None,
+    weights: Sequence[float] | None = None,
+) -> GroupChoice:
+    """:func:`allocate` over several tensors at once, one whole-network target for all: the
+    greedy steps range over the ranks of every tensor, each lowering the rank (of any tensor)
+    that discards the least energy per parameter saved, the bound being the sum of the tensors'
+    bounds (``weights[g] ||W_g - W_hat_g||^2`` summed over the groups; unweighted by default)
+    and the parameters the sum of theirs plus ``other_params`` (everything outside the tensors,
+    counted on both sides).
+
+    ``shapes``, ``spectra``, ``fixed`` and ``weights`` have one entry per tensor (``fixed`` as
+    for :func:`allocate`, or None for a tensor whose ranks are all free). ``energy`` is the
+    fraction of the (weighted) summed ``||W_g||^2`` kept. The choice's ``energy_kept`` and
+    ``predicted_error`` are unweighted, over all the tensors together. ``costs`` (measured, see
+    :func:`allocate`) apply to one tensor only: output costs of separate tensors are fractions
+    of separate energies.
+    """
     if (ratio is None) == (energy is None):
         raise RankError("give one target: a compression ratio or an energy fraction")
-    shape = tuple(int(s) for s in shape)
-    limits = method.limits(shape)
-    params = method.params
-    fixed = list(fixed) if fixed is not None else [None] * len(limits)
-    if len(fixed) != len(limits):
-        raise RankError(f"{len(fixed)} fixed ranks given; expected {len(limits)}")
-    ranks = method.cap([f if f is not None else limit for f, limit in zip(fixed, limits)], shape)
+    shapes = [tuple(int(s) for s in shape) for shape in shapes]
+    if costs is not None and len(shapes) != 1:
+        raise RankError(
+            f"measured costs allocate the ranks of one tensor; got {len(shapes)} tensors"
+        )
+    sizes = [len(method.limits(shape)) for shape in shapes]
+    cuts = [sum(sizes[:g]) for g in range(len(sizes) + 1)]
+    limits = tuple(r for shape in shapes for r in method.limits(shape))
+
+    def split(rs: Sequence[int]) -> list[list[int]]:
+        return [list(rs[cuts[g] : cuts[g + 1]]) for g in range(len(shapes))]
+
+    def params(rs: Sequence[int]) -> int:
+        return sum(method.params(shape, r) for shape, r in zip(shapes, split(rs)))
+
+    def cap(rs: Sequence[int]) -> list[int]:
+        return [r for shape, part in zip(shapes, split(rs)) for r in method.cap(part, shape)]
+
+    if fixed is None:
+        fixed = [None] * len(shapes)
+    if len(fixed) != len(shapes):
+        raise RankError(f"fixed ranks for {len(fixed)} tensors given; expected {len(shapes)}")
+    flat_fixed = []
+    for size, given in zip(sizes, fixed):
+        given = list(given) if given is not None else [None] * size
+        if len(given) != size:
+            raise RankError(f"{len(given)} fixed ranks given; expected {size}")
+        flat_fixed += given
+    fixed = flat_fixed
+    ranks = cap([f if f is not None else limit for f, limit in zip(fixed, limits)])
     budget = high = low = 0.0
     free = [k for k, f in enumerate(fixed) if f is None]
-    # tails[k][r]: energy discarded by keeping r values of spectrum k
+    # tails[k][r]: energy discarded by keeping r values of spectrum k (all tensors' in a row)
     if costs is not None:
-        tails = [[float(c) for c in mode] for mode in costs]
+        tails = [[float(c) for c in mode] for mode in costs[0]]
         if [len(t) - 1 for t in tails] != list(limits):
             raise RankError(
                 f"costs for ranks up to {[len(t) - 1 for t in tails]}; expected {list(limits)}"
             )
-        total = 1.0
+        totals = [1.0]
     else:
-        tails = [[float(t) for t in s.flip(0).cumsum(0).flip(0)] + [0.0] for s in spectra]
-        total = tails[0][0] or 1.0  # ||W||^2: every spectrum sums to it
+        tails = [
+            [float(t) for t in s.flip(0).cumsum(0).flip(0)] + [0.0]
+            for group in spectra
+            for s in group
+        ]
+        # ||W_g||^2: every spectrum of a tensor sums to it
+        totals = [tails[cuts[g]][0] or 1.0 for g in range(len(shapes))]
+    raw = tails
+    if weights is not None:
+        if len(weights) != len(shapes):
+            raise RankError(f"{len(weights)} weights given; expected {len(shapes)}")
+        scale = [float(weights[g]) for g in range(len(shapes)) for _ in range(sizes[g])]
+        tails = [[t * w for t in tail] for tail, w in zip(raw, scale)]
+    total = sum(totals) if weights is None else sum(t * w for t, w in zip(totals, weights))
 
-    def discarded(rs: Sequence[int]) -> float:
+    def discarded(rs: Sequence[int], tails=tails) -> float:
         return sum(tails[k][min(r, len(tails[k]) - 1)] for k, r in enumerate(rs))
 
-    before = math.prod(shape) + other_params
+    before = sum(math.prod(shape) for shape in shapes) + other_params
     if ratio is not None:
         floor = [1] * len(limits)
         for k, f in enumerate(fixed):
             floor[k] = f if f is not None else 1
-        floor = method.cap(floor, shape)
-        best = before / (params(shape, floor) + other_params)
+        floor = cap(floor)
+        best = before / (params(floor) + other_params)
         high = ratio_budget(ratio, before, other_params, best, method.name)  # tensor parameters
         low = before / (ratio * (1 + RATIO_TOLERANCE)) - other_params
     else:
@@ -142,21 +259,24 @@ def allocate(
         trial[k] += by
         if not 1 <= trial[k] <= limits[k]:
             return None
-        trial = method.cap(trial, shape)
+        trial = cap(trial)
         return None if trial == rs else trial
 
     def descend(rs: list[int], keep: int | None = None, modes=None) -> list[int]:
         """Lower the cheapest rank (energy per parameter) until the budget or the floor."""
         while True:
-            p0, d0 = params(shape, rs), discarded(rs)
+            p0, d0 = params(rs), discarded(rs)
             if ratio is not None and p0 <= high:
                 return rs
             moves = []
             for k in free if modes is None else modes:
                 trial = step(rs, k, -1) if k != keep else None
-                if trial is None or params(shape, trial) >= p0:
+                if trial is None:
                     continue
-                p, d = params(shape, trial), discarded(trial)
+                p = params(trial)
+                if p >= p0:
+                    continue
+                d = discarded(trial)
                 if energy is None or d <= budget:
                     moves.append(((d - d0) / (p0 - p), trial))
             if not moves:
@@ -166,13 +286,13 @@ def allocate(
     def grow(rs: list[int], modes=None) -> list[int]:
         """Spend what the budget has left on the ranks that regain the most per parameter."""
         while True:
-            p0, d0 = params(shape, rs), discarded(rs)
+            p0, d0 = params(rs), discarded(rs)
             moves = []
             for k in free if modes is None else modes:
                 trial = step(rs, k, +1)
                 if trial is None:
                     continue
-                p, d = params(shape, trial), discarded(trial)
+                p, d = params(trial), discarded(trial)
                 if p0 < p <= high and d < d0:
                     moves.append(((d0 - d) / (p - p0), trial))
             if not moves:
@@ -183,23 +303,23 @@ def allocate(
     if ratio is not None:
         ranks = grow(ranks)
         for _ in range(len(limits) * 4):  # too coarse: trade one rank up for others down
-            if params(shape, ranks) >= low:
+            if params(ranks) >= low:
                 break
             options = []
             for k in free:
                 trial = step(ranks, k, +1)
                 if trial is not None:
                     options.append(grow(descend(trial, keep=k)))
-            fits = [r for r in options if params(shape, r) <= high and r != ranks]
-            landing = [r for r in fits if params(shape, r) >= low]
+            fits = [r for r in options if params(r) <= high and r != ranks]
+            landing = [r for r in fits if params(r) >= low]
             if landing:
                 ranks = min(landing, key=discarded)
                 break
-            closer = [r for r in fits if params(shape, r) > params(shape, ranks)]
+            closer = [r for r in fits if params(r) > params(ranks)]
             if not closer:
                 break
-            ranks = max(closer, key=lambda r: params(shape, r))
-        if method.enumerate_small_modes and not low <= params(shape, ranks) <= high:
+            ranks = max(closer, key=params)
+        if method.enumerate_small_modes and not low <= params(ranks) <= high:
             ranks = _enumerate_small_modes(
                 ranks,
                 free,
@@ -207,17 +327,30 @@ def allocate(
                 descend,
                 grow,
                 discarded,
-                lambda r: low <= params(shape, r) <= high,
+                lambda r: low <= params(r) <= high,
             )
-    lost = discarded(ranks)
-    kept = max(0.0, 1 - lost / total)
     target = f"ratio {ratio:g}" if ratio is not None else f"energy {energy:g}"
-    if costs is not None:  # measured, not a bound on ||W - W_hat||: nothing predicted
-        return RankChoice(
-            method.name, tuple(ranks), params(shape, ranks), kept, math.nan, target, "data"
+    measured = costs is not None  # not a bound on ||W - W_hat||: nothing predicted
+    choices = []
+    for g, (shape, part) in enumerate(zip(shapes, split(ranks))):
+        lost = discarded(part, raw[cuts[g] : cuts[g + 1]])
+        kept = max(0.0, 1 - lost / totals[g])
+        bound = math.nan if measured else math.sqrt(1 - kept)
+        criterion = "data" if measured else "bound"
+        choices.append(
+            RankChoice(
+                method.name, tuple(part), method.params(shape, part), kept, bound, target, criterion
+            )
         )
-    return RankChoice(
-        method.name, tuple(ranks), params(shape, ranks), kept, math.sqrt(1 - kept), target
+    kept = max(0.0, 1 - discarded(ranks, raw) / sum(totals))
+    return GroupChoice(
+        method.name,
+        tuple(choices),
+        params(ranks),
+        kept,
+        math.nan if measured else math.sqrt(1 - kept),
+        target,
+        "data" if measured else "bound",
     )
 
 
@@ -266,3 +399,39 @@ def largest_uniform(
     ranks = tuple(ranks_of(low))
     params = method.params(shape, ranks)
     return RankChoice(method.name, ranks, params, math.nan, math.nan, f"ratio {ratio:g}", "uniform")
+
+
+def largest_uniform_groups(
+    method,
+    shapes: Sequence[Sequence[int]],
+    ratio: float,
+    other_params: int,
+    ranks_of,
+    tops: Sequence[int],
+) -> GroupChoice:
+    """:func:`largest_uniform` over several tensors under one budget: every tensor takes the
+    same share of its own largest rank value ``tops[g]``, ``r_g = ceil(s * tops[g] / max(tops))``
+    (at least 1), for the largest step ``s`` from 1 to ``max(tops)`` within the parameter budget
+    of ``ratio``; a tensor's ranks are ``ranks_of(r_g)``. With one tensor, ``r = s``."""
+    shapes = [tuple(int(d) for d in shape) for shape in shapes]
+    most = max(tops)
+
+    def ranks_at(s: int) -> list[tuple[int, ...]]:
+        return [tuple(ranks_of(max(1, math.ceil(s * top / most)))) for top in tops]
+
+    def params(s: int) -> int:
+        return sum(method.params(shape, r) for shape, r in zip(shapes, ranks_at(s)))
+
+    before = sum(math.prod(shape) for shape in shapes) + other_params
+    best = before / (params(1) + other_params)
+    high = ratio_budget(ratio, before, other_params, best, method.name)
+    low, up = 1, most
+    while low < up:  # parameters grow with s: the largest s within the budget
+        mid = (low + up + 1) // 2
+        low, up = (mid, up) if params(mid) <= high else (low, mid - 1)
+    target = f"ratio {ratio:g}"
+    choices = tuple(
+        RankChoice(method.name, r, method.params(shape, r), math.nan, math.nan, target, "uniform")
+        for shape, r in zip(shapes, ranks_at(low))
+    )
+    return GroupChoice(method.name, choices, params(low), math.nan, math.nan, target, "uniform")

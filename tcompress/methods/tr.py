@@ -7,7 +7,8 @@ maximal TT ranks: exact, and then the ring is a train). TR-SVD opens the ring at
 hold the product of its two bonds; a bond above what the sweep can keep is capped, with a note.
 Parameters: sum R_{k-1} D_k R_k. A ratio or energy target gives a ring with bond 1, whose other
 bonds are allocated on the TT-SVD error bound as for MPS (a ring with bond 1 is a train); a wider
-ring bond is given explicitly.
+ring bond is given explicitly. A family of several tensors has one ring per tensor; a target gives
+each ring bond 1, its other bonds allocated with every tensor's under one budget.
 
 Factorized form of each layer (modes f_in, f_out, h, w last, the ring bond R_N riding along):
 1x1 (f_in -> R_N R_5, per layer, from the left cores G_1..G_5) -> h x w (R_N R_5 -> f_out, shared by
@@ -34,7 +35,7 @@ from tcompress.methods.base import (
     none,
     per_layer,
 )
-from tcompress.methods.selection import RankChoice
+from tcompress.methods.selection import GroupChoice, RankChoice
 
 
 class TRTensor(CoreTensor):
@@ -72,6 +73,7 @@ class TensorRing(TensorMethod):
     name = "tr"
     title = "tensor ring"
     tensor_type = TRTensor
+    fixes_ranks = False
     no_sweeps = "TR-SVD has no iterative refinement"
     bonds = True
 
@@ -120,6 +122,23 @@ class TensorRing(TensorMethod):
         )
         return replace(train, method=self.name, ranks=(*train.ranks, 1))
 
+    def choose_groups(self, Ws, specs, names, *, ratio, energy, other_params) -> GroupChoice:
+        """Every group a ring with bond 1, its other bonds allocated with the other groups' on
+        the sum of their TT-SVD bounds (as for MPS), under one target."""
+        given = next((s for s in specs if not s.full), None)
+        if given is not None:
+            raise RankError(
+                f"ranks {given.shown} and a target both given; a target chooses every "
+                "tensor-ring bond (the ring bond 1, the others on the TT-SVD bound)"
+            )
+        from tcompress.methods import get
+
+        train = get("mps").choose_groups(
+            Ws, specs, names, ratio=ratio, energy=energy, other_params=other_params
+        )
+        rings = tuple(replace(c, method=self.name, ranks=(*c.ranks, 1)) for c in train.choices)
+        return replace(train, method=self.name, choices=rings)
+
     def decompose(self, W, ranks, *, n_iter: int, seed: int) -> Decomposition:
         result = tensor_ring(W, ranks)
         error = float(result.relative_error)
@@ -130,7 +149,11 @@ class TensorRing(TensorMethod):
         return TRTensor([torch.empty(bonds[k], d, bonds[k + 1]) for k, d in enumerate(shape)])
 
     def initialisation(self, summary) -> str:
-        return f"TR-SVD (ring bond {summary['ranks'][-1]})"
+        if summary.get("ranks"):
+            return f"TR-SVD (ring bond {summary['ranks'][-1]})"
+        groups = summary.get("groups") or []
+        bonds = ", ".join(f"{g['name']} {g['ranks'][-1]}" for g in groups)
+        return f"TR-SVD (ring bonds {bonds})"
 
 
 METHOD = TensorRing()

@@ -102,14 +102,41 @@ def block_statistics(
     progress
         Called with the number of images seen so far.
     """
-    convs = [model.get_submodule(name) for name in conv_names]
-    device = convs[0].weight.device
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    size = convs[0].weight[0].numel()
-    moments = torch.zeros(len(convs), size, size, dtype=torch.float64, device=device)
-    counts = [0] * len(convs)
+    (stats,) = group_statistics(
+        model,
+        [conv_names],
+        batches,
+        max_images=max_images,
+        positions=positions,
+        seed=seed,
+        progress=progress,
+    )
+    return stats
 
-    def hook(layer: int, conv: torch.nn.Conv2d):
+
+def group_statistics(
+    model: nn.Module,
+    groups: Sequence[Sequence[str]],
+    batches: Iterable[torch.Tensor | dict],
+    *,
+    max_images: int | None = None,
+    positions: int = POSITIONS_PER_IMAGE,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> list[BlockStatistics]:
+    """:func:`block_statistics` of several tensors' convolutions (``groups``: each tensor's
+    convolutions in its row-major order, as ``KernelFamily.names``), gathered in one pass over
+    ``batches``: one :class:`BlockStatistics` per group."""
+    convs = [[model.get_submodule(name) for name in names] for names in groups]
+    device = convs[0][0].weight.device
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    moments = []
+    for members in convs:
+        size = members[0].weight[0].numel()
+        moments.append(torch.zeros(len(members), size, size, dtype=torch.float64, device=device))
+    counts = [[0] * len(members) for members in convs]
+
+    def hook(g: int, layer: int, conv: torch.nn.Conv2d):
         def gather(module, inputs, output):
             x = inputs[0].detach()
             patches = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
@@ -118,12 +145,16 @@ def block_statistics(
                 pick = torch.randint(p, (n, positions), generator=generator).to(x.device)
                 patches = patches.gather(2, pick[:, None, :].expand(n, k, positions))
             flat = patches.transpose(1, 2).reshape(-1, k).double()
-            moments[layer] += flat.T @ flat
-            counts[layer] += flat.shape[0]
+            moments[g][layer] += flat.T @ flat
+            counts[g][layer] += flat.shape[0]
 
         return gather
 
-    handles = [conv.register_forward_hook(hook(i, conv)) for i, conv in enumerate(convs)]
+    handles = [
+        conv.register_forward_hook(hook(g, i, conv))
+        for g, members in enumerate(convs)
+        for i, conv in enumerate(members)
+    ]
     was_training = model.training
     model.eval()
     seen = 0
@@ -147,16 +178,25 @@ def block_statistics(
         raise DataError(
             "batches gave no images; expected at least one image to gather the layers' inputs"
         )
-    moments /= torch.tensor(counts, dtype=torch.float64, device=device)[:, None, None]
-    scales = []
-    for name, conv in zip(conv_names, convs):
-        bn = batchnorm_after(model, name)
-        if bn is None or bn.running_var is None:
-            scales.append(torch.ones(conv.out_channels, device=device))
-        else:
-            gamma = bn.weight.detach() if bn.affine else 1.0
-            scales.append(gamma / torch.sqrt(bn.running_var + bn.eps))
-    return BlockStatistics(moments.float(), torch.stack(scales).float(), seen)
+    out = []
+    for names, members, moment, count in zip(groups, convs, moments, counts):
+        unused = [name for name, c in zip(names, count) if not c]
+        if unused:
+            raise DataError(
+                f"the network's forward pass did not run convolution '{unused[0]}'; expected "
+                "every stacked convolution to see the images"
+            )
+        moment /= torch.tensor(count, dtype=torch.float64, device=device)[:, None, None]
+        scales = []
+        for name, conv in zip(names, members):
+            bn = batchnorm_after(model, name)
+            if bn is None or bn.running_var is None:
+                scales.append(torch.ones(conv.out_channels, device=device))
+            else:
+                gamma = bn.weight.detach() if bn.affine else 1.0
+                scales.append(gamma / torch.sqrt(bn.running_var + bn.eps))
+        out.append(BlockStatistics(moment.float(), torch.stack(scales).float(), seen))
+    return out
 
 
 def batchnorm_after(model: nn.Module, conv_name: str) -> nn.BatchNorm2d | None:
@@ -188,12 +228,13 @@ def output_error(
 
     Shapes
     ------
-    W_hat, W: (stack, depth, pathway, block, f_in, f_out, h, w).
+    W_hat, W: (grid modes..., f_in, f_out, h, w), e.g. (stack, depth, pathway, block, f_in,
+    f_out, h, w).
     """
     layers = stats.moments.shape[0]
 
     def as_matrices(t: torch.Tensor) -> torch.Tensor:  # (L, f_out, f_in * h * w), scaled
-        f_in, f_out = t.shape[4], t.shape[5]
+        f_in, f_out = t.shape[-4], t.shape[-3]
         rows = t.reshape(layers, f_in, f_out, -1).transpose(1, 2).reshape(layers, f_out, -1)
         return rows * stats.scales[:, :, None]
 

@@ -25,10 +25,12 @@ from tcompress.tnet import TensorConv2d, TNet
 def factorize(tnet: TNet) -> nn.Module:
     """The T-Net as a network of plain ``nn.Conv2d``: every :class:`TensorConv2d` becomes an
     ``nn.Sequential`` of two (MPS, tensor ring), three (Tucker) or four (CP) convolutions. Shared
-    factors are one ``nn.Parameter`` used by every layer, so an export stores them once."""
+    factors are one ``nn.Parameter`` used by every layer of their group, so an export stores
+    them once."""
     net = copy.deepcopy(tnet.net)
     with torch.no_grad():
-        first, middle, last = tnet.factorized_weights()
+        # conv -> its weights, by its group and index (the copies' are the originals')
+        weights = tnet.layer_weights("factorized")
     shared = {}
 
     def parameter(weight: torch.Tensor) -> nn.Parameter:
@@ -39,7 +41,7 @@ def factorize(tnet: TNet) -> nn.Module:
         return shared[key]
 
     for parent, name, conv in tensor_convs_with_parents(net):
-        pre, kernel, post = first(conv.index), middle(conv.index), last(conv.index)
+        pre, kernel, post = weights(conv)
         layers = [] if pre is None else [_conv(parameter(pre))]
         if isinstance(kernel, tuple):  # CP: depthwise h x 1, then depthwise 1 x w
             vertical, horizontal = kernel

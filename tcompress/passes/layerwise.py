@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from tcompress.errors import RankError
-from tcompress.family import FamilyError, KernelFamily, layout_family
+from tcompress.family import FamilyError, KernelFamily, KernelGroups, layout_family
 from tcompress.layerwise import LayerwiseNet, layer_method
-from tcompress.methods.base import RankSpec
+from tcompress.methods.base import GroupRanks
 
 
 @dataclass
@@ -32,7 +32,10 @@ class LayerwiseConfig:
         ``"layerwise-tucker"``, ``"layerwise-cp"`` or ``"tai"``.
     ranks
         Per-layer ranks in any form :class:`~tcompress.methods.base.RankSpec` parses and the
-        method accepts (``None`` or ``"full"``: exact).
+        method accepts (``None`` or ``"full"``: exact); for a family of several groups, per
+        group in any form :class:`~tcompress.methods.base.GroupRanks` parses (a dict group
+        name -> ranks, or ``"layer2:4;layer3:8"``), ranks without a group applying to every
+        group where they fit.
     n_iter
         ``layerwise-tucker``: HOOI sweeps after the HOSVD (default 0); ``layerwise-cp``: ALS
         sweeps (0: :data:`~tcompress.decompose.cp.CP_ITERATIONS`); ``tai``: must be 0 (closed form).
@@ -56,9 +59,10 @@ def decompose_layers(
     config: LayerwiseConfig,
     progress: Callable[[str], None] | None = None,
     *,
-    family: KernelFamily | None = None,
+    family: KernelFamily | KernelGroups | None = None,
 ) -> tuple[LayerwiseNet, list[float]]:
-    """A copy of ``model`` with every convolution of ``family`` replaced by its decomposed chain.
+    """A copy of ``model`` with every convolution of ``family`` (of each of its groups) replaced
+    by its decomposed chain.
 
     ``family`` defaults to the block convolutions of a known hourglass layout
     (:func:`~tcompress.family.layout_family`); for any other network, give one
@@ -67,27 +71,47 @@ def decompose_layers(
 
     Returns
     -------
-    (LayerwiseNet, per-layer squared errors ||K - K_hat||^2 in W's order)
+    (LayerwiseNet, per-layer squared errors ||K - K_hat||^2 in W's order, group after group)
     """
     family = family if family is not None else _known_family(model)
-    kernel_shape = block_kernel_shape(model, family)
+    groups = family.groups
     method = layer_method(config.method)
-    resolved = method.resolve(RankSpec.parse(config.ranks), kernel_shape)
+    shapes = [block_kernel_shape(model, group) for group in groups]
+    names = [group.group_name for group in groups]
+    specs, notes = GroupRanks.parse(config.ranks).for_groups(
+        names, lambda g, spec: method.resolve(spec, shapes[g])
+    )
+    resolved = []
+    for g, (spec, shape) in enumerate(zip(specs, shapes)):
+        try:
+            resolved.append(method.resolve(spec, shape))
+        except RankError as e:
+            if len(groups) == 1:
+                raise
+            raise RankError(f"group {names[g]}: {e}") from None
     net = copy.deepcopy(model)
     squared = []
+    total, done = len(family.names), 0
     with torch.no_grad():
-        for i, (_, name) in enumerate(family.members):
-            if progress is not None:
-                progress(
-                    f"Decomposing block convolution {i + 1}/{len(family.members)} ({config.method})"
-                )
-            conv = net.get_submodule(name)
-            layers = decompose_conv(conv, config.method, resolved.ranks, config)
-            net.set_submodule(name, layers)
-            rebuilt = method.kernel(layers)
-            squared.append(float((rebuilt.double() - conv.weight.double()).square().sum()))
-    out = LayerwiseNet(net, config.method, resolved.ranks, family)
-    out.meta["notes"] = list(resolved.notes)
+        for group, ranks in zip(groups, resolved):
+            for name in group.names:
+                done += 1
+                if progress is not None:
+                    progress(f"Decomposing block convolution {done}/{total} ({config.method})")
+                conv = net.get_submodule(name)
+                layers = decompose_conv(conv, config.method, ranks.ranks, config)
+                net.set_submodule(name, layers)
+                rebuilt = method.kernel(layers)
+                squared.append(float((rebuilt.double() - conv.weight.double()).square().sum()))
+    if len(groups) == 1:
+        out = LayerwiseNet(net, config.method, resolved[0].ranks, family)
+        notes = [*resolved[0].notes, *notes]
+    else:
+        out = LayerwiseNet(
+            net, config.method, {n: r.ranks for n, r in zip(names, resolved)}, family
+        )
+        notes = [f"{n}: {note}" for n, r in zip(names, resolved) for note in r.notes] + notes
+    out.meta["notes"] = notes
     return out.train(model.training), squared
 
 
@@ -102,7 +126,7 @@ def _known_family(model: nn.Module) -> KernelFamily:
 
 
 def block_kernel_shape(model: nn.Module, family: KernelFamily) -> tuple[int, int, int, int]:
-    """(f_out, f_in, h, w) of the family's kernels (all alike)."""
+    """(f_out, f_in, h, w) of the family's kernels (all alike in a group; the first group's)."""
     return tuple(model.get_submodule(family.names[0]).weight.shape)
 
 
@@ -143,17 +167,41 @@ def choose_layer_ranks(
     RankError
         A ratio below 1 or above what rank 1 in every layer gives.
     """
+    (ranks,) = choose_group_layer_ranks(method, [kernel_shape], [n_layers], other_params, ratio)
+    return ranks
+
+
+def choose_group_layer_ranks(
+    method: str,
+    kernel_shapes: Sequence[Sequence[int]],
+    n_layers: Sequence[int],
+    other_params: int,
+    ratio: float,
+) -> list[tuple[int, ...]]:
+    """:func:`choose_layer_ranks` for several groups of layers (``kernel_shapes[g]``,
+    ``n_layers[g]`` layers each): the same candidate for every layer, the i-th of each group's
+    candidates (its last where a group has fewer: its layers are smaller), whose whole-network
+    ratio is nearest to ``ratio``. Each group's ranks, in order."""
     chosen = layer_method(method)
-    before = other_params + n_layers * math.prod(kernel_shape)
-    candidates = chosen.candidates(kernel_shape)
+    before = other_params + sum(n * math.prod(s) for s, n in zip(kernel_shapes, n_layers))
+    candidates = [chosen.candidates(shape) for shape in kernel_shapes]
+    steps = max(len(c) for c in candidates)
 
-    def achieved(ranks) -> float:
-        return before / (other_params + n_layers * chosen.params(kernel_shape, ranks))
+    def at(i: int) -> list[tuple[int, ...]]:
+        return [c[min(i, len(c) - 1)] for c in candidates]
 
-    best = achieved(candidates[0])
+    def achieved(i: int) -> float:
+        params = sum(
+            n * chosen.params(shape, ranks)
+            for shape, n, ranks in zip(kernel_shapes, n_layers, at(i))
+        )
+        return before / (other_params + params)
+
+    best = achieved(0)
     if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 1 <= ratio <= best:
         raise RankError(
             f"compression ratio {ratio!r} is out of reach: with {method} this network goes "
             f"from 1x to {best:.2f}x (rank 1 in every layer)"
         )
-    return min(candidates, key=lambda r: (abs(math.log(achieved(r) / ratio)), -achieved(r)))
+    i = min(range(steps), key=lambda i: (abs(math.log(achieved(i) / ratio)), -achieved(i)))
+    return at(i)

@@ -1,4 +1,4 @@
-"""T-Net -> the plain dense hourglass, every block kernel rebuilt from the shared tensor."""
+"""T-Net -> the plain dense network, every block kernel rebuilt from its group's shared tensor."""
 
 from __future__ import annotations
 
@@ -18,10 +18,14 @@ def materialize(tnet: TNet) -> nn.Module:
     """
     net = copy.deepcopy(tnet.net)
     with torch.no_grad():
-        # (stack, depth, pathway, block, f_out, f_in, h, w): each slice a Conv2d kernel.
-        g = tnet.n_grid
-        kernels = tnet.full_tensor().transpose(g, g + 1)
+        # (grid modes..., f_out, f_in, h, w) per group: each slice a Conv2d kernel.
+        stacked = {}
+        for group_name, group in tnet.groups.items():
+            g = len(group.tensor.shape) - 4
+            stacked[group_name] = group.tensor.full().transpose(g, g + 1)
+    only = next(iter(stacked.values())) if len(stacked) == 1 else None
     for parent, name, conv in tensor_convs_with_parents(net):
+        kernels = only if only is not None else stacked[conv.group]
         dense = nn.Conv2d(
             conv.in_channels,
             conv.out_channels,
