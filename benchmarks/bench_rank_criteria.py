@@ -163,7 +163,7 @@ def main() -> None:
     bundled = str(pretrained_path())
     src = read_source(bundled)
     W = src.stacked()
-    stats = _statistics(src, W.device, "synthetic", args.stat_images, 0)
+    (stats,) = _statistics(src, W.device, "synthetic", args.stat_images, 0)  # one tensor
     val = Materialized(make_dataset("synthetic", "val", 256, 64, n=args.criteria_samples))
     train = make_dataset("synthetic", "train", 256, 64, n=512)
     original = load(bundled).eval()

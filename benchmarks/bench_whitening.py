@@ -6,7 +6,8 @@ For each rank set of the bundled model (the 3x hand choice and the error bound's
 - ``hosvd``: ``tcompress convert --ranks R`` (W's own HOSVD);
 - ``whitened``: ``--whiten synthetic`` (:mod:`tcompress.passes.whiten`): W weighted on its truncated
   kernel modes by the block convolutions' input moments, decomposed, the weights taken off;
-- ``whitened-all``: the same with all four kernel modes weighted (what MPS, TR and CP get);
+- ``whitened-channels``: the truncated channel modes alone weighted (not the taps);
+- ``whitened-all``: all four kernel modes weighted, truncated or not;
 - ``hosvd+fit`` and ``whitened+fit``: each followed by the data-aware L-BFGS fit
   (``--refine-data synthetic``).
 
@@ -39,7 +40,7 @@ RANK_SETS = (
     "2,4,3,2,29,32,2,2",
     "2,4,3,2,20,20,3,3",
 )
-STARTS = ("hosvd", "whitened", "whitened-all", "hosvd+fit", "whitened+fit")
+STARTS = ("hosvd", "whitened", "whitened-channels", "whitened-all", "hosvd+fit", "whitened+fit")
 
 #: The README's 5-minute recipe, as ``tcompress finetune`` options.
 RECIPE = (
@@ -76,7 +77,13 @@ def start(name: str, ranks: list[int], W, stats):
         if base == "hosvd":
             tensor = tucker.decompose(W, ranks, n_iter=0, seed=0).tensor
         else:
-            weights = whitening(stats, W.shape, None if base == "whitened-all" else ranks)
+            everything = base == "whitened-all"
+            weights = whitening(
+                stats,
+                W.shape,
+                None if everything else ranks,
+                channels_only=base == "whitened-channels",
+            )
             tensor = tucker.decompose(weights.apply(W), ranks, n_iter=0, seed=0).tensor
             weights.undo(tensor)
     if name.endswith("+fit"):
@@ -151,7 +158,7 @@ def main() -> None:
     bundled = str(pretrained_path())
     src = read_source(bundled)
     W = src.stacked()
-    stats = _statistics(src, W.device, "synthetic", args.stat_images, 0)
+    (stats,) = _statistics(src, W.device, "synthetic", args.stat_images, 0)  # one tensor
     val = Materialized(make_dataset("synthetic", "val", 256, 64, n=args.val_samples))
     train = make_dataset("synthetic", "train", 256, 64, n=512)
     for name in [r.strip() for r in args.rank_sets.split(";") if r.strip()]:

@@ -174,7 +174,7 @@ def convert(
         kernel modes before the decomposition (:mod:`tcompress.passes.whiten`), so that each
         truncated channel or kernel direction is chosen by what it costs the outputs rather
         than by its share of ``||W||``; only the modes whose rank is below their size are
-        weighted (every kernel mode for MPS, TR and CP, whose ranks truncate them all).
+        weighted (all four for MPS, TR and CP, whose ranks truncate every mode).
         Combines with ``refine_data`` (the fit then starts there).
     refine_samples, refine_iterations
         Images read from ``data``, ``whiten`` or ``refine_data`` and L-BFGS iterations of the

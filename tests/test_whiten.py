@@ -53,6 +53,7 @@ def test_the_weights_undone_on_a_full_rank_decomposition_give_w_back():
     stats = separable_statistics(6, 5, 3, 3, layers=6)
     weights = whitening(stats, W.shape)
     assert weights.modes == [2, 3, 4, 5]
+    assert whitening(stats, W.shape, channels_only=True).modes == [2, 3]
     names = ("a", "b", "f_in", "f_out", "h", "w")
     for method in ("tucker", "mps"):
         full = get(method).resolve(RankSpec.parse(None), W.shape, names).ranks

@@ -181,15 +181,40 @@ def validate_onnx(
     expected = list(output_names or io.output_names)
     if not check_names(report, session, input_name, expected):
         return report
+    exact = copy.deepcopy(model).double()
     for batch, x, want in reference_outputs(model, io, batches, input_size, seed):
         try:
             got = session.run(None, {input_name: x.numpy()})
         except Exception as e:
             report.problems.append(f"batch {batch}: ONNX Runtime failed: {str(e).splitlines()[0]}")
             continue
-        for name, g, w in zip(expected, got, want):
-            report.record(compare_output(batch, name, g, w, atol=atol, rtol=rtol))
+        for name, g, w, noise in zip(expected, got, want, rounding_noise(exact, x, want)):
+            # Two float32 computations of the same network differ by about its own rounding.
+            allowed = atol + NOISE_FACTOR * noise
+            report.record(compare_output(batch, name, g, w, atol=allowed, rtol=rtol))
     return report
+
+
+#: How many times the reference's own float32 rounding (its largest difference from the same
+#: network in float64) the tolerance adds: ONNX Runtime's kernels round differently, not less.
+NOISE_FACTOR = 2.0
+
+
+def rounding_noise(exact: nn.Module, x: torch.Tensor, want: Sequence[np.ndarray]) -> list[float]:
+    """Per output: max |float32 output - float64 output| of the network (``exact``, its float64
+    copy), the rounding the float32 reference itself carries. A network whose inner activations
+    are much larger than its outputs (a BatchNorm re-estimated on a heavily truncated T-Net)
+    rounds far above ``rtol * max |output|``."""
+    import numpy as np
+    import torch
+
+    with torch.no_grad():
+        out = exact(x.double())
+    out = out if isinstance(out, list | tuple) else [out]
+    return [
+        float(np.abs(w.astype(np.float64) - o.numpy()).max()) if w.size else 0.0
+        for w, o in zip(want, out)
+    ]
 
 
 def output_names(model: nn.Module, example: torch.Tensor) -> list[str]:
