@@ -53,8 +53,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from tcompress.checkpoint import atomic_write
-    from tcompress.cli.compare import comparison_table, difference_table
     from tcompress.cli.render import stdout
+    from tcompress.cli.tables import comparison_table, difference_table
     from tcompress.experiments.compare import CompareReport, merge_reports, plot_comparison
     from tcompress.models import pretrained_path
 

@@ -58,8 +58,8 @@ def main() -> None:
         extra = ["--image-size", "64", "--bootstrap", "50", "--onnx-repeats", "1"]
 
     from tcompress.checkpoint import atomic_write, check_new_files
-    from tcompress.cli.compare import comparison_table
     from tcompress.cli.render import stdout
+    from tcompress.cli.tables import comparison_table
     from tcompress.errors import OutputError
     from tcompress.experiments.compare import CompareReport, plot_comparison
     from tcompress.models import pretrained_path

@@ -626,7 +626,12 @@ _METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"
 
 
 def _calibrate(
-    prepared: str, work: str, images: list[np.ndarray], input_name: str, method: str, percentile
+    prepared: str,
+    work: str,
+    images: list[np.ndarray],
+    input_name: str,
+    calibration: str,
+    percentile,
 ) -> str:
     """Activation ranges of the pre-processed graph on ``images``, written as ONNX Runtime's
     calibration cache (a JSON file in ``work``); returns its path.
@@ -638,18 +643,18 @@ def _calibrate(
     from onnxruntime.quantization import CalibrationMethod, create_calibrator, save_tensors_data
 
     options: dict[str, Any] = {}
-    if method == "entropy":
+    if calibration == "entropy":
         options = {"num_bins": ENTROPY_BINS, "num_quantized_bins": 128}
-    elif method == "percentile":
+    elif calibration == "percentile":
         options = {"percentile": float(percentile)}
     calibrator = create_calibrator(
         Path(prepared),
         _quantized_op_types(),
         augmented_model_path=os.path.join(work, "augmented.onnx"),
-        calibrate_method=getattr(CalibrationMethod, _METHODS[method]),
+        calibrate_method=getattr(CalibrationMethod, _METHODS[calibration]),
         extra_options=options,
     )
-    if method == "minmax":  # two numbers per tensor and image: every image in one pass
+    if calibration == "minmax":  # two numbers per tensor and image: every image in one pass
         step = len(images)
     else:
         step = max(1, min(_CHUNK, _CALIBRATION_BYTES // max(1, _image_bytes(prepared))))
