@@ -34,11 +34,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipes import FIVE_MINUTE_CLI as RECIPE  # noqa: E402
+from recipes import run_json as tcompress  # noqa: E402
 
 #: Rank sets near 3x: the error bound's choice, the data-aware allocation's, the hand choice
 #: that fine-tuned best so far, and ones that lower another grid mode instead.
@@ -49,20 +53,6 @@ CANDIDATES = (
     "1,4,3,2,32,32,2,2",
     "2,4,3,1,32,32,2,2",
 )
-
-#: The README's 5-minute recipe, as ``tcompress finetune`` options.
-RECIPE = (
-    "--data synthetic --recalibrate 512 --steps 860 --lr 1.5e-3 --precision bf16 "
-    "--train-samples 3000 --cache --workers 2"
-).split()
-
-
-def tcompress(*args: str) -> dict:
-    command = [sys.executable, "-m", "tcompress", *map(str, args), "--json"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout)
 
 
 def spearman(x: list[float], y: list[float]) -> float:

@@ -28,11 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipes import FIVE_MINUTE_CLI as RECIPE  # noqa: E402
+from recipes import run_json as tcompress  # noqa: E402
 
 RANK_SETS = (
     "2,2,3,2,32,32,2,2",
@@ -42,11 +46,6 @@ RANK_SETS = (
 )
 STARTS = ("hosvd", "whitened", "whitened-channels", "whitened-all", "hosvd+fit", "whitened+fit")
 
-#: The README's 5-minute recipe, as ``tcompress finetune`` options.
-RECIPE = (
-    "--data synthetic --recalibrate 512 --steps 860 --lr 1.5e-3 --precision bf16 "
-    "--train-samples 3000 --cache --workers 2"
-).split()
 
 #: ``tcompress convert`` options of each start.
 CONVERT = {
@@ -55,14 +54,6 @@ CONVERT = {
     "hosvd+fit": ["--refine-data", "synthetic"],
     "whitened+fit": ["--whiten", "synthetic", "--refine-data", "synthetic"],
 }
-
-
-def tcompress(*args: str) -> dict:
-    command = [sys.executable, "-m", "tcompress", *map(str, args), "--json"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout)
 
 
 def start(name: str, ranks: list[int], W, stats):

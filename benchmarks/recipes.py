@@ -13,3 +13,23 @@ FIVE_MINUTE = dict(
     eval_samples=8,
     workers=2,
 )
+
+#: The same recipe as ``tcompress finetune`` options on the synthetic set, for the benchmarks
+#: that run the command line a user runs.
+FIVE_MINUTE_CLI = (
+    "--data synthetic --recalibrate 512 --steps 860 --lr 1.5e-3 --precision bf16 "
+    "--train-samples 3000 --cache --workers 2"
+).split()
+
+
+def run_json(*args) -> dict:
+    """``python -m tcompress ARGS --json``'s output; exits with its error if it fails."""
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "tcompress", *map(str, args), "--json"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout)

@@ -28,6 +28,7 @@ from tcompress.passes import materialize
 from tcompress.tnet import TensorConv2d
 
 from .conftest import make_hourglass
+from .family_models import random_weights
 
 EXACT = 1e-5  # max |T-Net - dense| / max |dense| at full rank, float32
 WIDTHS = (4, 8, 16)
@@ -154,21 +155,16 @@ NETS = {"resnet": (resnet, RESNET), "vgg": (vgg, VGG_), "unet": (unet, UNET)}
 
 
 def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Seeded weights (He-scaled), biases and BatchNorm statistics away from identity, in eval
-    mode."""
+    """Seeded He-scaled weights, then biases and BatchNorm statistics away from identity
+    (:func:`tests.family_models.random_weights`), in eval mode."""
     torch.manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
-            elif isinstance(m, nn.Conv2d | nn.Linear):
+            if isinstance(m, nn.Conv2d | nn.Linear):
                 m.weight.normal_(0, (2 / m.weight[0].numel()) ** 0.5)
-                if m.bias is not None:
+                if isinstance(m, nn.Linear) and m.bias is not None:
                     m.bias.uniform_(-0.1, 0.1)
-    return model.eval()
+    return random_weights(model, seed + 1)
 
 
 def dense(name: str) -> nn.Module:

@@ -181,22 +181,33 @@ def validate_onnx(
     expected = list(output_names or io.output_names)
     if not check_names(report, session, input_name, expected):
         return report
-    exact = copy.deepcopy(model).double()
+    exact = None  # the float64 copy, made only once an output misses the plain tolerance
     for batch, x, want in reference_outputs(model, io, batches, input_size, seed):
         try:
             got = session.run(None, {input_name: x.numpy()})
         except Exception as e:
             report.problems.append(f"batch {batch}: ONNX Runtime failed: {str(e).splitlines()[0]}")
             continue
-        for name, g, w, noise in zip(expected, got, want, rounding_noise(exact, x, want)):
+        checks = [
+            compare_output(batch, n, g, w, atol=atol, rtol=rtol)
+            for n, g, w in zip(expected, got, want)
+        ]
+        if not all(c.passed for c in checks):
+            if exact is None:
+                exact = copy.deepcopy(model).double()
             # Two float32 computations of the same network differ by about its own rounding.
-            allowed = atol + NOISE_FACTOR * noise
-            report.record(compare_output(batch, name, g, w, atol=allowed, rtol=rtol))
+            checks = [
+                compare_output(batch, n, g, w, atol=atol + NOISE_FACTOR * noise, rtol=rtol)
+                for n, g, w, noise in zip(expected, got, want, rounding_noise(exact, x, want))
+            ]
+        for check in checks:
+            report.record(check)
     return report
 
 
 #: How many times the reference's own float32 rounding (its largest difference from the same
 #: network in float64) the tolerance adds: ONNX Runtime's kernels round differently, not less.
+#: Measured only for a batch whose outputs miss the plain tolerance (a float64 pass costs).
 NOISE_FACTOR = 2.0
 
 
