@@ -194,6 +194,11 @@ def main() -> None:
     parser.add_argument(
         "--variants", action="store_true", help="also train the other starts (Tucker)"
     )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the runs an interrupted invocation finished (their files in --out)",
+    )
     parser.add_argument("--record", default=None)
     args = parser.parse_args()
     if not 0 < args.finetune_steps < args.steps:
@@ -216,6 +221,21 @@ def main() -> None:
     def path(name: str) -> str:
         return os.path.join(args.out, name)
 
+    def kept(name: str, run) -> tuple[dict, float]:
+        """``run()``'s (output, seconds), which made the file ``name``; with ``--reuse``, those
+        of an earlier run that made it (kept beside it as ``name.json``)."""
+        from tcompress.checkpoint import atomic_write
+
+        done = path(name + ".json")
+        if args.reuse and os.path.exists(done) and os.path.exists(path(name)):
+            with open(done) as f:
+                saved = json.load(f)
+            return saved["output"], saved["seconds"]
+        output, seconds = run()
+        text = json.dumps({"output": output, "seconds": seconds})
+        atomic_write(done, lambda tmp: write_text(tmp, text))
+        return output, seconds
+
     def pckh(model: str) -> float:
         out, _ = tcompress(
             "evaluate", model, "--split", "val", "-n", args.val_samples,
@@ -234,8 +254,11 @@ def main() -> None:
 
     def train(name: str, steps: int, extra: list) -> dict:
         out = path(name)
-        done, seconds = tcompress(
-            "train", *shape, *common, "--steps", steps, *extra, "-o", out, "--force"
+        done, seconds = kept(
+            name,
+            lambda: tcompress(
+                "train", *shape, *common, "--steps", steps, *extra, "-o", out, "--force"
+            ),
         )
         row = {"steps": steps, "final_loss": done["final_loss"], "minutes": seconds / 60}
         print(f"{name}: {steps} steps in {seconds / 60:.1f} min", flush=True)
@@ -262,8 +285,11 @@ def main() -> None:
     first = args.steps - args.finetune_steps
     runs["converted"] = train(f"dense-{first}.pth", first, [])
     converted = path("converted.pt")
-    summary, seconds = tcompress(
-        "convert", path(f"dense-{first}.pth"), *tnet_options, "-o", converted, "--force"
+    summary, seconds = kept(
+        "converted.pt",
+        lambda: tcompress(
+            "convert", path(f"dense-{first}.pth"), *tnet_options, "-o", converted, "--force"
+        ),
     )
     runs["converted"].update(
         dense_pckh=runs["converted"]["pckh"],
@@ -272,10 +298,10 @@ def main() -> None:
         convert_minutes=seconds / 60,
     )
     tuned = path("converted-ft.pt")
-    done, seconds = tcompress(
+    done, seconds = kept("converted-ft.pt", lambda: tcompress(
         "finetune", converted, *common, "--steps", args.finetune_steps,
         "--schedule", "cosine", "--recalibrate", args.recalibrate, "-o", tuned, "--force",
-    )  # fmt: skip
+    ))  # fmt: skip
     runs["converted"].update(
         finetune_steps=args.finetune_steps,
         finetune_final_loss=done["final_loss"],
@@ -293,14 +319,20 @@ def main() -> None:
             ),
             "truncated dense init": lambda: truncated(args, config, ranks),
         }
-        for name, start in starts.items():
-            out = path(name.replace(" ", "-") + ".pt")
+
+        def trained(start) -> tuple[dict, float]:
             began = time.perf_counter()
             done = finetune(start(), "synthetic", **recipe, output=out, force=True)
+            return {"final_loss": done.training.final_loss}, time.perf_counter() - began
+
+        for name, start in starts.items():
+            file = name.replace(" ", "-") + ".pt"
+            out = path(file)
+            done, seconds = kept(file, lambda start=start: trained(start))
             variants[name] = {
                 "steps": args.steps,
-                "final_loss": done.training.final_loss,
-                "minutes": (time.perf_counter() - began) / 60,
+                "final_loss": done["final_loss"],
+                "minutes": seconds / 60,
                 **describe(out),
                 "pckh": pckh(out),
             }
