@@ -34,7 +34,8 @@ FLAGS = {"teacher": "--distill-from"}
     "-r",
     default=None,
     help="The T-Net's ranks, in the method's grammar as for convert (modes stack,depth,pathway,"
-    "block,f_in,f_out,h,w; 'full' keeps every mode whole). " + methods.rank_help(),
+    "block,f_in,f_out,h,w; 'full' keeps every mode whole). "
+    + " ".join(f"{n}: {methods.REGISTRY[n].ranks}." for n in methods.names(methods.TNET)),
 )
 @click.option(
     "--ratio",
