@@ -21,11 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
 
 import numpy as np
+from recipes import timed_json as tcompress
+from recipes import write_text
 
 from tcompress.vocabulary import PRECISIONS, SCHEDULES
 
@@ -34,21 +33,6 @@ from tcompress.vocabulary import PRECISIONS, SCHEDULES
 #: the kernel modes (3x3 -> 2x2), which converts higher than the ranks ``--ratio 3`` picks
 #: (README, Choosing ranks; docs/records/ranks.json).
 RANKS = {"2x": "2,4,3,2,30,30,2,2", "3x": "2,2,3,2,32,32,2,2"}
-
-
-def tcompress(*args: str) -> tuple[dict, float]:
-    started = time.perf_counter()
-    command = [sys.executable, "-m", "tcompress", *map(str, args), "--json"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout), time.perf_counter() - started
-
-
-def write_text(path: str, text: str) -> None:
-    """Write ``text`` and a final newline to ``path`` (the callback of an atomic write)."""
-    with open(path, "w") as f:
-        f.write(text + "\n")
 
 
 def pckh(model: str, samples: int) -> float:

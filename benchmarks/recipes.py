@@ -22,14 +22,28 @@ FIVE_MINUTE_CLI = (
 ).split()
 
 
-def run_json(*args) -> dict:
-    """``python -m tcompress ARGS --json``'s output; exits with its error if it fails."""
+def timed_json(*args) -> tuple[dict, float]:
+    """``python -m tcompress ARGS --json``: its JSON output and wall-clock seconds; exits with
+    the command's error if it fails."""
     import json
     import subprocess
     import sys
+    import time
 
+    started = time.perf_counter()
     command = [sys.executable, "-m", "tcompress", *map(str, args), "--json"]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout)
+    return json.loads(done.stdout), time.perf_counter() - started
+
+
+def run_json(*args) -> dict:
+    """``python -m tcompress ARGS --json``'s output (:func:`timed_json` without the time)."""
+    return timed_json(*args)[0]
+
+
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` and a final newline to ``path`` (the callback of an atomic write)."""
+    with open(path, "w") as f:
+        f.write(text + "\n")

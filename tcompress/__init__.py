@@ -26,6 +26,7 @@ _LAZY = {
     "load": "tcompress.serialize",
     "TNet": "tcompress.tnet",
     "LayerwiseNet": "tcompress.layerwise",
+    "random_tnet": "tcompress.scratch",
     "TcompressError": "tcompress.errors",
     "export_onnx": "tcompress.export.onnx",
     # train() is tcompress.train.train: the name tcompress.train is the subpackage's.

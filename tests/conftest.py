@@ -38,3 +38,22 @@ def checkpoint(tmp_path, hourglass):
 @pytest.fixture
 def x():
     return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """``interrupt_at(step)``: the command-line training runs that follow stop as Ctrl-C stops
+    them, at ``step``; ``interrupt_at(None)`` lets them finish again."""
+    from tcompress.cli.progress import TrainingProgress
+
+    original = TrainingProgress.event
+
+    def at(step):
+        def event(self, event):
+            if event["kind"] == "step" and event["step"] == step:
+                raise KeyboardInterrupt
+            original(self, event)
+
+        monkeypatch.setattr(TrainingProgress, "event", original if step is None else event)
+
+    return at

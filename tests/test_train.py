@@ -331,7 +331,7 @@ def test_cli_train_writes_a_dense_checkpoint(trained):
     assert isinstance(model, StackedHourglass) and model.config.features == 8
 
 
-def test_cli_finetune_a_tnet_with_recalibration_and_resume(trained, tmp_path, monkeypatch):
+def test_cli_finetune_a_tnet_with_recalibration_and_resume(trained, tmp_path, interrupt_at):
     d, _ = trained
     tnet = tmp_path / "t.pt"
     assert run(["convert", d / "hg.pth", "--ranks", "1,2,3,1,4,4,3,3", "-o", tnet]).exit_code == 0
@@ -345,22 +345,13 @@ def test_cli_finetune_a_tnet_with_recalibration_and_resume(trained, tmp_path, mo
     # a run interrupted at step 3 (Ctrl-C) and resumed ends where an uninterrupted one does
     r = run([*args, "-o", tmp_path / "whole.pt"])
     assert r.exit_code == 0, r.output
-    from tcompress.cli.progress import TrainingProgress
-
-    original = TrainingProgress.event
-
-    def interrupt(self, event):
-        if event["kind"] == "step" and event["step"] == 3:
-            raise KeyboardInterrupt
-        original(self, event)
-
-    monkeypatch.setattr(TrainingProgress, "event", interrupt)
+    interrupt_at(3)
     r = run([*args, "-o", tmp_path / "cut.pt", "--save-every", "2"])
     assert r.exit_code == 130
     assert "Interrupted; nothing written but" in r.output and "continue with --resume" in r.output
     assert not (tmp_path / "cut.pt").exists()
     assert read_state(tmp_path / "cut.pt.state")["step"] == 2
-    monkeypatch.setattr(TrainingProgress, "event", original)
+    interrupt_at(None)
     r = run([*args, "-o", tmp_path / "cut.pt", "--resume", tmp_path / "cut.pt.state"])
     assert r.exit_code == 0, r.output
     whole, resumed = (

@@ -26,8 +26,21 @@ def stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+def finite(obj):
+    """``obj`` with every NaN or infinite float as None: JSON has no such numbers, and a parser
+    other than Python's refuses the ``NaN`` that ``json.dumps`` writes (a T-Net trained from
+    scratch has no relative error, a figure may be undefined)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: finite(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(value) for value in obj]
+    return obj
+
+
 def print_json(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    sys.stdout.write(json.dumps(finite(obj), indent=2, allow_nan=False) + "\n")
 
 
 def modes_table(summary: dict, title: str = "Weight tensor W") -> Table:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from tcompress import methods
 from tcompress.cli import handle_errors, main
 from tcompress.cli.options import training_options
 from tcompress.vocabulary import FORWARD_FORMS
@@ -21,15 +22,49 @@ FLAGS = {"teacher": "--distill-from"}
 @click.option("--block-depth", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--features", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--joints", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "--method",
+    "-m",
+    default=None,
+    help=f"Train a T-Net from scratch instead: {', '.join(methods.names(methods.TNET))} "
+    "[default: tucker with --ranks or --ratio; without them, an uncompressed hourglass].",
+)
+@click.option(
+    "--ranks",
+    "-r",
+    default=None,
+    help="The T-Net's ranks, in the method's grammar as for convert (modes stack,depth,pathway,"
+    "block,f_in,f_out,h,w; 'full' keeps every mode whole). "
+    + " ".join(f"{n}: {methods.REGISTRY[n].ranks}." for n in methods.names(methods.TNET)),
+)
+@click.option(
+    "--ratio",
+    type=float,
+    default=None,
+    help="Instead of --ranks: the T-Net's whole-network compression ratio against the "
+    "hourglass of these options (every rank at the largest common value, or its limit, that "
+    "meets it).",
+)
+@click.option(
+    "--forward",
+    type=click.Choice(FORWARD_FORMS),
+    default=None,
+    help="T-Net forward form to train in and save [default: reconstructed].",
+)
 @training_options(steps=4000, lr=2.5e-4, schedule="step")
 @handle_errors(**FLAGS)
-def train(stacks, depth, block_depth, features, joints, **options):
-    """Train an uncompressed stacked hourglass from scratch (the paper's configuration by
-    default) with heatmap loss on every stack; RMSprop with a multi-step schedule.
+def train(stacks, depth, block_depth, features, joints, method, ranks, ratio, forward, **options):
+    """Train a new stacked hourglass from scratch (the paper's configuration by default) with
+    heatmap loss on every stack; RMSprop with a multi-step schedule. Uncompressed by default;
+    with --method/--ranks/--ratio, a T-Net whose block kernels are one random low-rank tensor
+    (each rebuilt kernel as spread as nn.Conv2d's default initialisation), written as a T-Net
+    file.
 
     \b
     Examples:
       tcompress train --data synthetic --stacks 2 --features 32 --steps 4000 -o hg.pth
+      tcompress train --data synthetic --stacks 2 --features 32 --ranks 2,4,3,2,16,16,3,3 -o t.pt
+      tcompress train --data synthetic --stacks 2 --features 32 --method mps --ratio 3 -o t.pt
       torchrun --nproc_per_node 2 -m tcompress train --data mpii/ -o hg.pth
     """
     from tcompress.models import HourglassConfig
@@ -38,7 +73,23 @@ def train(stacks, depth, block_depth, features, joints, **options):
     config = HourglassConfig(
         n_stacks=stacks, depth=depth, block_depth=block_depth, features=features, n_joints=joints
     )
-    _run(functools.partial(train_new, config), **options)
+    as_json = options["as_json"]
+    result = _run(
+        functools.partial(train_new, config, method=method, ranks=ranks, ratio=ratio),
+        forward=forward,
+        **options,
+    )
+    summary = getattr(result.model, "summary", None) if result.main else None
+    if summary and not as_json:
+        from tcompress.cli.render import stdout
+
+        stdout().print(
+            f"T-Net trained from scratch: {summary['method']}, ranks "
+            f"{','.join(map(str, summary['ranks']))}"
+            + (f" (chosen for {summary['target']})" if summary.get("target") else "")
+            + f"; {summary['params_before']:,} -> {summary['params_after']:,} parameters "
+            f"({summary['compression_ratio']:.2f}x)"
+        )
 
 
 @main.command()
@@ -107,7 +158,7 @@ def finetune(model, distill_from, distill_weight, recalibrate_images, forward, *
 
 def _run(run, *, no_bias_correction, as_json, **options):
     """``run`` (:func:`tcompress.train.finetune` or ``train``) with the options as its arguments
-    and the display as its callbacks; rank 0 prints the summary."""
+    and the display as its callbacks; rank 0 prints the summary. Returns the run's result."""
     from tcompress.cli.progress import TrainingProgress
     from tcompress.cli.render import print_json, stdout
     from tcompress.train import TrainingInterrupted
@@ -129,10 +180,10 @@ def _run(run, *, no_bias_correction, as_json, **options):
             )
         raise SystemExit(130) from None
     if not result.main:
-        return
+        return result
     if as_json:
         print_json(result.to_dict())
-        return
+        return result
     done, console = result.training, stdout()
     last = done.evaluations[-1]["pckh"] if done.evaluations else None
     console.print(
@@ -141,3 +192,4 @@ def _run(run, *, no_bias_correction, as_json, **options):
         + (f"; PCKh@0.5 {last:.1f}%" if last is not None else "")
     )
     console.print(f"wrote {result.output}" + (f" and {result.state}" if result.state else ""))
+    return result

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from tcompress.errors import RankError, TcompressError, param
+from tcompress.errors import MethodError, RankError, TcompressError, param
 from tcompress.methods.selection import GroupChoice, RankChoice, allocate, allocate_groups
 
 _FULL = ("full", "-")
@@ -336,7 +336,8 @@ class TensorMethod(Method):
     """A T-Net method. Subclasses set :attr:`tensor_type` and implement the rank grammar,
     :meth:`params`, :meth:`decompose` and :meth:`empty`; those with an error bound on W give
     :meth:`spectra`, :meth:`limits` and (where ranks constrain each other) :meth:`cap`, and
-    :meth:`choose` allocates on the bound."""
+    :meth:`choose` allocates on the bound. :meth:`random` (and :meth:`uniform_ranks` where the
+    limits do not say it) start a T-Net trained from scratch."""
 
     kind = "tnet"
     tensor_type: type[nn.Module]
@@ -470,11 +471,52 @@ class TensorMethod(Method):
         by the caller), for ``load_state_dict(assign=True)``."""
         raise NotImplementedError
 
+    def random(
+        self,
+        shape: Sequence[int],
+        ranks: Sequence[int],
+        *,
+        std: float,
+        n_grid: int,
+        generator: torch.Generator,
+    ) -> nn.Module:
+        """The shared tensor of a T-Net trained from scratch: random factors of ``ranks`` whose
+        rebuilt W has zero-mean entries of standard deviation ``std``, spread so that every
+        block kernel (the slice at one index of the first ``n_grid`` modes) is about as large
+        as any other. Drawn from ``generator`` alone (:mod:`tcompress.scratch`)."""
+        raise MethodError(
+            f"{self.name} has no random initialisation; a T-Net trained from scratch takes one "
+            "of the T-Net methods that have one"
+        )
+
+    def uniform_ranks(self, r: int, shape: Sequence[int]) -> tuple[int, ...]:
+        """Every rank at ``r`` or below: its limit where that is lower (:meth:`limits`, then
+        :meth:`cap`). A T-Net trained from scratch for a ratio takes the largest ``r`` whose
+        network meets it: with no trained W there is no error bound to allocate on."""
+        limits = self.limits(shape)
+        return tuple(self.cap([min(r, limit) for limit in limits], shape))
+
     def initialisation(self, summary: Mapping) -> str:
+        """How the factors were found, for the summary: the decomposition a conversion started
+        them with (:meth:`fitted_by`), or the random start of a T-Net trained from scratch (its
+        summary's ``scratch``)."""
+        scratch = summary.get("scratch")
+        if scratch:
+            return (
+                f"random factors, seed {scratch['seed']} (block kernels of std "
+                f"{scratch['kernel_std']:.3g}, as nn.Conv2d's default initialisation draws them): "
+                "trained from scratch, no source checkpoint"
+            )
+        return self.fitted_by(summary)
+
+    def fitted_by(self, summary: Mapping) -> str:
+        """The decomposition a conversion started the factors with ("HOSVD + 2 HOOI sweep(s)")."""
         return self.title
 
     def error_detail(self, summary: Mapping) -> str:
         """What follows the relative error in the summary (" (HOSVD .. -> after HOOI ..)")."""
+        if summary.get("scratch"):
+            return " (trained from scratch: there is no source W to compare with)"
         return ""
 
 

@@ -20,6 +20,7 @@ import torch
 
 from tcompress.decompose.cp import CP_ITERATIONS, cp_als, cp_to_tensor
 from tcompress.errors import RankError, param
+from tcompress.methods._random import random_signs, unit_columns
 from tcompress.methods.base import (
     Decomposition,
     FactorTensor,
@@ -125,7 +126,28 @@ class CP(TensorMethod):
     def empty(self, shape, ranks) -> CPTensor:
         return CPTensor(torch.empty(ranks[0]), [torch.empty(d, ranks[0]) for d in shape])
 
-    def initialisation(self, summary: Mapping) -> str:
+    def random(self, shape, ranks, *, std: float, n_grid: int, generator) -> CPTensor:
+        """Every weight ``std`` (the dense kernels' scale, as Tucker's core) and factors whose
+        entries have mean square R^(-1/N): on the grid modes +-R^(-1/(2N)) at random (every
+        layer's R coefficients prod_k u_k[i_k, r] then have the same size), on the others
+        Gaussian columns of that norm per entry. An entry of W sums R uncorrelated terms of
+        variance std^2 prod_k E u_k[i_k, r]^2 = std^2 / R: std^2 in all."""
+        (rank,) = ranks
+        n = len(shape)
+        entry = rank ** (-1 / (2 * n))  # the factors' root-mean-square entry
+        factors = [
+            math.sqrt(d)
+            * entry
+            * (random_signs if k < n_grid else unit_columns)(d, rank, generator)
+            for k, d in enumerate(shape)
+        ]
+        weights = torch.full((rank,), std, dtype=torch.float32)
+        return CPTensor(weights, [u.float() for u in factors])
+
+    def uniform_ranks(self, r: int, shape) -> tuple[int, ...]:
+        return (r,)
+
+    def fitted_by(self, summary: Mapping) -> str:
         sweeps = f"CP-ALS ({len(summary.get('errors') or [])} sweeps)"
         if summary.get("ranks"):
             return f"{sweeps}, rank {summary['ranks'][0]}"

@@ -17,6 +17,7 @@ import torch
 from tcompress.decompose import max_tt_ranks, tensor_train, tt_to_tensor
 from tcompress.decompose.spectra import bond_spectra
 from tcompress.errors import RankError
+from tcompress.methods._random import random_cores
 from tcompress.methods.base import (
     CoreTensor,
     Decomposition,
@@ -144,7 +145,17 @@ class MPS(TensorMethod):
         bonds = [1, *ranks, 1]
         return MPSTensor([torch.empty(bonds[k], d, bonds[k + 1]) for k, d in enumerate(shape)])
 
-    def initialisation(self, summary) -> str:
+    def random(self, shape, ranks, *, std: float, n_grid: int, generator) -> MPSTensor:
+        """Cores whose every block kernel has squared norm std^2 times its entries
+        (:func:`~tcompress.methods._random.random_cores`): the kernel cores right-orthogonal,
+        every slice of a grid core a norm-preserving random matrix times s, with
+        s^n_grid = std * sqrt(f_in f_out h w). A train has no favoured entry, so every entry of
+        W then has variance std^2."""
+        bonds = (1, *ranks, 1)
+        cores = random_cores(shape, bonds, std=std, n_grid=n_grid, generator=generator)
+        return MPSTensor(cores)
+
+    def fitted_by(self, summary) -> str:
         return "TT-SVD"
 
 

@@ -23,6 +23,7 @@ import torch
 
 from tcompress.decompose.tr import cap_tr_ranks, tensor_ring, tr_full_ranks, tr_params, tr_to_tensor
 from tcompress.errors import RankError
+from tcompress.methods._random import random_cores
 from tcompress.methods.base import (
     CoreTensor,
     Decomposition,
@@ -148,7 +149,24 @@ class TensorRing(TensorMethod):
         bonds = [ranks[-1], *ranks]
         return TRTensor([torch.empty(bonds[k], d, bonds[k + 1]) for k, d in enumerate(shape)])
 
-    def initialisation(self, summary) -> str:
+    def random(self, shape, ranks, *, std: float, n_grid: int, generator) -> TRTensor:
+        """The cores of :meth:`MPS.random <tcompress.methods.mps.MPS.random>` around the ring
+        (R_0 = R_N, :func:`~tcompress.methods._random.random_cores`): the right-orthogonal
+        kernel cores leave each value of the ring bond 1/R_N of a kernel's norm, and the trace
+        over the R_N rows of the grid cores' product makes it up, so every block kernel has
+        squared norm about std^2 times its entries."""
+        bonds = (ranks[-1], *ranks)
+        cores = random_cores(shape, bonds, std=std, n_grid=n_grid, generator=generator)
+        return TRTensor(cores)
+
+    def uniform_ranks(self, r: int, shape) -> tuple[int, ...]:
+        """The MPS bonds at ``r`` or below and a ring bond of 1, as a ratio target gives a
+        converted tensor ring (:meth:`choose`)."""
+        from tcompress.methods import get
+
+        return (*get("mps").uniform_ranks(r, shape), 1)
+
+    def fitted_by(self, summary) -> str:
         if summary.get("ranks"):
             return f"TR-SVD (ring bond {summary['ranks'][-1]})"
         groups = summary.get("groups") or []

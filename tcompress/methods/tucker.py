@@ -17,6 +17,7 @@ import torch
 from tcompress.decompose import tucker, tucker_to_tensor
 from tcompress.decompose.spectra import mode_spectra
 from tcompress.errors import RankError
+from tcompress.methods._random import balanced_orthonormal
 from tcompress.methods.base import (
     Decomposition,
     FactorTensor,
@@ -140,7 +141,26 @@ class Tucker(TensorMethod):
     def empty(self, shape, ranks) -> TuckerTensor:
         return TuckerTensor(torch.empty(ranks), [torch.empty(d, r) for d, r in zip(shape, ranks)])
 
-    def initialisation(self, summary: Mapping) -> str:
+    def random(self, shape, ranks, *, std: float, n_grid: int, generator) -> TuckerTensor:
+        """A Gaussian core of standard deviation ``std``, drawn as a dense kernel is, and
+        factors whose rows all have unit norm: sqrt(D_k / R_k) times orthonormal columns with
+        rows of equal norm (:func:`~tcompress.methods._random.balanced_orthonormal`). Every
+        entry of W, sum_r G[r] prod_k U_k[i_k, r_k], then has variance
+        Var(G) prod_k ||U_k[i_k, :]||^2 = std^2, at every index alike, and a block kernel's
+        squared norm is a sum of R5 R6 R7 R8 independent terms, close to its expectation.
+
+        The scale sits in the core rather than in the factors (orthonormal factors would need
+        a core of std * sqrt(prod D_k / R_k)): RMSprop moves every parameter by about the
+        learning rate a step, so a core at the dense kernels' scale moves the kernels about as
+        fast as the dense network's own (``docs/scratch.md``)."""
+        factors = [
+            math.sqrt(d / r) * balanced_orthonormal(d, r, generator, dtype=torch.float64)
+            for d, r in zip(shape, ranks)
+        ]
+        core = std * torch.randn(*ranks, generator=generator, dtype=torch.float64)
+        return TuckerTensor(core.float(), [u.float() for u in factors])
+
+    def fitted_by(self, summary: Mapping) -> str:
         refine = summary.get("refine")
         return "HOSVD" + (f" + {refine} HOOI sweep(s)" if refine else "")
 
@@ -148,7 +168,7 @@ class Tucker(TensorMethod):
         errors = summary.get("errors") or []
         if len(errors) > 1:
             return f" (HOSVD {errors[0]:.4g} -> after HOOI {errors[-1]:.4g})"
-        return ""
+        return super().error_detail(summary)
 
 
 METHOD = Tucker()

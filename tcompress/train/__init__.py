@@ -3,7 +3,8 @@
 
 :func:`finetune` and :func:`train` are whole runs (data, BatchNorm re-estimation, the written
 model), as the command line does them, and so is :func:`recalibrate_model`; :func:`fit` is the
-loop they call."""
+loop they call. :func:`train` trains a new dense hourglass, or with ``method=`` and ``ranks=`` /
+``ratio=`` a T-Net from scratch (:mod:`tcompress.scratch`)."""
 
 from tcompress.train.finetune import FinetuneResult, TrainingInterrupted, finetune, train
 from tcompress.train.loop import (

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from tcompress.errors import OutputError, TcompressError
+from tcompress.errors import OutputError, TcompressError, param
 from tcompress.models import HourglassConfig, StackedHourglass
 from tcompress.train.distributed import Distributed, setup, teardown
 from tcompress.train.loop import TrainResult, TrainSettings, fit
@@ -108,6 +108,9 @@ def finetune(
     data: Source,
     *,
     config: HourglassConfig | Mapping[str, int] | None = None,
+    method: str | None = None,
+    ranks: Any = None,
+    ratio: float | None = None,
     settings: TrainSettings | None = None,
     teacher: Source | nn.Module | None = None,
     forward: str | None = None,
@@ -147,6 +150,12 @@ def finetune(
         A :class:`~tcompress.models.HourglassConfig` (or a mapping of its fields): train a new
         :class:`~tcompress.models.StackedHourglass`, its weights drawn from the seed, as
         :func:`train` does.
+    method, ranks, ratio
+        With ``config``: train a T-Net of this method from scratch instead
+        (:func:`~tcompress.scratch.random_tnet`: its block kernels one random low-rank tensor of
+        ``ranks``, or of the ranks that meet a whole-network ``ratio``; give one of them); the
+        written file is a T-Net. ``method`` defaults to ``"tucker"`` when ``ranks`` or
+        ``ratio`` is given.
     settings, **fields
         The run's :class:`~tcompress.train.TrainSettings`, or its fields as keywords
         (``steps=``, ``lr=``, ``batch_size=``, ``schedule=``, ``precision=``, ``seed=`` ...),
@@ -159,7 +168,8 @@ def finetune(
         The uncompressed network (a file or a module) whose heatmaps the model learns to match.
     forward
         ``"reconstructed"`` or ``"factorized"``: the T-Net forward form to train in; default:
-        the file's (or the module's). Does not apply to dense and layer-wise networks.
+        the file's (or the module's; ``"reconstructed"`` for a T-Net from scratch). Does not
+        apply to dense and layer-wise networks.
     images
         MPII: the folder the annotations' image paths are relative to (for ``data`` only).
     val_data
@@ -213,6 +223,12 @@ def finetune(
             f"StackedHourglass), one of them; got model={_name(model)} and "
             f"config={_name(config)}"
         )
+    scratch = _scratch(method, ranks, ratio)
+    if scratch is not None and config is None:
+        raise TcompressError(
+            f"{param('method')}, {param('ranks')} and {param('ratio')} build a new T-Net "
+            f"(with config=); a model given is trained as it is, got model={_name(model)}"
+        )
     defaults = FINETUNE_DEFAULTS if config is None else TRAIN_DEFAULTS
     settings, choose_weight = _settings(settings, fields, defaults)
     _check_counts(
@@ -238,7 +254,7 @@ def finetune(
     say = progress if progress is not None and context.main else _ignore
     emit = on_event if on_event is not None and context.main else _ignore
     try:
-        net = _network(model, config, forward, settings.seed)
+        net = _network(model, config, forward, settings.seed, scratch)
         teacher_net = None if teacher is None else _network(teacher, None, None, settings.seed)
         train_data, val, labelled = _datasets(
             data, val_data, images, train_samples, image_size, eval_samples, settings.seed
@@ -296,15 +312,25 @@ def finetune(
 
 
 def train(
-    config: HourglassConfig | Mapping[str, int], data: Source, **options: Any
+    config: HourglassConfig | Mapping[str, int],
+    data: Source,
+    *,
+    method: str | None = None,
+    ranks: Any = None,
+    ratio: float | None = None,
+    **options: Any,
 ) -> FinetuneResult:
     """Train a new :class:`~tcompress.models.StackedHourglass` of ``config`` (a
     :class:`~tcompress.models.HourglassConfig` or a mapping of its fields) on ``data``, its
     weights drawn from the seed; the settings left unsaid take :data:`TRAIN_DEFAULTS`.
 
+    With ``method`` (``"tucker"``, ``"mps"``, ``"cp"``, ``"tr"``; Tucker when only ``ranks``
+    or ``ratio`` is given) and ``ranks`` or ``ratio``: a T-Net of that hourglass trained from
+    scratch (:func:`~tcompress.scratch.random_tnet`), written as a T-Net file.
+
     ``options`` are those of :func:`finetune` (``output=``, ``steps=``, ``lr=`` ...).
     """
-    return finetune(None, data, config=config, **options)
+    return finetune(None, data, config=config, method=method, ranks=ranks, ratio=ratio, **options)
 
 
 def _ignore(*args: Any) -> None:
@@ -341,17 +367,30 @@ def _check_counts(**counts: int | None) -> None:
             raise TcompressError(f"{name}= must be an integer >= {least}, got {value!r}")
 
 
+def _scratch(method: str | None, ranks: Any, ratio: float | None) -> dict | None:
+    """The T-Net to train from scratch (``random_tnet``'s arguments), None for none."""
+    if method is None and ranks is None and ratio is None:
+        return None
+    return {"method": "tucker" if method is None else method, "ranks": ranks, "ratio": ratio}
+
+
 def _network(
     source: Source | nn.Module | None,
     config: HourglassConfig | Mapping[str, int] | None,
     forward: str | None,
     seed: int,
+    scratch: dict | None = None,
 ) -> nn.Module:
-    """The network a file holds, a module as given, or a new hourglass of ``config``."""
+    """The network a file holds, a module as given, a new hourglass of ``config``, or with
+    ``scratch`` a new T-Net of it."""
     from tcompress.serialize import load
     from tcompress.tnet import TNet
 
     if config is not None:
+        if scratch is not None:
+            from tcompress.scratch import random_tnet
+
+            return random_tnet(config, **scratch, seed=seed, forward=forward or "reconstructed")
         if not isinstance(config, HourglassConfig):
             config = HourglassConfig(**config)
         torch.manual_seed(seed)
