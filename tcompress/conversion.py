@@ -83,6 +83,8 @@ class ConversionSummary:
     # The modes weighted by the data before decomposing (whiten=); "group: mode" for several.
     whitened: list[str] | None = None
     groups: list[dict] = field(default_factory=list)  # one entry per tensor (see above)
+    # Layer-wise methods with per_layer=True: every block convolution's ranks, by module name.
+    layer_ranks: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,6 +105,7 @@ def convert(
     refine_data: str | os.PathLike | Iterable | None = None,
     data: str | os.PathLike | Iterable | None = None,
     whiten: str | os.PathLike | Iterable | None = None,
+    per_layer: bool = False,
     refine_samples: int = 256,
     refine_iterations: int = DATA_AWARE_ITERATIONS,
     device: str | torch.device | None = None,
@@ -176,6 +179,11 @@ def convert(
         than by its share of ``||W||``; only the modes whose rank is below their size are
         weighted (all four for MPS, TR and CP, whose ranks truncate every mode).
         Combines with ``refine_data`` (the fit then starts there).
+    per_layer
+        Layer-wise Tucker and Tai with ``ratio``: every layer takes ranks of its own, allocated
+        on the spectra of the kernels, each relative to its own norm
+        (:func:`~tcompress.passes.layerwise.allocate_layer_ranks`); without it, one rank for
+        every layer. The summary's ``layer_ranks`` lists them, its ``ranks`` give the largest.
     refine_samples, refine_iterations
         Images read from ``data``, ``whiten`` or ``refine_data`` and L-BFGS iterations of the
         fit.
@@ -220,7 +228,7 @@ def convert(
             f"{param('data')} chooses the ranks for a target; give {param('ratio')} or "
             f"{param('energy')} with it (or fit the factors with {param('refine_data')})"
         )
-    if data is not None and len(groups) > 1:
+    if data is not None and len(groups) > 1 and not per_layer:
         raise RankError(
             f"{param('data')} chooses the ranks of one tensor; this family has {len(groups)} "
             f"({', '.join(names)}); give {param('ratio')} or {param('energy')} without it (the "
@@ -237,7 +245,17 @@ def convert(
 
     specs, group_notes = grouped.for_groups(names, fits)
     notes += group_notes
-    if target and len(groups) > 1:
+    layer_ranks = None
+    if per_layer:
+        progress("Choosing the ranks of every layer")
+        if data is not None:
+            progress("Gathering the block convolutions' inputs")
+            group_stats = _statistics(src, Ws[0].device, data, refine_samples, seed)
+            stats_of = data
+        choice, layer_ranks = _per_layer(chosen, src, Ws, specs, ratio, group_stats)
+        specs = [RankSpec.parse(list(c.ranks)) for c in choice.choices]
+        notes.append(_per_layer_note(chosen, layer_ranks, group_stats))
+    elif target and len(groups) > 1:
         progress("Choosing the ranks")
         for g, spec in enumerate(specs):
             _in_group(names, g, fits, g, spec)
@@ -308,7 +326,7 @@ def convert(
         relative = [d[2] for d in decompositions]
     else:
         model, fitted, group_errors, relative = _layerwise(
-            chosen, src, ranks_of, refine, seed, device, progress
+            chosen, src, ranks_of, refine, seed, device, progress, layer_ranks
         )
     data_aware = None
     if refine_data is not None:
@@ -325,7 +343,7 @@ def convert(
     # ||W_g||^2, which weighs each group's errors in the whole's (one group: not needed)
     norms = [1.0] if one else [float(W.double().square().sum()) for W in Ws]
     entries = [
-        _group_entry(chosen, group, W, mode, r, tensor, error)
+        _group_entry(chosen, group, W, mode, r, tensor, error, layer_ranks)
         for group, W, mode, r, tensor, error in zip(groups, Ws, modes, ranks_of, fitted, relative)
     ]
     summary = ConversionSummary(
@@ -354,6 +372,7 @@ def convert(
         rank_search=None if search is None else search.to_dict(),
         groups=entries,
         whitened=_whitened(names, modes, weights) if whiten is not None else None,
+        layer_ranks=None if layer_ranks is None else {n: list(r) for n, r in layer_ranks.items()},
     )
     summary.seconds = time.perf_counter() - start
     model.meta = {"architecture": src.architecture, "summary": summary.to_dict()}
@@ -428,11 +447,13 @@ def _choose_groups(chosen, Ws, specs, src: Source, modes, ratio, energy):
     return GroupChoice(chosen.name, choices, params, math.nan, math.nan, target, "uniform")
 
 
-def _group_entry(chosen, group, W, mode, ranks, tensor, error) -> dict:
+def _group_entry(chosen, group, W, mode, ranks, tensor, error, layer_ranks=None) -> dict:
     """The summary's entry for one group (the keys :class:`ConversionSummary` lists)."""
     mode_names, mode_sizes = mode
     if chosen.kind == methods.TNET:
         after = sum(p.numel() for p in tensor.parameters())
+    elif layer_ranks is not None:
+        after = sum(chosen.params(mode_sizes, layer_ranks[name]) for name in group.names)
     else:
         after = len(group.members) * chosen.params(mode_sizes, ranks)
     return {
@@ -596,16 +617,79 @@ def _decompose(chosen, W, ranks, refine: int, seed: int, device, weights=None):
     return tensor, list(result.errors), result.relative_error
 
 
-def _layerwise(chosen, src: Source, ranks, refine: int, seed: int, device, progress):
-    """Decompose every kernel with a layer-wise method (``ranks``: each group's): the
-    LayerwiseNet, each group's chains seen as one tensor, each group's per-layer errors and
-    each group's relative error over its kernels."""
+def _per_layer(chosen, src: Source, Ws, specs, ratio, group_stats):
+    """Ranks of every layer for ``ratio``, on its kernel's spectrum, or on what each costs the
+    outputs when ``group_stats`` (each group's statistics) are given: a choice holding each
+    group's largest, and the layers' ranks by module name."""
+    from tcompress.methods.selection import GroupChoice, RankChoice
+    from tcompress.passes.layerwise import allocate_layer_ranks, largest, layer_costs
+
+    if chosen.kind != methods.LAYERWISE or ratio is None:
+        raise RankError(
+            f"{param('per_layer')} gives every layer of a layer-wise method (layerwise-tucker, "
+            f"tai) ranks of its own for a {param('ratio')}; got {chosen.name} with "
+            + ("a ratio" if ratio is not None else "no ratio")
+        )
+    given = next((spec for spec in specs if not spec.full), None)
+    if given is not None:
+        _refuse_layer_ranks(chosen, given, ratio)
+    other = src.params_before - sum(W.numel() for W in Ws)
+    kernels = {
+        name: src.state[key]
+        for group in src.family.groups
+        for name, key in zip(group.names, group.weight_keys())
+    }
+    costs = None
+    if group_stats is not None and chosen.per_layer_bound:
+        costs = {}
+        for group, stats in zip(src.family.groups, group_stats):
+            measured = layer_costs(chosen.name, [kernels[n] for n in group.names], stats)
+            costs.update(zip(group.names, measured))
+    layer_ranks = allocate_layer_ranks(chosen.name, kernels, other, ratio, costs)
+    target = f"ratio {ratio:g}"
+    choices = []
+    for group in src.family.groups:
+        shape = tuple(kernels[group.names[0]].shape)
+        params = sum(chosen.params(shape, layer_ranks[n]) for n in group.names)
+        top = largest([layer_ranks[n] for n in group.names])
+        criterion = "bound" if costs is None else "data"
+        choices.append(RankChoice(chosen.name, top, params, math.nan, math.nan, target, criterion))
+    total = sum(c.tensor_params for c in choices)
+    choice = GroupChoice(chosen.name, tuple(choices), total, math.nan, math.nan, target)
+    return choice, layer_ranks
+
+
+def _per_layer_note(chosen, layer_ranks: Mapping, group_stats=None) -> str:
+    """The spread of the ranks given layer by layer, and what chose them, in words."""
+    names = chosen.rank_names.split("[")[0].strip(",").split(",")
+    columns = list(zip(*layer_ranks.values()))
+    spread = ", ".join(
+        f"{name} {min(c)}-{max(c)} (mean {sum(c) / len(c):.1f})" for name, c in zip(names, columns)
+    )
+    if group_stats is None:
+        on = "each kernel's spectrum relative to its norm"
+    else:
+        on = f"what each costs the normalised outputs on {group_stats[0].images} images"
+    return (
+        f"ranks per layer, on {on}, over {len(layer_ranks)} layers: {spread}; the ranks shown "
+        "are the largest"
+    )
+
+
+def _layerwise(
+    chosen, src: Source, ranks, refine: int, seed: int, device, progress, layer_ranks=None
+):
+    """Decompose every kernel with a layer-wise method (``ranks``: each group's, or every
+    layer's ``layer_ranks``): the LayerwiseNet, each group's chains seen as one tensor, each
+    group's per-layer errors and each group's relative error over its kernels."""
     from tcompress.passes.layerwise import LayerwiseConfig, decompose_layers
 
     dense = src.module(device)
     groups = src.family.groups
     per_group = ranks[0] if len(groups) == 1 else {g.group_name: r for g, r in zip(groups, ranks)}
-    config = LayerwiseConfig(chosen.name, per_group, n_iter=refine, seed=seed)
+    config = LayerwiseConfig(
+        chosen.name, per_group, n_iter=refine, seed=seed, layer_ranks=layer_ranks
+    )
     net, squared = decompose_layers(dense, config, progress, family=src.family)
     net.meta.pop("notes", None)
     errors, relative, start = [], [], 0

@@ -46,6 +46,10 @@ class LayerwiseNet(WrapsNetwork, nn.Module):
     family
         The decomposed convolutions: module names of ``net`` and their index
         (:class:`~tcompress.family.KernelFamily`, or :class:`~tcompress.family.KernelGroups`).
+    layer_ranks
+        Layers with ranks of their own: module name -> ranks, for every member of the family
+        (ranks allocated per layer, :func:`tcompress.passes.layerwise.allocate_layer_ranks`);
+        ``ranks`` then gives each group's largest, rank by rank.
     meta
         What :func:`tcompress.save` records besides the tensors (architecture, summary).
 
@@ -62,6 +66,7 @@ class LayerwiseNet(WrapsNetwork, nn.Module):
         ranks: Sequence[int] | Mapping[str, Sequence[int]],
         family: KernelFamily | KernelGroups,
         *,
+        layer_ranks: Mapping[str, Sequence[int]] | None = None,
         meta: dict | None = None,
     ) -> None:
         super().__init__()
@@ -79,7 +84,17 @@ class LayerwiseNet(WrapsNetwork, nn.Module):
         else:
             self.group_ranks = {n: tuple(int(r) for r in ranks) for n in names}
         self.family = family
+        self.layer_ranks = _layer_ranks(family, self.group_ranks, layer_ranks)
         self.meta = dict(meta or {})
+
+    @property
+    def per_layer(self) -> bool:
+        """Whether the layers of a group have ranks of their own (:attr:`layer_ranks`)."""
+        return any(
+            self.layer_ranks[name] != self.group_ranks[group.group_name]
+            for group in self.family.groups
+            for name in group.names
+        )
 
     @property
     def ranks(self) -> tuple[int, ...]:
@@ -145,6 +160,8 @@ class LayerwiseNet(WrapsNetwork, nn.Module):
         return [kernel(layers) for _, layers in self.block_layers()]
 
     def extra_repr(self) -> str:
+        if self.per_layer:
+            return f"method={self.method}, ranks per layer (largest {self.group_ranks})"
         if len(set(self.group_ranks.values())) == 1:
             return f"method={self.method}, ranks={self.ranks}"
         return f"method={self.method}, ranks={self.group_ranks}"
@@ -182,17 +199,36 @@ def layerwise_skeleton(
     family: KernelFamily | KernelGroups,
     method: str,
     ranks: Sequence[int] | Mapping[str, Sequence[int]],
+    layer_ranks: Mapping[str, Sequence[int]] | None = None,
 ) -> LayerwiseNet:
     """A :class:`LayerwiseNet` from the dense ``net`` (changed in place; built on the meta device
     for a known layout), every family member replaced by an uninitialised chain, to load a
-    state_dict into with ``assign=True``; ``ranks`` as for :class:`LayerwiseNet`."""
+    state_dict into with ``assign=True``; ``ranks`` and ``layer_ranks`` as for
+    :class:`LayerwiseNet`."""
     skeleton = layer_method(method).skeleton
-    for group in family.groups:
-        group_ranks = ranks[group.group_name] if isinstance(ranks, Mapping) else ranks
-        for name in group.names:
-            conv = net.get_submodule(name)
-            net.set_submodule(name, skeleton(group_ranks, conv, device="meta"))
-    return LayerwiseNet(net, method, ranks, family)
+    names = [g.group_name for g in family.groups]
+    group_ranks = ranks if isinstance(ranks, Mapping) else dict.fromkeys(names, ranks)
+    for name, layer in _layer_ranks(family, group_ranks, layer_ranks).items():
+        conv = net.get_submodule(name)
+        net.set_submodule(name, skeleton(layer, conv, device="meta"))
+    return LayerwiseNet(net, method, ranks, family, layer_ranks=layer_ranks)
+
+
+def _layer_ranks(family, group_ranks: Mapping, layer_ranks: Mapping | None) -> dict:
+    """Every member's ranks: its own from ``layer_ranks``, else its group's."""
+    members = [(name, group.group_name) for group in family.groups for name in group.names]
+    if layer_ranks is None:
+        return {name: tuple(int(r) for r in group_ranks[g]) for name, g in members}
+    known = {name for name, _ in members}
+    unknown = [name for name in layer_ranks if name not in known]
+    missing = [name for name, _ in members if name not in layer_ranks]
+    if unknown or missing:
+        which = f"{unknown[0]!r} is not one" if unknown else f"{missing[0]!r} has none"
+        raise RankError(
+            f"layer ranks name {len(layer_ranks)} layers; expected ranks for every block "
+            f"convolution of the family ({len(members)}): {which}"
+        )
+    return {name: tuple(int(r) for r in layer_ranks[name]) for name, _ in members}
 
 
 def dense_layers(model: LayerwiseNet) -> nn.Module:

@@ -114,6 +114,8 @@ def to_payload(tnet: TNet | LayerwiseNet) -> dict:
     }
     if len(groups) > 1:
         payload["groups"] = groups
+    if layerwise and tnet.per_layer:
+        payload["layer_ranks"] = {n: list(r) for n, r in tnet.layer_ranks.items()}
     return payload
 
 
@@ -232,7 +234,8 @@ def from_payload(
         _check_ranks(chosen, ranks, shape, path)
     if chosen.kind == methods.LAYERWISE:
         ranks = tensors[0][1] if len(names) == 1 else {n: t[1] for n, t in zip(names, tensors)}
-        tnet = layerwise_skeleton(net, family, chosen.name, ranks)
+        layer_ranks = _layer_ranks(payload, family, tensors, chosen, path)
+        tnet = layerwise_skeleton(net, family, chosen.name, ranks, layer_ranks)
     else:
         with torch.device("meta"):
             empty = [chosen.empty(shape, ranks) for _, ranks, shape in tensors]
@@ -266,6 +269,26 @@ def _dense_skeleton(architecture: dict, path: str, arch: str | None):
         )
     net = build(name, architecture["config"])
     return net, layout_family(net)
+
+
+def _layer_ranks(payload: dict, family, tensors, chosen, path: str) -> dict | None:
+    """A layer-wise file's ranks of every layer, where its layers have their own (checked as the
+    group's ranks are, on the group's kernel shape)."""
+    recorded = payload.get("layer_ranks")
+    if recorded is None:
+        return None
+    members = {name: g for g, group in enumerate(family.groups) for name in group.names}
+    if not isinstance(recorded, dict) or set(recorded) != set(members):
+        raise CheckpointError(
+            f"T-Net file '{path}' records layer ranks for {len(recorded)} layers; expected one "
+            f"entry for each of the family's {len(members)} block convolutions"
+        )
+    out = {}
+    for name, ranks in recorded.items():
+        ranks = [int(r) for r in ranks]
+        _check_ranks(chosen, ranks, tensors[members[name]][2], path)
+        out[name] = ranks
+    return out
 
 
 def _check_ranks(chosen, ranks: list[int], shape: list[int], path: str) -> None:

@@ -109,6 +109,12 @@ def _ints(text: str) -> tuple[int, ...]:
     help="Choose the T-Nets' ranks on the data (convert --ratio X --data DATA) instead of on "
     "the error bound.",
 )
+@click.option(
+    "--per-layer",
+    is_flag=True,
+    help="Give layer-wise Tucker and Tai ranks of each layer's own, on the kernels' spectra "
+    "(convert --per-layer) instead of one rank for every layer.",
+)
 @click.option("--image-size", type=click.IntRange(min=16), default=256, show_default=True)
 @click.option(
     "--bootstrap",
@@ -160,6 +166,7 @@ def compare(
     recalibrate,
     refine_data,
     rank_data,
+    per_layer,
     image_size,
     bootstrap,
     onnx_repeats,
@@ -207,6 +214,7 @@ def compare(
         recalibrate=recalibrate,
         refine_data=refine_data,
         rank_data=rank_data,
+        per_layer=per_layer,
         image_size=image_size,
         bootstrap=bootstrap,
         onnx_repeats=onnx_repeats,

@@ -80,6 +80,12 @@ from tcompress.vocabulary import FORWARD_FORMS
     "(a whitened start; combines with --refine-data).",
 )
 @click.option(
+    "--per-layer",
+    is_flag=True,
+    help="Layer-wise Tucker and Tai with --ratio: every layer takes ranks of its own, allocated "
+    "on the kernels' spectra (each relative to its norm) [default: one rank for every layer].",
+)
+@click.option(
     "--refine-samples",
     type=click.IntRange(min=1),
     default=256,
@@ -130,6 +136,7 @@ def convert(
     refine_data,
     data,
     whiten,
+    per_layer,
     refine_samples,
     forward,
     arch,
@@ -165,6 +172,7 @@ def convert(
           --ranks 'layer1:f_in=32;layer3:f_in=128,f_out=128' -o tnet.pt
       tcompress convert hg.pth --method layerwise-tucker --ranks 64,64 -o hg-lw.pt
       tcompress convert hg.pth --method tai --ratio 3 -o hg-tai.pt
+      tcompress convert hg.pth --method layerwise-tucker --ratio 3 --per-layer -o hg-lw.pt
     """
     from tcompress.checkpoint import check_output
     from tcompress.cli.render import print_json, print_summary, quiet_status, stderr, stdout
@@ -187,6 +195,7 @@ def convert(
             refine_data=refine_data,
             data=data,
             whiten=whiten,
+            per_layer=per_layer,
             refine_samples=refine_samples,
             forward=forward,
             arch=arch,

@@ -97,9 +97,13 @@ def print_layerwise_summary(console: Console, summary: dict, out: str | None = N
     shape = "x".join(map(str, summary["mode_sizes"]))
     ranks = ",".join(map(str, summary["ranks"]))
     chosen = f", chosen for {summary['target']}" if summary.get("target") else ""
+    which = "per-layer ranks"
+    if summary.get("layer_ranks"):
+        which = "ranks of each layer's own, at most"
+        chosen += " on the kernels' spectra"
     console.print(
         f"{summary.get('layers')} block kernels of {shape} ({','.join(summary['mode_names'])}); "
-        f"per-layer ranks {method.rank_names} = [bold]{ranks}[/bold]{chosen}"
+        f"{which} {method.rank_names} = [bold]{ranks}[/bold]{chosen}"
     )
     console.print(figures_table(summary, first="block kernels"))
     errors = summary.get("errors") or []

@@ -102,6 +102,7 @@ class CompareSettings:
     recalibrate: int = 256
     refine_data: bool = False
     rank_data: bool = False  # T-Net ranks searched on the data (convert's ``data=``)
+    per_layer: bool = False  # layer-wise Tucker and Tai: ranks of each layer's own (per_layer=)
     image_size: int = 256
     bootstrap: int = 1000
     onnx_repeats: int = 10
@@ -329,6 +330,7 @@ def merge_reports(reports: Sequence[CompareReport]) -> CompareReport:
     first = reports[0]
     same = ("split", "val_samples", "image_size", "bootstrap", "steps", "batch_size", "lr")
     same += ("schedule", "precision", "train_samples", "recalibrate", "rank_data", "refine_data")
+    same += ("per_layer",)
     for report in reports[1:]:
         for name in same:
             mine, theirs = getattr(first.settings, name), getattr(report.settings, name)
@@ -569,12 +571,14 @@ def compare(
                 else:
                     fit_data = settings.refine_data and kind == registry.TNET
                     rank_data = settings.rank_data and kind == registry.TNET
+                    per_layer = settings.per_layer and registry.get(method).per_layer_bound
                     model = convert(
                         checkpoint,
                         method=method,
                         ratio=ratio,
                         refine_data=data if fit_data else None,
                         data=data if rank_data else None,
+                        per_layer=per_layer,
                         device=device,
                     )
                     ranks, params = list(model.summary["ranks"]), model.summary["params_after"]

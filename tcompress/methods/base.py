@@ -300,6 +300,9 @@ class Method:
     sweeps: str | None = None
     #: Why ``refine`` does not apply, when ``sweeps`` is None.
     no_sweeps: str = "it has no iterative refinement"
+    #: A layer-wise method whose ``layer_spectra`` bound each layer's error, so that every layer
+    #: can take ranks of its own (``convert(per_layer=True)``).
+    per_layer_bound: bool = False
 
     @property
     def rank_help(self) -> str:
@@ -527,6 +530,18 @@ class LayerMethod(Method):
     kind = "layerwise"
     #: The per-layer rank names, for the summary ("R_in,R_out[,R_h,R_w]").
     rank_names: str = ""
+
+    def layer_spectra(self, kernel: torch.Tensor) -> list[torch.Tensor] | None:
+        """One spectrum per rank of a layer (squared singular values, descending, float64),
+        whose tail beyond a rank bounds what keeping that rank loses of ``||K||^2``: the bound
+        per-layer ranks are allocated on. None: the method has no such bound (CP)."""
+        return None
+
+    def truncations(self, kernel: torch.Tensor) -> list:
+        """One function per rank of a layer: ``f(r)``, the kernel (f_out, f_in, h, w) the
+        decomposition keeps with that rank at ``r`` and the others full, for the costs of
+        per-layer ranks measured on data. Only where :attr:`per_layer_bound`."""
+        raise NotImplementedError
 
     def candidates(self, kernel_shape: Sequence[int]) -> list[tuple[int, ...]]:
         """The per-layer ranks a ratio target chooses among, smallest model first."""

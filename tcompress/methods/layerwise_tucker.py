@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tcompress.decompose import tucker
+from tcompress.decompose.spectra import mode_spectra
 from tcompress.errors import RankError
 from tcompress.methods._layers import conv
 from tcompress.methods.base import LayerMethod, RankSpec, ResolvedRanks, check_rank
@@ -95,6 +96,27 @@ class LayerwiseTucker(LayerMethod):
         r_in, r_out, r_h, r_w = (*ranks, h, w)[:4]
         spatial = 0 if len(ranks) == 2 else h * r_h + w * r_w
         return r_in * r_out * r_h * r_w + f_in * r_in + f_out * r_out + spatial
+
+    per_layer_bound = True
+
+    def layer_spectra(self, kernel) -> list[torch.Tensor]:
+        """The f_in and f_out unfoldings' spectra (R_in, R_out of Tucker-2): the HOSVD loses at
+        most the sum of their tails."""
+        spectra = mode_spectra(kernel)
+        return [spectra[1], spectra[0]]
+
+    def truncations(self, kernel) -> list:
+        """R_in: the kernel's f_in mode projected on its leading r singular vectors; R_out: its
+        f_out mode."""
+        work = kernel.detach().double()
+
+        def projector(mode: int):
+            unfolded = work.movedim(mode, 0).reshape(work.shape[mode], -1)
+            u = torch.linalg.svd(unfolded, full_matrices=False)[0]
+            equation = "ab,biyx->aiyx" if mode == 0 else "ab,obyx->oayx"
+            return lambda r: torch.einsum(equation, u[:, :r] @ u[:, :r].T, work)
+
+        return [projector(1), projector(0)]
 
     def candidates(self, shape) -> list[tuple[int, ...]]:
         """R_in = R_out, full spatial modes (Tucker-2)."""

@@ -28,6 +28,27 @@ class Tai(OneRankMethod):
         f_out, f_in, h, w = shape
         return min(f_in * h, f_out * w)
 
+    per_layer_bound = True
+
+    def layer_spectra(self, kernel) -> list[torch.Tensor]:
+        """The spectrum of the (f_in h) x (f_out w) matrix the split factors: its tail beyond K
+        is exactly what rank K loses."""
+        f_out, f_in, h, w = kernel.shape
+        matrix = kernel.permute(1, 2, 0, 3).reshape(f_in * h, f_out * w)
+        return [torch.linalg.svdvals(matrix.double()).square()]
+
+    def truncations(self, kernel) -> list:
+        """K: the truncated SVD of the (f_in h) x (f_out w) matrix, folded back."""
+        f_out, f_in, h, w = kernel.shape
+        matrix = kernel.detach().permute(1, 2, 0, 3).reshape(f_in * h, f_out * w).double()
+        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+
+        def keep(r: int) -> torch.Tensor:
+            kept = (u[:, :r] * s[:r]) @ vh[:r]
+            return kept.reshape(f_in, h, f_out, w).permute(2, 0, 1, 3)
+
+        return [keep]
+
     def params(self, shape, ranks) -> int:
         """K (f_in h + f_out w)."""
         f_out, f_in, h, w = shape
