@@ -168,10 +168,13 @@ def convert(
     data
         With ``ratio`` or ``energy``: images (as ``refine_data``) on which the ranks are chosen
         by what each mode's truncation costs every block convolution's normalised output
-        (:func:`~tcompress.passes.data_aware.mode_costs`), in every mode; without, ranks are
-        allocated on the HOSVD / TT-SVD error bound of W. Tucker only; the other methods keep
-        their own choice (the summary's notes say so). One tensor only: a family of several
-        groups is refused.
+        (:func:`~tcompress.passes.data_aware.mode_costs`), in every mode, then (Tucker) rank
+        sets are climbed on the converted network's agreement with the original; MPS and TR
+        allocate their bonds on what truncating each costs
+        (:meth:`~tcompress.methods.mps.MPS.data_costs`); without data, ranks are allocated on
+        the HOSVD / TT-SVD error bound of W. CP keeps its one rank (the notes say so). One
+        tensor only: a family of several groups is refused. With ``per_layer``: the layers'
+        own ranks on what each costs its layer's outputs.
     whiten
         T-Net methods: images (as ``refine_data``) whose block-convolution inputs weight the
         kernel modes before the decomposition (:mod:`tcompress.passes.whiten`), so that each
@@ -272,7 +275,13 @@ def convert(
                 costs = chosen.data_costs(W, stats) if chosen.kind == methods.TNET else None
         progress("Choosing the ranks")
         choice = _choose(chosen, W, spec, src, ratio, energy, costs)
-        if data is not None and ratio is not None and choice.criterion == "data":
+        # The climb over the small grid and kernel modes is Tucker's (per-mode ranks).
+        if (
+            data is not None
+            and ratio is not None
+            and choice.criterion == "data"
+            and chosen.per_mode
+        ):
             choice, search = _search(
                 chosen, W, spec, src, ratio, choice, data, costs, seed, progress
             )
@@ -280,7 +289,7 @@ def convert(
         if data is not None and choice.criterion not in ("data", "search"):
             notes.append(
                 f"the data did not choose the ranks: {chosen.name} has no data-aware "
-                "allocation (Tucker has)"
+                "allocation (Tucker, MPS and TR have; CP's one rank is the ratio's)"
             )
     resolved = [
         _in_group(names, g, chosen.resolve, spec, modes[g][1], modes[g][0])

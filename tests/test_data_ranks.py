@@ -81,10 +81,41 @@ def test_convert_with_data_meets_the_ratio_and_says_what_chose(small_search):
     search = s["rank_search"]
     assert search["chosen"] == s["ranks"] and search["images"] == 4
     assert search["agreement"] == max(t["agreement"] for t in search["tried"])
-    mps = tcompress.convert(hg, method="mps", ratio=2.0, data=batches(), refine_samples=8)
-    assert "the data did not choose the ranks: mps has no data-aware allocation" in " ".join(
-        mps.summary["notes"]
+    for method in ("mps", "tr"):  # bonds allocated on measured costs, with no climb
+        train = tcompress.convert(hg, method=method, ratio=2.0, data=batches(), refine_samples=8)
+        assert 2.0 <= train.summary["compression_ratio"] <= 2.0 * 1.03
+        assert not any("did not choose" in n for n in train.summary["notes"])
+        assert train.summary["rank_search"] is None and train.summary["predicted_error"] is None
+    cp = tcompress.convert(hg, method="cp", ratio=2.0, data=batches(), refine_samples=8)
+    assert (
+        "the data did not choose the ranks: cp has no data-aware allocation (Tucker, MPS and TR "
+        "have; CP's one rank is the ratio's)" in " ".join(cp.summary["notes"])
     )
+
+
+def test_bond_costs_are_the_measured_output_error_of_each_truncated_unfolding():
+    hg = make_hourglass(features=16)
+    W = stack_hourglass(hg.state_dict(), hg.config)
+    stats = statistics(hg)
+    mps = methods.get("mps")
+    costs = mps.data_costs(W, stats)
+    limits = mps.limits(tuple(W.shape))
+    assert [len(c) - 1 for c in costs] == list(limits)
+    for c in costs:
+        assert c[0] == 1.0 and c[-1] == 0.0 and all(a >= b for a, b in zip(c, c[1:]))
+    total = float(output_error(torch.zeros_like(W), W, stats)[1])
+    k = 4  # the bond after f_in: the (2*2*3*2*16) x (16*3*3) unfolding, 144 values, measured at 0
+    matrix = W.reshape(math.prod(W.shape[: k + 1]), -1).double()
+    u, sv, vh = torch.linalg.svd(matrix, full_matrices=False)
+    r = 0
+    kept = ((u[:, :r] * sv[:r]) @ vh[:r]).reshape(W.shape).float()
+    assert costs[k][r] == pytest.approx(float(output_error(kept, W, stats)[0]) / total)
+    r = 9 * 16  # the largest value: nothing truncated
+    assert costs[k][limits[k]] == 0.0 and limits[k] == r
+    # A value on the measured grid (17 points over 0..144: every 9th) is measured exactly.
+    r = 9
+    kept = ((u[:, :r] * sv[:r]) @ vh[:r]).reshape(W.shape).float()
+    assert costs[k][r] == pytest.approx(float(output_error(kept, W, stats)[0]) / total, rel=1e-4)
 
 
 def test_data_without_a_target_is_refused():

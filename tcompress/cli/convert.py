@@ -67,9 +67,9 @@ from tcompress.vocabulary import FORWARD_FORMS
     "--data",
     default=None,
     metavar="DATA",
-    help="With --ratio or --energy (Tucker): choose the ranks by what each mode's truncation "
-    "costs every block convolution's output on these images, in every mode; 'synthetic', an "
-    "image folder or an MPII-style set; labels are not used.",
+    help="With --ratio or --energy: choose the ranks by what each mode's (MPS, TR: each "
+    "bond's; with --per-layer, each layer's) truncation costs the block convolutions' outputs "
+    "on these images; 'synthetic', an image folder or an MPII-style set; labels are not used.",
 )
 @click.option(
     "--whiten",

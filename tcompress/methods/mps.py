@@ -10,6 +10,7 @@ Factorized form of each layer: 1x1 (f_in -> R5, per layer, from the left cores G
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -135,6 +136,31 @@ class MPS(TensorMethod):
 
     def spectra(self, W: torch.Tensor) -> list[torch.Tensor]:
         return bond_spectra(W)
+
+    def data_costs(self, W: torch.Tensor, stats) -> list[list[float]]:
+        """Each bond truncated alone, its cost measured on the data: W's k-th sequential
+        unfolding (modes 1..k against the rest) kept to its leading r singular directions,
+        which is what TT-SVD keeps at that bond with every other bond full."""
+        from tcompress.passes.data_aware import truncation_costs
+
+        work = W.detach().double()
+        shape = tuple(work.shape)
+        truncations = []
+        for k, limit in enumerate(self.limits(shape), start=1):
+            matrix = work.reshape(math.prod(shape[:k]), -1)
+            if matrix.shape[0] <= matrix.shape[1]:
+                u = torch.linalg.svd(matrix, full_matrices=False)[0]
+
+                def keep(r, u=u, matrix=matrix):
+                    return (u[:, :r] @ (u[:, :r].T @ matrix)).reshape(shape)
+            else:
+                vh = torch.linalg.svd(matrix, full_matrices=False)[2]
+
+                def keep(r, vh=vh, matrix=matrix):
+                    return ((matrix @ vh[:r].T) @ vh[:r]).reshape(shape)
+
+            truncations.append((limit, keep))
+        return truncation_costs(W, stats, truncations)
 
     def decompose(self, W, ranks, *, n_iter: int, seed: int) -> Decomposition:
         result = tensor_train(W, ranks)

@@ -119,9 +119,16 @@ class TensorRing(TensorMethod):
         from tcompress.methods import get
 
         train = get("mps").choose(
-            W, spec, names, ratio=ratio, energy=energy, other_params=other_params
+            W, spec, names, ratio=ratio, energy=energy, other_params=other_params, costs=costs
         )
         return replace(train, method=self.name, ranks=(*train.ranks, 1))
+
+    def data_costs(self, W: torch.Tensor, stats) -> list[list[float]]:
+        """The train's bond costs (:meth:`MPS.data_costs <tcompress.methods.mps.MPS.data_costs>`):
+        a ratio target gives a ring of bond 1, a train."""
+        from tcompress.methods import get
+
+        return get("mps").data_costs(W, stats)
 
     def choose_groups(self, Ws, specs, names, *, ratio, energy, other_params) -> GroupChoice:
         """Every group a ring with bond 1, its other bonds allocated with the other groups' on

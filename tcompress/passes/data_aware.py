@@ -336,12 +336,32 @@ def mode_costs(
     W: (stack, depth, pathway, block, f_in, f_out, h, w); factors[k]: (D_k, D_k).
     """
     W = W.detach().to(stats.moments)
+
+    def projection(k: int, u: torch.Tensor):
+        u = u.detach().to(W)
+        return u.shape[0], lambda r: mode_dot(W, u[:, :r] @ u[:, :r].T, k)
+
+    return truncation_costs(
+        W, stats, [projection(k, u) for k, u in enumerate(factors)], points=points
+    )
+
+
+def truncation_costs(
+    W: torch.Tensor,
+    stats: BlockStatistics,
+    truncations: Sequence[tuple[int, Callable[[int], torch.Tensor]]],
+    *,
+    points: int = COST_POINTS,
+) -> list[list[float]]:
+    """:func:`mode_costs` for any truncation: ``truncations[k]`` is (the largest value of rank
+    ``k``, ``f(r)``: W with rank ``k`` at ``r`` and every other rank full). The cost is measured
+    at up to ``points`` values of each rank (every value when it has no more) and interpolated
+    linearly between them; 1 at ``r = 0``, 0 at the largest value, never increasing."""
+    W = W.detach().to(stats.moments)
     with torch.no_grad():
         total = float(output_error(torch.zeros_like(W), W, stats)[1]) or 1.0
         costs = []
-        for k, u in enumerate(factors):
-            u = u.detach().to(W)
-            size = u.shape[0]
+        for size, keep in truncations:
             if size <= points:
                 grid = list(range(size + 1))
             else:
@@ -349,8 +369,7 @@ def mode_costs(
             measured = {0: 1.0, size: 0.0}
             for r in grid:
                 if 0 < r < size:
-                    projected = mode_dot(W, u[:, :r] @ u[:, :r].T, k)
-                    measured[r] = float(output_error(projected, W, stats)[0]) / total
+                    measured[r] = float(output_error(keep(r).to(W), W, stats)[0]) / total
             known = sorted(measured)
             values = []
             for r in range(size + 1):
