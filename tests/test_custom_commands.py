@@ -422,6 +422,25 @@ def test_analysis_tables_per_group():
     assert ["layer2", "f_in", "1/4", "1.10x", "0.7000"] in rows
 
 
+def test_info_of_a_dense_custom_checkpoint_shows_the_tensors_it_would_make(files, tmp_path):
+    r = cli("info", files["dense"], "--arch", RESNET[0], "--family", RESNET[1])
+    assert r.exit_code == 0, r.output
+    assert "built by tests.family_models:resnet" in r.output
+    assert "block convolutions form" in r.output and "left dense: layer" in r.output
+    assert not HOURGLASS_WORDS.search(r.output.replace(str(files["dense"]), ""))
+    r = cli("info", files["dense"], "--arch", RESNET[0], "--family", RESNET[1], "--json")
+    described = json.loads(r.output)
+    assert described["kind"] == "dense" and described["groups"]
+    assert sum(g["members"] for g in described["groups"]) == described["block_convs"]
+    assert described["tensor_params"] == sum(g["tensor_params"] for g in described["groups"])
+    torch.save(random_weights(two_widths()).state_dict(), tmp_path / "w.pth")
+    r = cli("info", tmp_path / "w.pth", "--arch", TWO_WIDTHS[0], "--family", TWO_WIDTHS[1])
+    assert r.exit_code == 0, r.output
+    assert "form 2 tensors" in r.output and "layer1: 4 kernels" in r.output
+    r = cli("info", files["dense"], "--arch", RESNET[0])
+    assert r.exit_code != 0 and "--arch is given without --family" in r.output
+
+
 # --- --arch on the commands that can use it; refusals where a command is made for pose ---------
 
 
@@ -437,6 +456,31 @@ def test_bench_times_a_custom_export_without_arch(files):
     r = cli("bench", files["onnx"], files["onnx"], "--repeats", "1", "--warmup", "0", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["settings"]["input_size"] == [16, 16]
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (
+            ["--check", "synthetic"],
+            "tcompress export --check scores the exported file's pose heatmaps (PCKh@0.5 on "
+            "joints), and expects a stacked hourglass of a layout it knows. Export it without "
+            "--check",
+        ),
+        (
+            ["--precision", "int8", "--calibrate", "synthetic"],
+            "tcompress export --precision int8 calibrates the INT8 ranges on images prepared as "
+            "the hourglasses expect them",
+        ),
+    ],
+)
+def test_export_refuses_pose_checks_and_calibration_of_a_custom_tnet(files, tmp_path, args, says):
+    out = tmp_path / "t.onnx"
+    r = cli("export", files["tnet"], "--arch", RESNET[0], "--input-size", "16", *args, "-o", out)
+    assert r.exit_code == 2, r.output
+    line = r.output.strip()
+    assert line.count("\n") == 0 and says in line and EXAMPLE in line
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("command", ["finetune", "evaluate", "recalibrate"])

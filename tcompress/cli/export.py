@@ -150,10 +150,34 @@ def export(
       tcompress export tnet.pt --arch mymodels:resnet --input-size 64 -o tnet.onnx
     """
     from tcompress.checkpoint import check_output
-    from tcompress.cli.render import print_json, quiet_status, stderr, stdout, validation_table
+    from tcompress.cli.render import (
+        print_json,
+        quiet_status,
+        refuse_custom_network,
+        stderr,
+        stdout,
+        validation_table,
+    )
     from tcompress.export.onnx import export_onnx
     from tcompress.serialize import load
 
+    if check is not None:
+        refuse_custom_network(
+            file,
+            "export --check",
+            "scores the exported file's pose heatmaps (PCKh@0.5 on joints)",
+            "Export it without --check (its outputs are still compared with PyTorch's) and "
+            "score the file with your own metric in ONNX Runtime",
+        )
+    if calibrate is not None or precision == "int8":
+        refuse_custom_network(
+            file,
+            "export --precision int8",
+            "calibrates the INT8 ranges on images prepared as the hourglasses expect them (crop, "
+            "size, pixel scale), not as your network's own preprocessing does",
+            "Export {load} in fp32 and quantize the file with ONNX Runtime's static quantization "
+            "(onnxruntime.quantization.quantize_static) on a reader of your own batches",
+        )
     out = check_output(output, force=force, inputs=(file,))
     status = quiet_status() if as_json else stderr().status("Loading", spinner="dots")
     with status:
