@@ -216,6 +216,18 @@ CUSTOM = "custom"
 KNOWN_MODELS = (StackedHourglass, BearpawHourglass, PoseNet)
 
 
+def refuse_custom(model, what: str) -> None:
+    """Raise for a compressed network of the user's own (converted with ``arch=``): ``what``
+    (fine-tuning on pose heatmaps, scoring PCKh) needs a pose network of a known layout."""
+    architecture = (getattr(model, "meta", None) or {}).get("architecture") or {}
+    if architecture.get("name") == CUSTOM:
+        raise CheckpointError(
+            f"the network was converted with arch={architecture.get('factory')!r}; {what} "
+            "expects a stacked hourglass of a layout tcompress knows: train or score it in your "
+            "own loop, as examples/custom_network.py does"
+        )
+
+
 def build_factory(spec: str) -> torch.nn.Module:
     """Import ``MODULE:FACTORY`` and call it without arguments: the user's dense network.
 

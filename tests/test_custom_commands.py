@@ -15,6 +15,7 @@ from torch import nn
 from tcompress.cli import main
 from tcompress.cli.analyze import spectra_tables, sweep_table
 from tcompress.cli.render import print_summary
+from tcompress.errors import TcompressError
 from tcompress.experiments.analysis import Analysis, SweepPoint, analyze
 from tcompress.family import pattern_family
 from tcompress.stacking import MODE_DESCRIPTIONS, MODE_NAMES, mode_descriptions
@@ -565,3 +566,14 @@ def test_pose_commands_still_take_a_hourglass(tmp_path):
     assert r.exit_code == 0, r.output
     r = cli("evaluate", tmp_path / "t.onnx", "-n", "2", "--image-size", "32")
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("call", ["finetune", "evaluate"])
+def test_the_library_refuses_a_custom_network_for_pose_training_and_scoring(files, call):
+    import tcompress
+
+    net = tcompress.load(files["tnet"], arch=RESNET[0])
+    with pytest.raises(
+        TcompressError, match=f"converted with arch='{RESNET[0]}'; tcompress.{call}"
+    ):
+        getattr(tcompress, call)(net, "synthetic")

@@ -19,6 +19,7 @@ from tcompress.errors import BenchError, EvaluationError, param
 from tcompress.evaluation.decode import predict
 from tcompress.evaluation.mpii import official_pckh, read_mpii_mat, to_source, write_preds_mat
 from tcompress.evaluation.pck import PCKAccumulator, PCKResult
+from tcompress.layouts import refuse_custom
 from tcompress.models.io import ModelIO
 
 
@@ -223,6 +224,7 @@ def evaluate(
     else:
         name = os.fspath(model)
         model = load_for_evaluation(model)
+    refuse_custom(model, "tcompress.evaluate scores pose heatmaps (PCKh@0.5 on joints) and")
     kind = model_kind(model)
     if image_size is None:
         image_size = getattr(model, "image_size", None) or 256

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from tcompress.errors import OutputError, TcompressError, param
+from tcompress.layouts import refuse_custom
 from tcompress.models import HourglassConfig, StackedHourglass
 from tcompress.train.distributed import Distributed, setup, teardown
 from tcompress.train.loop import TrainResult, TrainSettings, fit
@@ -396,6 +397,7 @@ def _network(
         torch.manual_seed(seed)
         return StackedHourglass(**dataclasses.asdict(config))
     if isinstance(source, nn.Module):
+        refuse_custom(source, "tcompress.finetune trains on pose heatmaps and")
         if forward is not None and isinstance(source, TNet):
             source.set_forward(forward)
         return source
