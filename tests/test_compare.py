@@ -239,3 +239,25 @@ def test_merged_parts_pool_seeds_and_keep_every_ratio_and_method():
     other.rows[0].ranks = [2]
     with pytest.raises(TcompressError, match=r"cannot merge two tucker rows at 3.0x: ranks \[1\]"):
         merge_reports([part([row("tucker", [t0])], ("tucker",), (0,)), other])
+
+
+def test_a_seed_two_parts_both_ran_counts_once():
+    from tcompress.experiments.compare import CompareReport, CompareRow, merge_reports
+
+    counts = [10] * 20
+    g = torch.Generator().manual_seed(2)
+    h0, h1 = (torch.randint(0, 11, (20,), generator=g).tolist() for _ in range(2))
+
+    def part(ratio, seeds, hits):
+        original = CompareRow("uncompressed", None, None, 9, 1.0, None, None, hits=hits)
+        tucker = CompareRow("tucker", ratio, [1], 3, ratio, None, None, hits=hits)
+        settings = CompareSettings(ratios=(ratio,), methods=("tucker",), seeds=seeds)
+        return CompareReport(settings, "m", 9, [original, tucker], 1.0, counts)
+
+    # The original is fine-tuned with seed 0 by the 2x part and by the 3x part, and with seed 1
+    # by a third: each seed once.
+    merged = merge_reports([part(2.0, (0,), [h0]), part(3.0, (0,), [h0]), part(3.0, (1,), [h1])])
+    original = next(r for r in merged.rows if r.method == "uncompressed")
+    assert original.hits == [h0, h1]
+    assert next(r for r in merged.rows if r.target == 3.0).hits == [h0, h1]
+    assert merged.settings.seeds == (0, 1)

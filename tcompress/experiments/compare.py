@@ -323,7 +323,9 @@ def merge_reports(reports: Sequence[CompareReport]) -> CompareReport:
     Rows of one method at one target merge their seeds: the per-image hits are concatenated and
     the fine-tuned accuracy is recomputed from them (the mean over every seed, its interval over
     the shared resamples); the accuracy before fine-tuning, which does not depend on the seed, is
-    the first run's. The settings list every ratio, method and seed of the parts.
+    the first run's. A seed a row already holds is not added again (the original fine-tuned by
+    several parts, each for its own ratio). The settings list every ratio, method and seed of
+    the parts.
     """
     if not reports:
         raise TcompressError("no reports to merge; expected at least one")
@@ -345,11 +347,13 @@ def merge_reports(reports: Sequence[CompareReport]) -> CompareReport:
                 "counts differ); expected the same split and number of images"
             )
     merged: dict[tuple, CompareRow] = {}
+    seeds_of: dict[tuple, list[int]] = {}  # the seed of each of a merged row's hits
     for report in reports:
         for row in report.rows:
             key = (row.method, row.target)
             if key not in merged:
                 merged[key] = replace(row, hits=list(row.hits) if row.hits else row.hits)
+                seeds_of[key] = list(report.settings.seeds)
                 continue
             have = merged[key]
             if have.ranks != row.ranks or have.error or row.error or not (have.hits and row.hits):
@@ -358,10 +362,19 @@ def merge_reports(reports: Sequence[CompareReport]) -> CompareReport:
                     f"{have.ranks} and {row.ranks}; expected the same model fine-tuned from "
                     "other seeds, with per-image hits"
                 )
-            seconds = (
-                have.finetune_seconds * len(have.hits) + row.finetune_seconds * len(row.hits)
-            ) / (len(have.hits) + len(row.hits))
-            have.hits = [*have.hits, *row.hits]
+            # A seed already merged (the original fine-tuned again by another part) counts once.
+            new = [
+                (seed, hits)
+                for seed, hits in zip(report.settings.seeds, row.hits)
+                if seed not in seeds_of[key]
+            ]
+            if not new:
+                continue
+            seconds = (have.finetune_seconds * len(have.hits) + row.finetune_seconds * len(new)) / (
+                len(have.hits) + len(new)
+            )
+            have.hits = [*have.hits, *(hits for _, hits in new)]
+            seeds_of[key] += [seed for seed, _ in new]
             have.finetune_seconds = seconds
     rows = list(merged.values())
     if first.counts is not None:
