@@ -180,7 +180,7 @@ def finetune_table() -> list[str]:
 
 def recipe_table() -> list[str]:
     """The comparison at the 5-minute recipe, one row per method (docs/records/compare_recipe)."""
-    return _compare_rows(record("compare_recipe")["rows"])
+    return _compare_rows(record("compare_recipe")["rows"], seeds=True)
 
 
 def recipe_differences() -> list[str]:
@@ -202,10 +202,15 @@ def _recipe_differences() -> tuple:
     return tuple(paired_differences(CompareReport.from_dict(record("compare_recipe"))))
 
 
-def recipe_difference(a: str, b: str, ratio: float) -> float:
+def _difference(a: str, b: str, ratio: float):
     """One paired difference of the comparison at the 5-minute recipe: ``a`` minus ``b``."""
     (d,) = [d for d in _recipe_differences() if (d.a, d.b, d.ratio) == (a, b, ratio)]
-    return d.mean
+    return d
+
+
+def recipe_difference(a: str, b: str, ratio: float) -> float:
+    """The mean of :func:`_difference`."""
+    return _difference(a, b, ratio).mean
 
 
 def recipe_gaps(ratio: float) -> dict[str, float]:
@@ -218,14 +223,17 @@ def compare_table() -> list[str]:
     return _compare_rows(record("compare")["rows"])
 
 
-def _compare_rows(rows: list[dict]) -> list[str]:
+def _compare_rows(rows: list[dict], seeds: bool = False) -> list[str]:
+    """The comparison's rows; with ``seeds``, how many seeds each row's accuracy after pools."""
+
     def accuracy(a: dict) -> str:
         return f"{f1(a['mean'])} [{f1(a['low'])}, {f1(a['high'])}]"
 
     lines = [
         "| method | target | ranks | parameters | ratio | PCKh before | PCKh after "
-        "| ONNX speed-up |",
-        "|---|---|---|---|---|---|---|---|",
+        + ("| seeds " if seeds else "")
+        + "| ONNX speed-up |",
+        "|---|---|---|---|---|---|---|---|" + ("---|" if seeds else ""),
     ]
     # merged from processes that each ran some of the ratios: in the table, by target
     for r in sorted(rows, key=lambda r: r["target"] or 0):
@@ -234,7 +242,8 @@ def _compare_rows(rows: list[dict]) -> list[str]:
         lines.append(
             f"| {r['method']} | {target} | {given} | {n(r['params'])} | {r['ratio']:.2f}x | "
             f"{accuracy(r['before'])} | {accuracy(r['after'])} | "
-            f"{r['onnx_speedup']:.2f}x ({r['onnx_form']}) |"
+            + (f"{len(r['hits'])} | " if seeds else "")
+            + f"{r['onnx_speedup']:.2f}x ({r['onnx_form']}) |"
         )
     return lines
 
@@ -801,10 +810,10 @@ DECLARATIONS = [
     ),
     Figure(
         RECIPE_COMPARE,
-        "scored on {} images of the test split, {} seed",
+        "scored on {} images of the test split, from seeds {}",
         lambda: (
             n(record("compare_recipe")["settings"]["val_samples"]),
-            str(len(record("compare_recipe")["settings"]["seeds"])),
+            " and ".join(map(str, record("compare_recipe")["settings"]["seeds"])),
         ),
     ),
     Table(RECIPE_COMPARE, recipe_table),
@@ -814,10 +823,24 @@ DECLARATIONS = [
         RECIPE_COMPARE,
         "bench_compare_recipe.py --ratio 2 --methods layerwise-cp,layerwise-tucker,tai",
     ),
-    Settings(RECIPE_COMPARE, "layer-wise decompositions end level.** At 3x every"),
     Figure(
         RECIPE_COMPARE,
-        "At 2x the MPS T-Net ends highest of all, {} points above layer-wise CP",
+        "The CP T-Net ends highest at 3x, {} points above layer-wise Tucker (the interval {} to "
+        "{})",
+        lambda: (
+            f1(recipe_difference("cp", "layerwise-tucker", 3.0)),
+            f"{_difference('cp', 'layerwise-tucker', 3.0).low:+.1f}",
+            f"{_difference('cp', 'layerwise-tucker', 3.0).high:+.1f}",
+        ),
+    ),
+    Figure(
+        RECIPE_COMPARE,
+        "the Tucker T-Net (ranks chosen on the data) {} points behind layer-wise CP",
+        lambda: f1(-recipe_difference("tucker", "layerwise-cp", 3.0)),
+    ),
+    Figure(
+        RECIPE_COMPARE,
+        "At 2x the MPS T-Net ends {} points above layer-wise CP",
         lambda: f1(recipe_difference("mps", "layerwise-cp", 2.0)),
     ),
     Figure(
@@ -827,15 +850,27 @@ DECLARATIONS = [
     ),
     Figure(
         RECIPE_COMPARE,
-        "At 2x the MPS T-Net ends {} points below the original fine-tuned alike, the other methods "
-        "{} to {}; at 3x every method",
+        "Against the original fine-tuned alike: at 2x the MPS T-Net ends {} points below it and "
+        "the CP T-Net {}, the other methods {} to {}; at 3x every method ends {} to {} points "
+        "below",
         lambda: (
             f1(recipe_gaps(2.0)["mps"]),
-            f1(min(g for m, g in recipe_gaps(2.0).items() if m != "mps")),
+            f1(recipe_gaps(2.0)["cp"]),
+            f1(min(g for m, g in recipe_gaps(2.0).items() if m not in ("mps", "cp"))),
             f1(max(recipe_gaps(2.0).values())),
+            f1(min(recipe_gaps(3.0).values())),
+            f1(max(recipe_gaps(3.0).values())),
         ),
     ),
-    Settings(RECIPE_COMPARE, "seeds 1 and 2 run with the same script (`--seeds 1 --baseline`)"),
+    Settings(RECIPE_COMPARE, "python benchmarks/bench_compare_recipe.py --ratio 3 --methods cp"),
+    Settings(RECIPE_COMPARE, "python benchmarks/bench_compare_recipe.py --ratio 2 --methods cp"),
+    Settings(
+        RECIPE_COMPARE,
+        "bench_compare_recipe.py --ratio 3 --methods tucker,mps,layerwise-cp --seeds 1 --baseline",
+    ),
+    Settings(RECIPE_COMPARE, "seed 2, and seed 1 at 2x, run with the same script"),
+    Settings(RECIPE_COMPARE, "for the CP T-Net against layer-wise Tucker at 3x and for none"),
+    Settings(RECIPE_COMPARE, "At 2x the MPS T-Net ends"),
     Settings(RECIPE_COMPARE, "each interval excluding zero: at 3x it is the compression"),
     Settings(DEPLOYMENT, '(below, "The comparison at the 5-minute recipe")'),
     # --- Results: one tensor against layer-wise decompositions -------------------------------

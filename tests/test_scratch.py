@@ -134,10 +134,9 @@ def test_balanced_factors_and_cores():
             for m in (frame, u):
                 torch.testing.assert_close(m.t() @ m, torch.eye(r, dtype=torch.float64))
                 torch.testing.assert_close(m.square().sum(1), torch.full((d,), r / d).double())
-    # A train with growing grid bonds: every kernel's norm exactly the one asked for.
-    cores = random_cores(
-        (2, 3, 4, 5, 6), (1, 2, 6, 5, 3, 1), kernel_norm=3.0, n_grid=2, generator=g
-    )
+    # A train with growing grid bonds: every kernel's norm exactly std * sqrt(its 4*5*6 entries).
+    std = 3.0 / math.sqrt(4 * 5 * 6)
+    cores = random_cores((2, 3, 4, 5, 6), (1, 2, 6, 5, 3, 1), std=std, n_grid=2, generator=g)
     assert [tuple(c.shape) for c in cores] == [
         (1, 2, 2),
         (2, 3, 6),
