@@ -90,6 +90,9 @@ def main() -> None:
     if done.returncode:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
     report = json.loads(done.stdout)
+    # The record names the bundled model as the repository holds it, not this machine's path.
+    root = Path(__file__).resolve().parents[1]
+    report["checkpoint"] = os.path.relpath(report["checkpoint"], root)
     path = os.path.join(args.parts, part_name(args.ratio, args.methods, args.seeds))
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report) + "\n"))
     print(f"wrote {path}")
