@@ -83,8 +83,10 @@ class ConversionSummary:
     # The modes weighted by the data before decomposing (whiten=); "group: mode" for several.
     whitened: list[str] | None = None
     groups: list[dict] = field(default_factory=list)  # one entry per tensor (see above)
-    # Layer-wise methods with per_layer=True: every block convolution's ranks, by module name.
+    # Layer-wise methods with per_layer=True: every block convolution's ranks, by module name,
+    # and what chose them ("bound": the kernels' spectra; "data": measured output costs).
     layer_ranks: dict | None = None
+    layer_criterion: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -250,11 +252,11 @@ def convert(
     notes += group_notes
     layer_ranks = None
     if per_layer:
-        progress("Choosing the ranks of every layer")
         if data is not None:
             progress("Gathering the block convolutions' inputs")
             group_stats = _statistics(src, Ws[0].device, data, refine_samples, seed)
             stats_of = data
+        progress("Choosing the ranks of every layer")
         choice, layer_ranks = _per_layer(chosen, src, Ws, specs, ratio, group_stats)
         specs = [RankSpec.parse(list(c.ranks)) for c in choice.choices]
         notes.append(_per_layer_note(chosen, layer_ranks, group_stats))
@@ -382,6 +384,7 @@ def convert(
         groups=entries,
         whitened=_whitened(names, modes, weights) if whiten is not None else None,
         layer_ranks=None if layer_ranks is None else {n: list(r) for n, r in layer_ranks.items()},
+        layer_criterion=None if layer_ranks is None else choice.criterion,
     )
     summary.seconds = time.perf_counter() - start
     model.meta = {"architecture": src.architecture, "summary": summary.to_dict()}
@@ -655,16 +658,15 @@ def _per_layer(chosen, src: Source, Ws, specs, ratio, group_stats):
             measured = layer_costs(chosen.name, [kernels[n] for n in group.names], stats)
             costs.update(zip(group.names, measured))
     layer_ranks = allocate_layer_ranks(chosen.name, kernels, other, ratio, costs)
-    target = f"ratio {ratio:g}"
+    target, criterion = f"ratio {ratio:g}", "bound" if costs is None else "data"
     choices = []
     for group in src.family.groups:
         shape = tuple(kernels[group.names[0]].shape)
         params = sum(chosen.params(shape, layer_ranks[n]) for n in group.names)
         top = largest([layer_ranks[n] for n in group.names])
-        criterion = "bound" if costs is None else "data"
         choices.append(RankChoice(chosen.name, top, params, math.nan, math.nan, target, criterion))
     total = sum(c.tensor_params for c in choices)
-    choice = GroupChoice(chosen.name, tuple(choices), total, math.nan, math.nan, target)
+    choice = GroupChoice(chosen.name, tuple(choices), total, math.nan, math.nan, target, criterion)
     return choice, layer_ranks
 
 

@@ -1,16 +1,19 @@
 """Ranks of every layer of a layer-wise network on its own kernel's spectrum (``per_layer``,
 ``--per-layer``): the allocation, the network, its file, the command line and bad input."""
 
+import io
 import json
 import math
 
 import pytest
 import torch
 from click.testing import CliRunner
+from rich.console import Console
 
 import tcompress
 from tcompress import methods
 from tcompress.cli import main
+from tcompress.cli.render import print_layerwise_summary
 from tcompress.errors import RankError, TcompressError
 from tcompress.passes.layerwise import allocate_layer_ranks
 
@@ -104,7 +107,7 @@ def test_convert_save_load_and_the_summary(tmp_path, method, x):
     model = make_hourglass(features=16)
     net = tcompress.convert(model, method=method, ratio=2.5, per_layer=True).eval()
     s = net.summary
-    assert net.per_layer and s["target"] == "ratio 2.5"
+    assert net.per_layer and s["target"] == "ratio 2.5" and s["layer_criterion"] == "bound"
     assert 2.5 <= s["compression_ratio"] <= 2.5 * 1.03
     assert s["layer_ranks"] == {n: list(r) for n, r in net.layer_ranks.items()}
     columns = list(zip(*net.layer_ranks.values()))
@@ -234,3 +237,8 @@ def test_convert_per_layer_on_data_and_its_note():
     assert 2 <= s["compression_ratio"] <= 2 * 1.03 and net.per_layer
     assert "on what each costs the normalised outputs on 8 images" in s["notes"][-1]
     assert not any("the data did not choose" in note for note in s["notes"])
+    assert s["layer_criterion"] == "data"
+    out = io.StringIO()
+    print_layerwise_summary(Console(file=out, width=400, color_system=None), s)
+    assert "ranks of each layer's own, at most K = " in out.getvalue()
+    assert "chosen for ratio 2 on measured output costs" in out.getvalue()

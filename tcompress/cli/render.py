@@ -100,7 +100,8 @@ def print_layerwise_summary(console: Console, summary: dict, out: str | None = N
     which = "per-layer ranks"
     if summary.get("layer_ranks"):
         which = "ranks of each layer's own, at most"
-        chosen += " on the kernels' spectra"
+        by_data = summary.get("layer_criterion") == "data"
+        chosen += " on measured output costs" if by_data else " on the kernels' spectra"
     console.print(
         f"{summary.get('layers')} block kernels of {shape} ({','.join(summary['mode_names'])}); "
         f"{which} {method.rank_names} = [bold]{ranks}[/bold]{chosen}"

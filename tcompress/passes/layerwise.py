@@ -226,14 +226,19 @@ def choose_group_layer_ranks(
         )
         return before / (other_params + params)
 
-    best = achieved(0)
+    _check_reach(ratio, achieved(0), method)
+    i = min(range(steps), key=lambda i: (abs(math.log(achieved(i) / ratio)), -achieved(i)))
+    return at(i)
+
+
+def _check_reach(ratio, best: float, method: str) -> None:
+    """A whole-network ratio a layer-wise method can meet: a number from 1 to ``best``, the
+    ratio of rank 1 in every layer."""
     if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 1 <= ratio <= best:
         raise RankError(
             f"compression ratio {ratio!r} is out of reach: with {method} this network goes "
             f"from 1x to {best:.2f}x (rank 1 in every layer)"
         )
-    i = min(range(steps), key=lambda i: (abs(math.log(achieved(i) / ratio)), -achieved(i)))
-    return at(i)
 
 
 def layer_costs(method: str, kernels: Sequence[torch.Tensor], stats) -> list[list[list[float]]]:
@@ -321,19 +326,15 @@ def allocate_layer_ranks(
     ranks = {n: [min(r, limit) for r, limit in zip(ranks[n], limits[n])] for n in names}
     before = other_params + sum(math.prod(shapes[n]) for n in names)
     smallest = other_params + sum(chosen.params(shapes[n], [1] * len(ranks[n])) for n in names)
-    best = before / smallest
-    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 1 <= ratio <= best:
-        raise RankError(
-            f"compression ratio {ratio!r} is out of reach: with {method} this network goes "
-            f"from 1x to {best:.2f}x (rank 1 in every layer)"
-        )
+    _check_reach(ratio, before / smallest, method)
     budget = before / ratio - other_params
     params = {n: chosen.params(shapes[n], ranks[n]) for n in names}
     total = sum(params.values())
     version = dict.fromkeys(names, 0)
     heap = []
 
-    def push(n: str) -> None:
+    def push(i: int) -> None:
+        n = names[i]
         for k, r in enumerate(ranks[n]):
             if r <= 1:
                 continue
@@ -341,10 +342,10 @@ def allocate_layer_ranks(
             saved = params[n] - chosen.params(shapes[n], lower)
             if saved > 0:
                 lost = tails[n][k][r - 1] - tails[n][k][r]
-                heapq.heappush(heap, (lost / saved, names.index(n), k, version[n]))
+                heapq.heappush(heap, (lost / saved, i, k, version[n]))
 
-    for n in names:
-        push(n)
+    for i in range(len(names)):
+        push(i)
     while total > budget and heap:
         _, i, k, seen = heapq.heappop(heap)
         n = names[i]
@@ -355,5 +356,5 @@ def allocate_layer_ranks(
         total += after - params[n]
         params[n] = after
         version[n] += 1
-        push(n)
+        push(i)
     return {n: tuple(ranks[n]) for n in names}
