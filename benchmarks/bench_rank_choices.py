@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recipes import run_json as tcompress  # noqa: E402
-from recipes import write_text  # noqa: E402
+from recipes import write_json  # noqa: E402
 
 #: ``tcompress convert`` options of each choice, by the kind of method.
 CHOICES = {
@@ -63,7 +63,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from tcompress import methods
-    from tcompress.checkpoint import atomic_write
     from tcompress.models import pretrained_path
 
     os.makedirs(args.work, exist_ok=True)
@@ -113,8 +112,7 @@ def main() -> None:
                     flush=True,
                 )
                 record["rows"].append(row)
-                text = json.dumps(record, indent=1)
-                atomic_write(args.record, lambda tmp, text=text: write_text(tmp, text))
+                write_json(args.record, record)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,13 @@ def write_text(path: str, text: str) -> None:
     """Write ``text`` and a final newline to ``path`` (the callback of an atomic write)."""
     with open(path, "w") as f:
         f.write(text + "\n")
+
+
+def write_json(path: str, value) -> None:
+    """Write ``value`` as indented JSON to ``path`` atomically (a record as it grows)."""
+    import json
+
+    from tcompress.checkpoint import atomic_write
+
+    text = json.dumps(value, indent=1)
+    atomic_write(path, lambda tmp: write_text(tmp, text))

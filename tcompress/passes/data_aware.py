@@ -238,11 +238,23 @@ def output_error(
         rows = t.reshape(layers, f_in, f_out, -1).transpose(1, 2).reshape(layers, f_out, -1)
         return rows * stats.scales[:, :, None]
 
-    def energy(rows: torch.Tensor) -> torch.Tensor:
-        return (torch.bmm(rows, stats.moments) * rows).sum()
-
     target = as_matrices(W)
-    return energy(as_matrices(W_hat) - target), energy(target)
+    return (
+        output_energy(as_matrices(W_hat) - target, stats.moments),
+        output_energy(target, stats.moments),
+    )
+
+
+def output_energy(rows: torch.Tensor, moments: torch.Tensor) -> torch.Tensor:
+    """sum_l tr(K_l M_l K_l^T): the expected squared output of kernels K_l (their rows already
+    scaled by the BatchNorm scales) on inputs of second moments M_l; one layer or a batch.
+
+    Shapes
+    ------
+    rows: (f_out, f_in * h * w) or (L, f_out, f_in * h * w); moments: (f_in * h * w,) * 2 or
+    (L, f_in * h * w, f_in * h * w).
+    """
+    return (torch.matmul(rows, moments) * rows).sum()
 
 
 def refine_to_data(

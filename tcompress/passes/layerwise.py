@@ -22,6 +22,7 @@ from tcompress.errors import RankError
 from tcompress.family import FamilyError, KernelFamily, KernelGroups, layout_family
 from tcompress.layerwise import LayerwiseNet, layer_method
 from tcompress.methods.base import GroupRanks, RankSpec
+from tcompress.passes.data_aware import output_energy
 
 
 @dataclass
@@ -256,8 +257,9 @@ def layer_costs(method: str, kernels: Sequence[torch.Tensor], stats) -> list[lis
     scales = stats.scales.double()
 
     def energy(i: int, kernel: torch.Tensor) -> float:
-        rows = kernel.reshape(kernel.shape[0], -1) * scales[i][:, None]
-        return float(((rows @ moments[i]) * rows).sum())
+        return float(
+            output_energy(kernel.reshape(kernel.shape[0], -1) * scales[i][:, None], moments[i])
+        )
 
     with torch.no_grad():
         works = [k.detach().double() for k in kernels]

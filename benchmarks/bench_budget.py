@@ -1,0 +1,85 @@
+"""Does the 3x gap close with a longer budget? The 5-minute recipe at more steps.
+
+The 3x T-Net (the Tucker ranks ``tcompress convert --ratio 3 --data synthetic`` picks) and the
+original are fine-tuned alike with the README's recipe, its steps multiplied, and scored on
+1,000 images of the test split. Each run is one part (``--parts``), so that runs can go side by
+side in separate processes; ``--merge`` joins the parts into ``--record``.
+
+    python benchmarks/bench_budget.py --model tucker --steps 1720 &
+    python benchmarks/bench_budget.py --model original --steps 1720
+    python benchmarks/bench_budget.py --merge            # docs/records/budget.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipes import FIVE_MINUTE_CLI, write_json  # noqa: E402
+from recipes import run_json as tcompress  # noqa: E402
+
+#: The ranks ``--ratio 3 --data synthetic`` picks on the bundled model
+#: (docs/records/rank_criteria.json).
+TUCKER_3X = "2,2,3,2,31,32,2,2"
+
+
+def recipe(steps: int) -> list[str]:
+    out = list(FIVE_MINUTE_CLI)
+    out[out.index("--steps") + 1] = str(steps)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("tucker", "original"), default="tucker")
+    parser.add_argument("--steps", type=int, default=1720)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test-samples", type=int, default=1000)
+    parser.add_argument("--work", default="runs/budget")
+    parser.add_argument("--parts", default="docs/records/budget")
+    parser.add_argument("--merge", action="store_true", help="Join the parts; run nothing.")
+    parser.add_argument("--record", default="docs/records/budget.json")
+    args = parser.parse_args()
+
+    from tcompress.models import pretrained_path
+
+    if args.merge:
+        rows = [json.loads(Path(p).read_text()) for p in sorted(glob.glob(f"{args.parts}/*.json"))]
+        record = {"recipe": " ".join(recipe(0)), "rows": rows}
+        write_json(args.record, record)
+        print(json.dumps(record, indent=1))
+        return
+    os.makedirs(args.work, exist_ok=True)
+    os.makedirs(args.parts, exist_ok=True)
+    stem = f"{args.model}-{args.steps}-s{args.seed}"
+    source = str(pretrained_path())
+    row = {"model": args.model, "steps": args.steps, "seed": args.seed}
+    if args.model == "tucker":
+        converted = os.path.join(args.work, f"{stem}.pt")
+        summary = tcompress(
+            "convert", source, "--ranks", TUCKER_3X, "-o", converted, "--force"
+        )  # fmt: skip
+        row.update(ranks=summary["ranks"], ratio=summary["compression_ratio"])
+        source = converted
+    tuned = os.path.join(args.work, f"{stem}-ft.pt")
+    started = time.perf_counter()
+    tcompress(
+        "finetune", source, *recipe(args.steps), "--seed", args.seed, "-o", tuned, "--force"
+    )  # fmt: skip
+    row["minutes"] = (time.perf_counter() - started) / 60
+    scored = tcompress(
+        "evaluate", tuned, "--data", "synthetic", "--split", "test", "-n", args.test_samples
+    )  # fmt: skip
+    row["test_pckh"] = scored["pckh"]["mean"]
+    print(json.dumps(row), flush=True)
+    write_json(f"{args.parts}/{stem}.json", row)
+
+
+if __name__ == "__main__":
+    main()
