@@ -58,17 +58,6 @@ CANDIDATES = (
 CHANNELS = (4, 5)
 
 
-def mode_product(x: torch.Tensor, u: torch.Tensor, k: int) -> torch.Tensor:
-    """x x_k u: mode k of x (size R) multiplied by u (D, R)."""
-    return torch.movedim(torch.tensordot(x, u, dims=([k], [1])), -1, k)
-
-
-def tucker_full(core: torch.Tensor, factors) -> torch.Tensor:
-    for k, u in enumerate(factors):
-        core = mode_product(core, u, k)
-    return core
-
-
 def block_mask(ranks, groups: int) -> torch.Tensor:
     """1 where (f_in, f_out) fall in the same of ``groups`` equal channel groups."""
     r_in, r_out = ranks[CHANNELS[0]], ranks[CHANNELS[1]]
@@ -96,6 +85,7 @@ class Structured:
 
 def start(kind: str, W: torch.Tensor, ranks, setting, cp_rank: int) -> Structured:
     from tcompress.decompose.cp import cp_als, cp_to_tensor
+    from tcompress.decompose.tucker import tucker_to_tensor
     from tcompress.methods import get
 
     shape = W.shape
@@ -111,7 +101,9 @@ def start(kind: str, W: torch.Tensor, ranks, setting, cp_rank: int) -> Structure
     us = [own(u) for u in tucker.factors]
     projections = sum(d * r for d, r in zip(shape, ranks))
     if kind == "tucker":
-        return Structured([core, *us], lambda: tucker_full(core, us), core.numel() + projections)
+        return Structured(
+            [core, *us], lambda: tucker_to_tensor(core, us), core.numel() + projections
+        )
     if kind == "tucker-cp":
         rank = setting
         inner = cp_als(core.float(), rank, seed=0)
@@ -126,7 +118,7 @@ def start(kind: str, W: torch.Tensor, ranks, setting, cp_rank: int) -> Structure
         mask = block_mask(ranks, setting)
         core = own(core * mask)
         return Structured(
-            [core, *us], lambda: tucker_full(core * mask, us), int(mask.sum()) + projections
+            [core, *us], lambda: tucker_to_tensor(core * mask, us), int(mask.sum()) + projections
         )
     raise ValueError(kind)
 
