@@ -703,8 +703,10 @@ def plot_comparison(report: CompareReport, path: str | os.PathLike, *, force: bo
     axes.set_xlabel("whole-network compression ratio (ticks: targets; points: the ratio reached)")
     axes.set_ylabel("PCKh@0.5 after fine-tuning (%)")
     s = report.settings
+    pooled = sorted({len(r.hits) for r in report.rows if r.hits}) or [len(s.seeds)]
+    seeds = f"{pooled[0]}" if len(pooled) == 1 else f"{pooled[0]}-{pooled[-1]}"
     axes.set_title(
-        f"{s.steps} steps x {s.batch_size} images, {len(s.seeds)} seeds, "
+        f"{s.steps} steps x {s.batch_size} images, {seeds} seeds, "
         f"{s.val_samples} held-out images; 95% intervals",
         fontsize=9,
     )
