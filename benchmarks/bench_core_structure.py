@@ -93,17 +93,15 @@ def start(kind: str, W: torch.Tensor, ranks, setting, cp_rank: int) -> Structure
         result = cp_als(W, cp_rank, seed=0)
         weights = own(result.weights)
         factors = [own(u) for u in result.factors]
-        return Structured(
-            [weights, *factors], lambda: cp_to_tensor(weights, factors), cp_rank * (1 + sum(shape))
-        )
+        count = get("cp").params(shape, (cp_rank,))
+        return Structured([weights, *factors], lambda: cp_to_tensor(weights, factors), count)
     tucker = get("tucker").decompose(W, ranks, n_iter=0, seed=0).tensor
     core = own(tucker.core)
     us = [own(u) for u in tucker.factors]
     projections = sum(d * r for d, r in zip(shape, ranks))
     if kind == "tucker":
-        return Structured(
-            [core, *us], lambda: tucker_to_tensor(core, us), core.numel() + projections
-        )
+        count = get("tucker").params(shape, ranks)
+        return Structured([core, *us], lambda: tucker_to_tensor(core, us), count)
     if kind == "tucker-cp":
         rank = setting
         inner = cp_als(core.float(), rank, seed=0)
