@@ -64,9 +64,11 @@ def gap(name: str) -> float:
     return finetune_run("dense")["after"] - finetune_run(name)["after"]
 
 
-def compare_row(method: str, target: float | None) -> dict:
-    rows = record("compare")["rows"]
-    return next(r for r in rows if r["method"] == method and r["target"] == target)
+def compare_row(method: str, target: float | None, name: str = "compare") -> dict:
+    """The one row of ``method`` at ``target`` in a comparison record (``compare`` or
+    ``compare_recipe``)."""
+    (row,) = [r for r in record(name)["rows"] if (r["method"], r["target"]) == (method, target)]
+    return row
 
 
 def deployed(model: str, precision: str, form: str, fmt: str = "onnx") -> dict:
@@ -226,13 +228,6 @@ def _spread(a: str, b: str, ratio: float) -> tuple[str, str, str]:
     """``a`` minus ``b`` at ``ratio``, and its interval, as printed: 0.6, +0.1, +1.2."""
     d = _difference(a, b, ratio)
     return f1(d.mean), f"{d.low:+.1f}", f"{d.high:+.1f}"
-
-
-def _recipe_row(method: str, ratio: float) -> dict:
-    (row,) = [
-        r for r in record("compare_recipe")["rows"] if (r["method"], r["target"]) == (method, ratio)
-    ]
-    return row
 
 
 def _and(values) -> str:
@@ -882,7 +877,7 @@ DECLARATIONS = [
     Figure(
         RECIPE_COMPARE,
         "Tai at\n  2x fell from 86.0 to {}",
-        lambda: f1(_recipe_row("tai", 2.0)["after"]["mean"]),
+        lambda: f1(compare_row("tai", 2.0, "compare_recipe")["after"]["mean"]),
     ),
     Settings(RECIPE_COMPARE, "The paired intervals are about a point wide, where each row's own"),
     Settings(RECIPE_COMPARE, "holds at\n  2x for the MPS T-Net against every layer-wise method"),
