@@ -121,11 +121,14 @@ def make_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return colour[:, :, None, None] * pattern[:, None] + 0.8 * noise, labels
 
 
-def train(model: nn.Module, images, labels, steps: int, lr: float, batch: int = 64) -> None:
-    """A plain PyTorch loop: Adam, cross-entropy, the learning rate falling along a cosine."""
+def train(
+    model: nn.Module, images, labels, steps: int, lr: float, batch: int = 64, seed: int = 1
+) -> None:
+    """A plain PyTorch loop: Adam, cross-entropy, the learning rate falling along a cosine; the
+    batches drawn by ``seed``."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    order = torch.Generator().manual_seed(1)
+    order = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(steps):
         pick = torch.randint(len(images), (batch,), generator=order)

@@ -174,9 +174,11 @@ def convert(
         sets are climbed on the converted network's agreement with the original; MPS and TR
         allocate their bonds on what truncating each costs
         (:meth:`~tcompress.methods.mps.MPS.data_costs`); without data, ranks are allocated on
-        the HOSVD / TT-SVD error bound of W. CP keeps its one rank (the notes say so). One
-        tensor only: a family of several groups is refused. With ``per_layer``: the layers'
-        own ranks on what each costs its layer's outputs.
+        the HOSVD / TT-SVD error bound of W. CP keeps its one rank (the notes say so). A
+        family of several groups allocates every group's ranks at once, each group's costs
+        weighted by its layers (:meth:`~tcompress.methods.base.TensorMethod.choose_groups`),
+        with no climb. With ``per_layer``: the layers' own ranks on what each costs its
+        layer's outputs.
     whiten
         T-Net methods: images (as ``refine_data``) whose block-convolution inputs weight the
         kernel modes before the decomposition (:mod:`tcompress.passes.whiten`), so that each
@@ -233,12 +235,6 @@ def convert(
             f"{param('data')} chooses the ranks for a target; give {param('ratio')} or "
             f"{param('energy')} with it (or fit the factors with {param('refine_data')})"
         )
-    if data is not None and len(groups) > 1 and not per_layer:
-        raise RankError(
-            f"{param('data')} chooses the ranks of one tensor; this family has {len(groups)} "
-            f"({', '.join(names)}); give {param('ratio')} or {param('energy')} without it (the "
-            "ranks of every group are then chosen on the error bound)"
-        )
 
     def fits(g: int, spec: RankSpec):
         mode_names, sizes = modes[g]
@@ -261,11 +257,22 @@ def convert(
         specs = [RankSpec.parse(list(c.ranks)) for c in choice.choices]
         notes.append(_per_layer_note(chosen, layer_ranks, group_stats))
     elif target and len(groups) > 1:
-        progress("Choosing the ranks")
         for g, spec in enumerate(specs):
             _in_group(names, g, fits, g, spec)
-        choice = _choose_groups(chosen, Ws, specs, src, modes, ratio, energy)
+        costs = None
+        if data is not None:
+            progress("Gathering the block convolutions' inputs")
+            group_stats, stats_of = _statistics(src, Ws[0].device, data, refine_samples, seed), data
+            if chosen.kind == methods.TNET:
+                with torch.no_grad():
+                    costs = [chosen.data_costs(W, st) for W, st in zip(Ws, group_stats)]
+                if any(c is None for c in costs):
+                    costs = None
+        progress("Choosing the ranks")
+        choice = _choose_groups(chosen, Ws, specs, src, modes, ratio, energy, costs)
         specs = [RankSpec.parse(c.ranks) for c in choice.choices]
+        if data is not None and choice.criterion != "data":
+            notes.append(_not_chosen_by_data(chosen))
     elif target:
         W, spec = Ws[0], specs[0]
         costs = None
@@ -289,10 +296,7 @@ def convert(
             )
         specs = [RankSpec.parse(choice.ranks)]
         if data is not None and choice.criterion not in ("data", "search"):
-            notes.append(
-                f"the data did not choose the ranks: {chosen.name} has no data-aware "
-                "allocation (Tucker, MPS and TR have; CP's one rank is the ratio's)"
-            )
+            notes.append(_not_chosen_by_data(chosen))
     resolved = [
         _in_group(names, g, chosen.resolve, spec, modes[g][1], modes[g][0])
         for g, spec in enumerate(specs)
@@ -422,10 +426,20 @@ def _refuse_layer_ranks(chosen, spec: RankSpec, ratio):
     )
 
 
-def _choose_groups(chosen, Ws, specs, src: Source, modes, ratio, energy):
+def _not_chosen_by_data(chosen) -> str:
+    """The note of a conversion given data its method cannot allocate on."""
+    if chosen.kind == methods.TNET:
+        why = "Tucker, MPS and TR have; CP's one rank is the ratio's"
+    else:
+        why = "its one rank for every layer is the ratio's; per-layer ranks are chosen on it"
+    return f"the data did not choose the ranks: {chosen.name} has no data-aware allocation ({why})"
+
+
+def _choose_groups(chosen, Ws, specs, src: Source, modes, ratio, energy, costs=None):
     """Ranks of every group for one target: a T-Net method allocates over every group's ranks
-    at once; a layer-wise method takes the one per-layer rank (capped where a group's layers
-    are smaller) whose whole-network ratio is nearest."""
+    at once (on measured ``costs`` if given, one list per group); a layer-wise method takes the
+    one per-layer rank (capped where a group's layers are smaller) whose whole-network ratio is
+    nearest."""
     other = src.params_before - sum(W.numel() for W in Ws)
     if chosen.kind == methods.TNET:
         return chosen.choose_groups(
@@ -435,6 +449,7 @@ def _choose_groups(chosen, Ws, specs, src: Source, modes, ratio, energy):
             ratio=ratio,
             energy=energy,
             other_params=other,
+            costs=costs,
         )
     from tcompress.methods.selection import GroupChoice, RankChoice
     from tcompress.passes.layerwise import choose_group_layer_ranks

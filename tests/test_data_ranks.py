@@ -11,7 +11,7 @@ from tcompress import methods
 from tcompress.cli import main
 from tcompress.decompose import tucker
 from tcompress.errors import RankError
-from tcompress.methods.selection import allocate
+from tcompress.methods.selection import allocate, allocate_groups
 from tcompress.models import StackedHourglass
 from tcompress.passes.data_aware import block_statistics, mode_costs, mode_dot, output_error
 from tcompress.stacking import stack_hourglass
@@ -58,6 +58,31 @@ def test_allocation_lowers_the_modes_the_costs_say_are_cheap():
     assert bound.criterion == "bound"
     with pytest.raises(RankError, match=r"costs for ranks up to \[2, 2\]; expected \[2, 2, 8, 8\]"):
         allocate(tucker, shape, spectra, ratio=2.0, costs=cheap_third[:2])
+
+
+def test_the_costs_of_several_tensors_are_weighed_by_their_weights():
+    shape = (2, 8, 8, 3, 3)
+    tucker = methods.get("tucker")
+    # the same costs for both tensors, each rank regaining less than the one before
+    costs = [[[(1 - r / d) ** 2 for r in range(d + 1)] for d in shape]] * 2
+
+    def kept(weights):
+        found = allocate_groups(
+            tucker, [shape] * 2, [None] * 2, ratio=2.0, costs=costs, weights=weights
+        )
+        assert found.criterion == "data"
+        return [c.tensor_params for c in found.choices]
+
+    first, second = kept([1.0, 4.0])
+    assert first < second  # the tensor whose errors weigh more keeps more
+    first, second = kept([4.0, 1.0])
+    assert first > second
+    with pytest.raises(RankError, match=r"expected costs for 2 tensor\(s\), got 1"):
+        allocate_groups(tucker, [shape] * 2, [None] * 2, ratio=2.0, costs=costs[:1])
+    with pytest.raises(
+        RankError, match=r"costs of tensor 2 for ranks up to \[2, 8\]; expected \[2, 8, 8, 3, 3\]"
+    ):
+        allocate_groups(tucker, [shape] * 2, [None] * 2, ratio=2.0, costs=[costs[0], costs[1][:2]])
 
 
 @pytest.fixture

@@ -490,10 +490,48 @@ def test_layerwise_ratio_and_ranks_per_group(x):
         _ = tai.ranks
 
 
-def test_data_chooses_the_ranks_of_one_tensor_only():
+@pytest.mark.parametrize("method", ["tucker", "mps", "tr"])
+def test_data_chooses_the_ranks_of_every_group(method):
+    images = [torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(5))]
+    bound = convert("resnet", method, ratio=2)
+    tnet = convert("resnet", method, ratio=2, data=images, refine_samples=4)
+    s = tnet.summary
+    assert 2 <= s["compression_ratio"] <= 2 * (1 + RATIO_TOLERANCE)
+    assert s["predicted_error"] is None  # measured costs bound nothing
+    assert bound.summary["predicted_error"] is not None
+    assert not any("did not choose" in note for note in s["notes"])
+    assert s["rank_search"] is None  # the climb is one tensor's
+    ranks = [g["ranks"] for g in s["groups"]]
+    assert ranks != [g["ranks"] for g in bound.summary["groups"]]
+    if method == "tr":
+        assert all(r[-1] == 1 for r in ranks)  # a ring of bond 1, as without data
+
+
+def test_data_that_cannot_choose_says_so_for_every_group():
     images = [torch.rand(4, 3, 16, 16)]
-    with pytest.raises(RankError, match="data chooses the ranks of one tensor; this family has 3"):
-        convert("resnet", ratio=2, data=images)
+    cp = convert("resnet", "cp", ratio=2, refine=2, data=images, refine_samples=4)
+    assert (
+        "the data did not choose the ranks: cp has no data-aware allocation (Tucker, MPS and TR "
+        "have; CP's one rank is the ratio's)" in cp.summary["notes"]
+    )
+    layerwise = convert("resnet", "layerwise-tucker", ratio=2, data=images, refine_samples=4)
+    assert (
+        "the data did not choose the ranks: layerwise-tucker has no data-aware allocation (its "
+        "one rank for every layer is the ratio's; per-layer ranks are chosen on it)"
+        in layerwise.summary["notes"]
+    )
+
+
+def test_cli_converts_several_groups_on_data(tmp_path):
+    torch.save(dense("resnet").state_dict(), tmp_path / "r.pth")
+    args = ["convert", str(tmp_path / "r.pth"), "--arch", RESNET[0], "--family", RESNET[1]]
+    out = tmp_path / "t.pt"
+    options = ["--ratio", "2", "--data", "synthetic", "--refine-samples", "2", "--json"]
+    r = CliRunner().invoke(main, [*args, *options, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert len(summary["groups"]) == 3 and summary["predicted_error"] is None
+    assert abs(summary["compression_ratio"] / 2 - 1) <= 0.03 and out.exists()
 
 
 @pytest.mark.parametrize("method, ranks", [("tucker", "f_in=3,f_out=3"), ("tai", "2")])

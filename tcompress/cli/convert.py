@@ -69,7 +69,8 @@ from tcompress.vocabulary import FORWARD_FORMS
     metavar="DATA",
     help="With --ratio or --energy: choose the ranks by what each mode's (MPS, TR: each "
     "bond's; with --per-layer, each layer's) truncation costs the block convolutions' outputs "
-    "on these images; 'synthetic', an image folder or an MPII-style set; labels are not used.",
+    "on these images (a --family of several groups: every group's at once); 'synthetic', an "
+    "image folder or an MPII-style set; labels are not used.",
 )
 @click.option(
     "--whiten",

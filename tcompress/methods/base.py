@@ -430,22 +430,33 @@ class TensorMethod(Method):
         ratio: float | None,
         energy: float | None,
         other_params: int,
+        costs: Sequence[Sequence[Sequence[float]]] | None = None,
     ) -> GroupChoice:
         """Ranks for several tensors (one per group, ``specs`` and mode ``names`` for each) under
         one whole-network target, greedily on the sum of their error bounds
-        (:func:`~tcompress.methods.selection.allocate_groups`); ranks a spec fixes stay.
+        (:func:`~tcompress.methods.selection.allocate_groups`), or of their measured truncation
+        costs (``costs``, one :meth:`data_costs` per group); ranks a spec fixes stay.
 
         Each group's bound is weighted by its kernels over its ``||W_g||^2`` (``kernel_weights``):
         the sum is then the kernels' squared relative errors added up (each kernel at its group's
         mean norm), which a BatchNorm after each convolution makes the error that matters, and
         not one group's absolute scale (wide layers start with small weights). An ``energy``
         target is the fraction of that weighted sum kept. With one group the weight is a
-        constant and the allocation that of :meth:`choose`."""
+        constant and the allocation that of :meth:`choose`.
+
+        With ``costs``, each group's (a fraction of its layers' normalised output energy) is
+        weighted by its layers: the sum is then the layers' relative output errors added up, each
+        layer at its group's mean output energy, the measured counterpart of the bound's
+        weighting."""
         shapes = [tuple(W.shape) for W in Ws]
         fixed = [self.fixed(spec, shape, n) for spec, shape, n in zip(specs, shapes, names)]
         with torch.no_grad():
-            spectra = [self.spectra(W) for W in Ws]
-            weights = kernel_weights(Ws)
+            if costs is None:
+                spectra = [self.spectra(W) for W in Ws]
+                weights = kernel_weights(Ws)
+            else:
+                spectra = [None] * len(Ws)
+                weights = [float(layer_count(W)) for W in Ws]
         return allocate_groups(
             self,
             shapes,
@@ -454,6 +465,7 @@ class TensorMethod(Method):
             energy=energy,
             fixed=fixed,
             other_params=other_params,
+            costs=costs,
             weights=weights,
         )
 
@@ -676,10 +688,16 @@ def kernel_weights(Ws: Sequence[torch.Tensor]) -> list[float]:
     errors added up (:meth:`TensorMethod.choose_groups`)."""
     weights = []
     for W in Ws:
-        kernels = math.prod(W.shape[: W.dim() - 4])
+        kernels = layer_count(W)
         energy = float(W.double().square().sum())
         weights.append(kernels / energy if energy > 0 else 1.0)
     return weights
+
+
+def layer_count(W: torch.Tensor) -> int:
+    """The kernels a stacked tensor holds: the product of its grid modes (all but the last
+    four, f_in, f_out, h, w)."""
+    return math.prod(W.shape[: W.dim() - 4])
 
 
 def whole(value) -> bool:

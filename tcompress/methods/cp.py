@@ -106,7 +106,9 @@ class CP(TensorMethod):
         top = max(1, math.prod(shape) // (1 + sum(shape)))
         return largest_uniform(self, shape, ratio, other_params, lambda r: (r,), top)
 
-    def choose_groups(self, Ws, specs, names, *, ratio, energy, other_params) -> GroupChoice:
+    def choose_groups(
+        self, Ws, specs, names, *, ratio, energy, other_params, costs=None
+    ) -> GroupChoice:
         """One rank per group, no bound to allocate on: every group takes the same share of its
         own largest rank (the rank whose CP holds as many parameters as its tensor), the largest
         share that fits the ratio's one budget

@@ -175,17 +175,19 @@ def allocate_groups(
     ``shapes``, ``spectra``, ``fixed`` and ``weights`` have one entry per tensor (``fixed`` as
     for :func:`allocate`, or None for a tensor whose ranks are all free). ``energy`` is the
     fraction of the (weighted) summed ``||W_g||^2`` kept. The choice's ``energy_kept`` and
-    ``predicted_error`` are unweighted, over all the tensors together. ``costs`` (measured, see
-    :func:`allocate`) apply to one tensor only: output costs of separate tensors are fractions
-    of separate energies.
+    ``predicted_error`` are unweighted, over all the tensors together.
+
+    ``costs`` (measured, see :func:`allocate`) has one entry per tensor, each a fraction of that
+    tensor's own output energy; ``weights`` then put the fractions of separate tensors on one
+    scale (:meth:`~tcompress.methods.base.TensorMethod.choose_groups` weighs each by its
+    layers), and the choice's ``energy_kept`` is the weighted fraction of the output energy
+    kept.
     """
     if (ratio is None) == (energy is None):
         raise RankError("give one target: a compression ratio or an energy fraction")
     shapes = [tuple(int(s) for s in shape) for shape in shapes]
-    if costs is not None and len(shapes) != 1:
-        raise RankError(
-            f"measured costs allocate the ranks of one tensor; got {len(shapes)} tensors"
-        )
+    if costs is not None and len(costs) != len(shapes):
+        raise RankError(f"expected costs for {len(shapes)} tensor(s), got {len(costs)}")
     sizes = [len(method.limits(shape)) for shape in shapes]
     cuts = [sum(sizes[:g]) for g in range(len(sizes) + 1)]
     limits = tuple(r for shape in shapes for r in method.limits(shape))
@@ -215,12 +217,16 @@ def allocate_groups(
     free = [k for k, f in enumerate(fixed) if f is None]
     # tails[k][r]: energy discarded by keeping r values of spectrum k (all tensors' in a row)
     if costs is not None:
-        tails = [[float(c) for c in mode] for mode in costs[0]]
-        if [len(t) - 1 for t in tails] != list(limits):
-            raise RankError(
-                f"costs for ranks up to {[len(t) - 1 for t in tails]}; expected {list(limits)}"
-            )
-        totals = [1.0]
+        for g, (group, shape) in enumerate(zip(costs, shapes)):
+            sizes_given = [len(mode) - 1 for mode in group]
+            if sizes_given != list(method.limits(shape)):
+                which = "" if len(shapes) == 1 else f" of tensor {g + 1}"
+                raise RankError(
+                    f"costs{which} for ranks up to {sizes_given}; expected "
+                    f"{list(method.limits(shape))}"
+                )
+        tails = [[float(c) for c in mode] for group in costs for mode in group]
+        totals = [1.0] * len(shapes)  # each tensor's costs are fractions of its own energy
     else:
         tails = [
             [float(t) for t in s.flip(0).cumsum(0).flip(0)] + [0.0]
@@ -342,7 +348,10 @@ def allocate_groups(
                 method.name, tuple(part), method.params(shape, part), kept, bound, target, criterion
             )
         )
-    kept = max(0.0, 1 - discarded(ranks, raw) / sum(totals))
+    if measured:  # fractions of separate energies: on the weights' one scale
+        kept = max(0.0, 1 - discarded(ranks) / total)
+    else:
+        kept = max(0.0, 1 - discarded(ranks, raw) / sum(totals))
     return GroupChoice(
         method.name,
         tuple(choices),

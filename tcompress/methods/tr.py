@@ -130,9 +130,12 @@ class TensorRing(TensorMethod):
 
         return get("mps").data_costs(W, stats)
 
-    def choose_groups(self, Ws, specs, names, *, ratio, energy, other_params) -> GroupChoice:
+    def choose_groups(
+        self, Ws, specs, names, *, ratio, energy, other_params, costs=None
+    ) -> GroupChoice:
         """Every group a ring with bond 1, its other bonds allocated with the other groups' on
-        the sum of their TT-SVD bounds (as for MPS), under one target."""
+        the sum of their TT-SVD bounds (as for MPS; on their trains' measured ``costs`` if
+        given), under one target."""
         given = next((s for s in specs if not s.full), None)
         if given is not None:
             raise RankError(
@@ -142,7 +145,7 @@ class TensorRing(TensorMethod):
         from tcompress.methods import get
 
         train = get("mps").choose_groups(
-            Ws, specs, names, ratio=ratio, energy=energy, other_params=other_params
+            Ws, specs, names, ratio=ratio, energy=energy, other_params=other_params, costs=costs
         )
         rings = tuple(replace(c, method=self.name, ranks=(*c.ranks, 1)) for c in train.choices)
         return replace(train, method=self.name, choices=rings)
