@@ -17,6 +17,7 @@ ratio with each method both ways and reports top-1 accuracy on held-out images:
   run per seed (the seed draws the batches).
 
     python benchmarks/bench_group_ranks.py        # docs/records/group_ranks.json
+    python benchmarks/bench_group_ranks.py --bound-weights   # and the bound weighted otherwise
 
 The dense network is trained once (seed 0); every conversion starts from it, and the dense
 network fine-tuned alike (the same steps from the same seeds) is the reference. Rows already in
@@ -107,6 +108,12 @@ def main() -> None:
     parser.add_argument(
         "--fresh", action="store_true", help="Run every row again (default: keep the record's)."
     )
+    parser.add_argument(
+        "--bound-weights",
+        action="store_true",
+        help="Also convert on the bound with each group weighted per kernel (the default), per "
+        "output channel and not at all (converted and re-estimated only).",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -137,11 +144,11 @@ def main() -> None:
     settings = {
         k: getattr(args, k) for k in ("train_steps", "steps", "data_images", "seeds", "noise")
     }
-    kept = []
+    kept, kept_seconds = [], 0.0
     if not args.fresh and Path(args.record).exists():
         old = json.loads(Path(args.record).read_text())
         if old["settings"] == settings and old["network"]["accuracy"] == dense_accuracy:
-            kept = old["rows"]
+            kept, kept_seconds = old["rows"], old.get("seconds", 0.0)
     dense_tuned = finetuned(copy.deepcopy(dense))
     print(f"dense fine-tuned alike: {statistics.fmean(dense_tuned):.1f} {dense_tuned}")
     record = {
@@ -155,6 +162,7 @@ def main() -> None:
             "test_images": len(test_labels),
         },
         "rows": [],
+        "seconds": kept_seconds,
     }
     for ratio in (float(r) for r in args.ratios.split(",")):
         for method in args.methods.split(","):
@@ -200,9 +208,64 @@ def main() -> None:
                     f"fine-tuned {row['finetuned_mean']:.1f} {[round(t, 1) for t in tuned]}",
                     flush=True,
                 )
-                record["seconds"] = time.perf_counter() - started
+                record["seconds"] = kept_seconds + time.perf_counter() - started
                 write_json(args.record, record)
+    if args.bound_weights:
+        record["bound_weights"] = bound_weights(args, dense, test_images, test_labels, train_images)
+        write_json(args.record, record)
     print(f"wrote {args.record}")
+
+
+#: How the bound's groups may be weighted: each group's squared error over its ||W_g||^2 times
+#: its kernels (the kernels' squared relative errors added up: tcompress's choice), times its
+#: kernels' output channels too (every output channel's, as a BatchNorm after each convolution
+#: normalises them), or not at all (the squared error of W).
+WEIGHTINGS = {
+    "kernels": lambda base, Ws: base(Ws),
+    "output channels": lambda base, Ws: [w * W.shape[-3] for w, W in zip(base(Ws), Ws)],
+    "none": lambda base, Ws: [1.0] * len(Ws),
+}
+
+
+def bound_weights(args, dense, test_images, test_labels, train_images) -> list[dict]:
+    """The bound's allocation under each of :data:`WEIGHTINGS`, swapped in for
+    ``tcompress.methods.base.kernel_weights``; converted and BatchNorm re-estimated."""
+    import tcompress
+    from tcompress.methods import base
+    from tcompress.train import recalibrate_batchnorm
+
+    default = base.kernel_weights
+    rows = []
+    try:
+        for name, weigh in WEIGHTINGS.items():
+            base.kernel_weights = lambda Ws, weigh=weigh: weigh(default, Ws)
+            for ratio in (float(r) for r in args.ratios.split(",")):
+                for method in args.methods.split(","):
+                    tnet = tcompress.convert(
+                        copy.deepcopy(dense), method, arch=ARCH, family=FAMILY, ratio=ratio
+                    )
+                    s = tnet.summary
+                    row = {
+                        "weights": name,
+                        "ratio": ratio,
+                        "method": method,
+                        "achieved": s["compression_ratio"],
+                        "ranks": {g["name"]: g["ranks"] for g in s["groups"]},
+                        "relative_error": s["relative_error"],
+                        "converted": accuracy(tnet, test_images, test_labels),
+                    }
+                    recalibrate_batchnorm(tnet, train_images[:512].split(64))
+                    row["recalibrated"] = accuracy(tnet, test_images, test_labels)
+                    rows.append(row)
+                    print(
+                        f"bound weighted by {name}: {ratio:g}x {method} ranks {row['ranks']}, "
+                        f"error {row['relative_error']:.3f}, converted {row['converted']:.1f}, "
+                        f"recalibrated {row['recalibrated']:.1f}",
+                        flush=True,
+                    )
+    finally:
+        base.kernel_weights = default
+    return rows
 
 
 if __name__ == "__main__":
