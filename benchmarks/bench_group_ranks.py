@@ -117,13 +117,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    import tcompress
-    from tcompress.train import recalibrate_batchnorm
-
     started = time.perf_counter()
     torch.manual_seed(0)
     train_images, train_labels = noisy_images(6000, 0, args.noise)
-    test_images, test_labels = noisy_images(2000, 1, args.noise)
+    test_images, test_labels = test = noisy_images(2000, 1, args.noise)
     dense = build()
     train(dense, train_images, train_labels, args.train_steps, lr=3e-3)
     dense_accuracy = accuracy(dense, test_images, test_labels)
@@ -176,27 +173,16 @@ def main() -> None:
                     record["rows"].append(same[0])
                     continue
                 data = unlabeled if criterion == "data" else None
-                tnet = tcompress.convert(
-                    copy.deepcopy(dense),
+                tnet, rated = converted(
+                    dense,
                     method,
-                    arch=ARCH,
-                    family=FAMILY,
-                    ratio=ratio,
+                    ratio,
+                    test,
+                    train_images,
                     data=data,
                     refine_samples=args.data_images,
                 )
-                s = tnet.summary
-                row = {
-                    "ratio": ratio,
-                    "method": method,
-                    "criterion": criterion,
-                    "achieved": s["compression_ratio"],
-                    "ranks": {g["name"]: g["ranks"] for g in s["groups"]},
-                    "relative_error": s["relative_error"],
-                    "converted": accuracy(tnet, test_images, test_labels),
-                }
-                recalibrate_batchnorm(tnet, train_images[:512].split(64))
-                row["recalibrated"] = accuracy(tnet, test_images, test_labels)
+                row = {"ratio": ratio, "method": method, "criterion": criterion, **rated}
                 tuned = finetuned(tnet)
                 row["finetuned"] = tuned
                 row["finetuned_mean"] = statistics.fmean(tuned)
@@ -211,7 +197,7 @@ def main() -> None:
                 record["seconds"] = kept_seconds + time.perf_counter() - started
                 write_json(args.record, record)
     if args.bound_weights:
-        record["bound_weights"] = bound_weights(args, dense, test_images, test_labels, train_images)
+        record["bound_weights"] = bound_weights(args, dense, test, train_images)
         write_json(args.record, record)
     print(f"wrote {args.record}")
 
@@ -227,12 +213,32 @@ WEIGHTINGS = {
 }
 
 
-def bound_weights(args, dense, test_images, test_labels, train_images) -> list[dict]:
+def converted(dense, method, ratio, test, train_images, **options) -> tuple[nn.Module, dict]:
+    """``dense`` converted for ``ratio`` (``options``: ``convert``'s ``data=`` and
+    ``refine_samples=``), BatchNorm then re-estimated on 512 training images; the T-Net, and its
+    ratio, ranks, error of W and accuracy on ``test`` (images, labels) before and after."""
+    import tcompress
+    from tcompress.train import recalibrate_batchnorm
+
+    tnet = tcompress.convert(
+        copy.deepcopy(dense), method, arch=ARCH, family=FAMILY, ratio=ratio, **options
+    )
+    s = tnet.summary
+    rated = {
+        "achieved": s["compression_ratio"],
+        "ranks": {g["name"]: g["ranks"] for g in s["groups"]},
+        "relative_error": s["relative_error"],
+        "converted": accuracy(tnet, *test),
+    }
+    recalibrate_batchnorm(tnet, train_images[:512].split(64))
+    rated["recalibrated"] = accuracy(tnet, *test)
+    return tnet, rated
+
+
+def bound_weights(args, dense, test, train_images) -> list[dict]:
     """The bound's allocation under each of :data:`WEIGHTINGS`, swapped in for
     ``tcompress.methods.base.kernel_weights``; converted and BatchNorm re-estimated."""
-    import tcompress
     from tcompress.methods import base
-    from tcompress.train import recalibrate_batchnorm
 
     default = base.kernel_weights
     rows = []
@@ -241,21 +247,8 @@ def bound_weights(args, dense, test_images, test_labels, train_images) -> list[d
             base.kernel_weights = lambda Ws, weigh=weigh: weigh(default, Ws)
             for ratio in (float(r) for r in args.ratios.split(",")):
                 for method in args.methods.split(","):
-                    tnet = tcompress.convert(
-                        copy.deepcopy(dense), method, arch=ARCH, family=FAMILY, ratio=ratio
-                    )
-                    s = tnet.summary
-                    row = {
-                        "weights": name,
-                        "ratio": ratio,
-                        "method": method,
-                        "achieved": s["compression_ratio"],
-                        "ranks": {g["name"]: g["ranks"] for g in s["groups"]},
-                        "relative_error": s["relative_error"],
-                        "converted": accuracy(tnet, test_images, test_labels),
-                    }
-                    recalibrate_batchnorm(tnet, train_images[:512].split(64))
-                    row["recalibrated"] = accuracy(tnet, test_images, test_labels)
+                    _, rated = converted(dense, method, ratio, test, train_images)
+                    row = {"weights": name, "ratio": ratio, "method": method, **rated}
                     rows.append(row)
                     print(
                         f"bound weighted by {name}: {ratio:g}x {method} ranks {row['ranks']}, "

@@ -228,7 +228,7 @@ def convert(
     device = torch.device(device) if device is not None else None
     modes = [_modes(chosen, g, W) for g, W in zip(groups, Ws)]
     target = ratio is not None or energy is not None
-    choice, stats, notes, search = None, None, [], None
+    choice, notes, search = None, [], None
     group_stats, stats_of = None, None  # every group's statistics, and the images they are of
     if data is not None and not target:
         raise RankError(
@@ -249,9 +249,7 @@ def convert(
     layer_ranks = None
     if per_layer:
         if data is not None:
-            progress("Gathering the block convolutions' inputs")
-            group_stats = _statistics(src, Ws[0].device, data, refine_samples, seed)
-            stats_of = data
+            group_stats, stats_of = _gather(src, Ws, data, refine_samples, seed, progress), data
         progress("Choosing the ranks of every layer")
         choice, layer_ranks = _per_layer(chosen, src, Ws, specs, ratio, group_stats)
         specs = [RankSpec.parse(list(c.ranks)) for c in choice.choices]
@@ -261,13 +259,8 @@ def convert(
             _in_group(names, g, fits, g, spec)
         costs = None
         if data is not None:
-            progress("Gathering the block convolutions' inputs")
-            group_stats, stats_of = _statistics(src, Ws[0].device, data, refine_samples, seed), data
-            if chosen.kind == methods.TNET:
-                with torch.no_grad():
-                    costs = [chosen.data_costs(W, st) for W, st in zip(Ws, group_stats)]
-                if any(c is None for c in costs):
-                    costs = None
+            group_stats, stats_of = _gather(src, Ws, data, refine_samples, seed, progress), data
+            costs = _data_costs(chosen, Ws, group_stats)
         progress("Choosing the ranks")
         choice = _choose_groups(chosen, Ws, specs, src, modes, ratio, energy, costs)
         specs = [RankSpec.parse(c.ranks) for c in choice.choices]
@@ -277,11 +270,8 @@ def convert(
         W, spec = Ws[0], specs[0]
         costs = None
         if data is not None:
-            progress("Gathering the block convolutions' inputs")
-            group_stats, stats_of = _statistics(src, W.device, data, refine_samples, seed), data
-            stats = group_stats[0]
-            with torch.no_grad():
-                costs = chosen.data_costs(W, stats) if chosen.kind == methods.TNET else None
+            group_stats, stats_of = _gather(src, Ws, data, refine_samples, seed, progress), data
+            costs = (_data_costs(chosen, Ws, group_stats) or [None])[0]
         progress("Choosing the ranks")
         choice = _choose(chosen, W, spec, src, ratio, energy, costs)
         # The climb over the small grid and kernel modes is Tucker's (per-mode ranks).
@@ -317,9 +307,7 @@ def convert(
         from tcompress.passes.whiten import whitening
 
         if group_stats is None or not _same_images(whiten, stats_of):  # gathered once
-            progress("Gathering the block convolutions' inputs")
-            group_stats = _statistics(src, Ws[0].device, whiten, refine_samples, seed)
-            stats_of = whiten
+            group_stats, stats_of = _gather(src, Ws, whiten, refine_samples, seed, progress), whiten
         # Per-mode ranks say which modes are truncated; a train, a ring or CP truncates them all.
         weights = [
             whitening(st, tuple(W.shape), r if chosen.per_mode else None)
@@ -424,6 +412,22 @@ def _refuse_layer_ranks(chosen, spec: RankSpec, ratio):
         f"ranks {spec.shown} and ratio {ratio!r} both given; a layer-wise method takes "
         f"{param('ranks')} or {param('ratio')} (the same rank for every layer), not both"
     )
+
+
+def _gather(src: Source, Ws, data, samples, seed, progress) -> list:
+    """Every group's :func:`_statistics` on ``data``, said as it starts."""
+    progress("Gathering the block convolutions' inputs")
+    return _statistics(src, Ws[0].device, data, samples, seed)
+
+
+def _data_costs(chosen, Ws, group_stats) -> list | None:
+    """Each group's measured truncation costs (:meth:`~tcompress.methods.base.TensorMethod.
+    data_costs`), or None where the method allocates on its bound even with data."""
+    if chosen.kind != methods.TNET:
+        return None
+    with torch.no_grad():
+        costs = [chosen.data_costs(W, stats) for W, stats in zip(Ws, group_stats)]
+    return None if any(c is None for c in costs) else costs
 
 
 def _not_chosen_by_data(chosen) -> str:
