@@ -1,16 +1,19 @@
-"""The 3x T-Nets fine-tuned with the 5-minute recipe at more steps, or from a better start.
+"""The 3x T-Nets fine-tuned with the 5-minute recipe at more steps, another learning rate, or from
+a better start.
 
-Does the 3x gap to the original close with a longer budget? The 3x T-Net (the Tucker ranks
-``tcompress convert --ratio 3 --data synthetic`` picks) and the original are fine-tuned alike
-with the README's recipe, its steps multiplied. Does a start converged further end higher? The
-CP T-Net of ``--ratio 3`` (rank 1223) converted with ``--refine N`` ALS sweeps (25 by default)
-is fine-tuned with the recipe as it is. Every run is scored on 1,000 images of the test split.
-Each run is one part (``--parts``), so that runs can go side by side in separate processes;
-``--merge`` joins the parts into ``--record``.
+Does the 3x gap to the original close with a longer budget, or at another learning rate
+(``--lr``; ``--precision fp32`` where the CPU has no native bfloat16)? The 3x T-Net (the Tucker
+ranks ``tcompress convert --ratio 3 --data synthetic`` picks) and the original are fine-tuned
+alike with the README's recipe, its steps or rate changed. Does a start converged further end
+higher? The CP T-Net of ``--ratio 3`` (rank 1223) converted with ``--refine N`` ALS sweeps (25 by
+default) is fine-tuned with the recipe as it is. Every run is scored on 1,000 images of the test
+split (``--splits val,test``: of both). Each run is one part (``--parts``), so that runs can go
+side by side in separate processes; ``--merge`` joins the parts into ``--record``.
 
     python benchmarks/bench_budget.py --model tucker --steps 1720 &
     python benchmarks/bench_budget.py --model original --steps 1720
     python benchmarks/bench_budget.py --model cp --refine 100
+    python benchmarks/bench_budget.py --model tucker --steps 860 --lr 6e-3 --splits val,test
     python benchmarks/bench_budget.py --merge            # docs/records/budget.json
 """
 
@@ -35,9 +38,12 @@ TUCKER_3X = "2,2,3,2,31,32,2,2"
 CP_3X = "1223"
 
 
-def recipe(steps: int) -> list[str]:
+def recipe(steps: int, lr: float | None = None, precision: str | None = None) -> list[str]:
+    """The README's recipe with its steps (and, given, its learning rate or precision) set."""
     out = list(FIVE_MINUTE_CLI)
-    out[out.index("--steps") + 1] = str(steps)
+    for flag, value in (("--steps", steps), ("--lr", lr), ("--precision", precision)):
+        if value is not None:
+            out[out.index(flag) + 1] = str(value)
     return out
 
 
@@ -47,6 +53,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1720)
     parser.add_argument("--refine", type=int, default=None, help="convert --refine")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=None, help="the recipe's, 1.5e-3")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default=None, help="the recipe's, bf16"
+    )
+    parser.add_argument(
+        "--splits", default="test", help="comma-separated splits to score: val, test or both"
+    )
     parser.add_argument("--test-samples", type=int, default=1000)
     parser.add_argument("--work", default="runs/budget")
     parser.add_argument("--parts", default="docs/records/budget")
@@ -67,8 +80,14 @@ def main() -> None:
     os.makedirs(args.parts, exist_ok=True)
     refine = [] if args.refine is None else ["--refine", args.refine]
     stem = f"{args.model}-{args.steps}-s{args.seed}" + (f"-refine{args.refine}" if refine else "")
+    if args.lr:
+        stem += f"-lr{args.lr:g}"
+    if args.precision:
+        stem += f"-{args.precision}"
     source = str(pretrained_path())
     row = {"model": args.model, "steps": args.steps, "seed": args.seed, "refine": args.refine}
+    if args.lr or args.precision:
+        row.update(lr=args.lr, precision=args.precision)
     if args.model != "original":
         converted = os.path.join(args.work, f"{stem}.pt")
         ranks = TUCKER_3X if args.model == "tucker" else CP_3X
@@ -85,13 +104,15 @@ def main() -> None:
     tuned = os.path.join(args.work, f"{stem}-ft.pt")
     started = time.perf_counter()
     tcompress(
-        "finetune", source, *recipe(args.steps), "--seed", args.seed, "-o", tuned, "--force"
+        "finetune", source, *recipe(args.steps, args.lr, args.precision), "--seed", args.seed,
+        "-o", tuned, "--force",
     )  # fmt: skip
     row["minutes"] = (time.perf_counter() - started) / 60
-    scored = tcompress(
-        "evaluate", tuned, "--data", "synthetic", "--split", "test", "-n", args.test_samples
-    )  # fmt: skip
-    row["test_pckh"] = scored["pckh"]["mean"]
+    for split in args.splits.split(","):
+        scored = tcompress(
+            "evaluate", tuned, "--data", "synthetic", "--split", split, "-n", args.test_samples
+        )  # fmt: skip
+        row[f"{split}_pckh"] = scored["pckh"]["mean"]
     print(json.dumps(row), flush=True)
     write_json(f"{args.parts}/{stem}.json", row)
 
