@@ -151,4 +151,6 @@ def test_files_written_before_the_registry_load_unchanged(name):
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     want = torch.load(os.path.join(FORMAT_V1, f"{name}.out.pt"), weights_only=True)
     with torch.no_grad():
-        assert torch.equal(model(x)[-1], want)
+        # The weights load as written; the forward pass is compared to float32 rounding, since
+        # CPUs of other instruction sets (AVX2, AVX512) sum the convolutions in other orders.
+        torch.testing.assert_close(model(x)[-1], want, rtol=1e-5, atol=1e-6)
