@@ -14,6 +14,7 @@ side by side in separate processes; ``--merge`` joins the parts into ``--record`
     python benchmarks/bench_budget.py --model original --steps 1720
     python benchmarks/bench_budget.py --model cp --refine 100
     python benchmarks/bench_budget.py --model tucker --steps 860 --lr 6e-3 --splits val,test
+    python benchmarks/bench_budget.py --model mps --steps 860 --lr 6e-3 --precision fp32
     python benchmarks/bench_budget.py --merge            # docs/records/budget.json
 """
 
@@ -36,6 +37,9 @@ from recipes import run_json as tcompress  # noqa: E402
 TUCKER_3X = "2,2,3,2,31,32,2,2"
 #: The rank ``--method cp --ratio 3`` takes on the bundled model.
 CP_3X = "1223"
+#: The MPS ranks of the comparison at the 5-minute recipe at 3x (docs/records/compare_recipe.json).
+MPS_3X = "2,8,24,48,53,9,3"
+RANKS_3X = {"tucker": TUCKER_3X, "cp": CP_3X, "mps": MPS_3X}
 
 
 def recipe(steps: int, lr: float | None = None, precision: str | None = None) -> list[str]:
@@ -49,7 +53,7 @@ def recipe(steps: int, lr: float | None = None, precision: str | None = None) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("tucker", "cp", "original"), default="tucker")
+    parser.add_argument("--model", choices=("tucker", "cp", "mps", "original"), default="tucker")
     parser.add_argument("--steps", type=int, default=1720)
     parser.add_argument("--refine", type=int, default=None, help="convert --refine")
     parser.add_argument("--seed", type=int, default=0)
@@ -90,7 +94,7 @@ def main() -> None:
         row.update(lr=args.lr, precision=args.precision)
     if args.model != "original":
         converted = os.path.join(args.work, f"{stem}.pt")
-        ranks = TUCKER_3X if args.model == "tucker" else CP_3X
+        ranks = RANKS_3X[args.model]
         summary = tcompress(
             "convert", source, "--method", args.model, "--ranks", ranks, *refine,
             "-o", converted, "--force",

@@ -76,6 +76,12 @@ from tcompress.vocabulary import (
     default=None,
     help="int8: calibration images [default: 32].",
 )
+@click.option(
+    "--reduce-range",
+    is_flag=True,
+    help="int8: 7-bit weights, for x86 CPUs without VNNI (their 8-bit integer products can "
+    "saturate; the default 8-bit weights suit CPUs with VNNI and ARM).",
+)
 @click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime comparison.")
 @click.option(
     "--check",
@@ -122,6 +128,7 @@ def export(
     keep_io_types,
     calibrate,
     calibration_samples,
+    reduce_range,
     no_validate,
     check,
     check_samples,
@@ -145,6 +152,8 @@ def export(
       tcompress export tnet.pt --check synthetic -o tnet.onnx  # PCKh against PyTorch too
       tcompress export tnet.pt --precision int8 --calibrate synthetic -n 32 \\
           --check synthetic -o tnet-int8.onnx
+      tcompress export tnet.pt --precision int8 --calibrate synthetic --reduce-range \\
+          -o tnet-int8-avx2.onnx                      # for x86 CPUs without VNNI
       tcompress export tnet.pt --precision fp16 -o tnet-fp16.onnx
       tcompress export tnet.pt --format ort -o tnet.ort
       tcompress export tnet.pt --arch mymodels:resnet --input-size 64 -o tnet.onnx
@@ -202,6 +211,7 @@ def export(
             calibrate=calibrate,
             calibration_samples=calibration_samples,
             calibration_images=images,
+            reduce_range=reduce_range,
             force=force,
         )
     if as_json:

@@ -6,6 +6,8 @@ in the crop, with the head size taken from the head joints."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ from tcompress.evaluation.mpii import official_pckh, read_mpii_mat, to_source, w
 from tcompress.evaluation.pck import PCKAccumulator, PCKResult
 from tcompress.layouts import refuse_custom
 from tcompress.models.io import ModelIO
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,6 +107,17 @@ class OnnxModel:
             pixel_mean=_floats(metadata, PIXEL_MEAN_KEY, path),
             pixel_std=_floats(metadata, PIXEL_STD_KEY, path),
         )
+        #: The CPU, when it saturates this INT8 file's 8-bit products (else None).
+        self.saturating_cpu = _saturating(metadata)
+        if self.saturating_cpu:
+            log.warning(
+                "ONNX file '%s' has 8-bit INT8 weights, and this CPU (%s) adds pairs of their "
+                "products in 16 bits, which can saturate: its scores here can be far below "
+                "those on CPUs with VNNI or on ARM; for this CPU, export with 7-bit weights "
+                "(tcompress export --reduce-range)",
+                path,
+                self.saturating_cpu,
+            )
 
     def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Heatmaps of channels-first ``images`` (N, C, H, W), one (N, J, h, w) per stack."""
@@ -120,6 +135,20 @@ class OnnxModel:
         for out in (torch.from_numpy(o).float() for o in outputs):
             heatmaps.extend(out.unbind(1) if out.dim() == 5 else [out])
         return heatmaps
+
+
+def _saturating(metadata: dict) -> str | None:
+    """The CPU (:func:`tcompress.export.quantize.saturating_cpu`) when a file tcompress quantized
+    with 8-bit weights runs on one that saturates their products; None otherwise."""
+    from tcompress.export.quantize import QUANTIZATION_KEY, saturating_cpu
+
+    try:
+        settings = json.loads(metadata[QUANTIZATION_KEY])
+    except (KeyError, ValueError):
+        return None
+    if not isinstance(settings, dict) or settings.get("reduce_range", True):
+        return None
+    return saturating_cpu()
 
 
 def _floats(metadata: dict, key: str, path: str) -> tuple[float, ...] | None:

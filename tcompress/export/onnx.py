@@ -120,6 +120,7 @@ def export_onnx(
     calibrate: str | os.PathLike | None = None,
     calibration_samples: int | None = None,
     calibration_images: str | os.PathLike | None = None,
+    reduce_range: bool = False,
     force: bool = True,
 ) -> ExportReport:
     """Export a T-Net, a layer-wise network or a dense hourglass to ONNX (float32), validated with
@@ -174,6 +175,10 @@ def export_onnx(
     calibrate, calibration_samples, calibration_images
         INT8: the images the activation ranges are calibrated on (``"synthetic"``, an image
         folder or an MPII-style set; labels unused), how many, and an MPII set's image folder.
+    reduce_range
+        INT8: 7-bit weights, for x86 CPUs without VNNI, whose integer kernels can saturate with
+        8-bit ones (:func:`tcompress.export.quantize.saturating_cpu`; the report's notes say
+        when the exporting CPU is one of them).
     force
         Replace an existing ``path`` (the default); False refuses one, even one created while
         the file was being made (:class:`~tcompress.errors.OutputError`).
@@ -217,6 +222,13 @@ def export_onnx(
         raise ExportError(
             f"precision='int8' needs calibration images: {param('calibrate', metavar='DATA')}"
         )
+    if not isinstance(reduce_range, bool):
+        raise ExportError(f"{param('reduce_range')} is {reduce_range!r}; expected True or False")
+    if reduce_range and precision != "int8":
+        raise ExportError(
+            f"{param('reduce_range', True)} quantizes weights to 7 bits and applies to "
+            f"{param('precision', 'int8')} only; the file asked for is {precision}"
+        )
     if precision == "fp16" and format == "ort":
         raise ExportError(
             "precision='fp16' with format='ort' is refused: ONNX Runtime's converter stores the "
@@ -237,6 +249,7 @@ def export_onnx(
         calibrate=calibrate,
         calibration_samples=calibration_samples,
         calibration_images=calibration_images,
+        reduce_range=reduce_range,
     )
     try:
         report = _export(
@@ -291,7 +304,7 @@ def _export(
                     f"export to '{os.fspath(path)}' failed the task check: PCKh@0.5 "
                     f"{t.pckh_exported:.2f} against {t.pckh_pytorch:.2f} for the PyTorch model on "
                     f"{t.images} images of {t.data}, a drop of {t.drop:.2f} points (at most "
-                    f"{t.max_drop:g} allowed: {param('max_drop')})"
+                    f"{t.max_drop:g} allowed: {param('max_drop')})" + _saturation_hint(stages)
                 )
 
     def tmp_view(tmp: str) -> str:
@@ -378,14 +391,28 @@ def _stages(tmp, target, write_fp32, reference, size, validate, report, stages, 
             report.notes.extend(half.notes)
             stage = half.path
         elif stages["precision"] == "int8":
-            from tcompress.export.quantize import DEFAULT_IMAGES, calibration_images, quantize_int8
+            from tcompress.export.quantize import (
+                DEFAULT_IMAGES,
+                calibration_images,
+                quantize_int8,
+                saturating_cpu,
+                saturation_note,
+            )
 
             n = stages["calibration_samples"] or DEFAULT_IMAGES
             images = calibration_images(
                 stages["calibrate"], n, size, io, images=stages["calibration_images"]
             )
-            quantized = quantize_int8(stage, os.path.join(work, "int8.onnx"), images)
+            quantized = quantize_int8(
+                stage,
+                os.path.join(work, "int8.onnx"),
+                images,
+                reduce_range=stages["reduce_range"],
+            )
             report.quantization = quantized.to_dict()
+            cpu = saturating_cpu()
+            if cpu and not stages["reduce_range"]:
+                report.notes.append(saturation_note(cpu, quantized.output_error))
             stage = os.path.join(work, "int8.onnx")
         if stages["format"] == "ort":
             from tcompress.export.mobile import to_ort
@@ -394,6 +421,20 @@ def _stages(tmp, target, write_fp32, reference, size, validate, report, stages, 
             report.notes.extend(getattr(converted, "notes", []) or [])
             stage = os.path.join(work, "model.ort")
         shutil.copyfile(stage, tmp)
+
+
+def _saturation_hint(stages: dict) -> str:
+    """What a refused INT8 export adds when the CPU that scored it saturates 8-bit products."""
+    from tcompress.export.quantize import saturating_cpu
+
+    cpu = saturating_cpu() if stages["precision"] == "int8" else None
+    if cpu is None or stages["reduce_range"]:
+        return ""
+    return (
+        f"; this CPU ({cpu}) adds pairs of 8-bit products in 16 bits, which can saturate: "
+        f"quantize with 7-bit weights ({param('reduce_range', True)}) for it, or check the "
+        "file on the CPU it is for"
+    )
 
 
 def _record_layout(path: str, io: ModelIO) -> None:

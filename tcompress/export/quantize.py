@@ -36,6 +36,16 @@ T-Net fine-tuned 860 steps), calibration on 32 synthetic training images:
   but per-channel scales let the per-layer copies of a shared factor quantize to the same
   bytes, so the INT8 file stores it once (:func:`share_identical_initializers`).
 - 32 calibration images (:data:`DEFAULT_IMAGES`).
+- ``reduce_range=False``: 8-bit weights, for the CPUs whose integer kernels do not saturate (x86
+  with VNNI, ARM). On an x86 CPU without VNNI (AVX2, AVX-512 without VNNI) ONNX Runtime adds
+  pairs of u8 x s8 products in 16 bits, which clamp: there the converted 3x Tucker T-Net's INT8
+  file scored 2.7% PCKh against 33.1% for its float32 file, and 32.3% with ``reduce_range=True``
+  (7-bit weights), whose products fit. Where nothing saturates, 7-bit weights cost that T-Net
+  1.1 points against 0.06 for 8-bit ones (the QDQ graph run unfused, ONNX Runtime's arithmetic
+  without integer kernels). So the default serves VNNI servers and phones, and
+  :func:`saturating_cpu` says when the CPU doing the quantization is one of the others: the
+  report's :attr:`~QuantizationReport.notes` say so and point to ``reduce_range=True`` for them
+  (``tcompress export --reduce-range``).
 
 On those settings the INT8 T-Net 4,4,3,2,64,64,3,3 (factorized export) ran 4.2x faster than the
 float32 original and 1.4x faster than the original quantized the same way, in 0.098x its file
@@ -197,8 +207,9 @@ def quantize_int8(
         (``"/scores.*"``) or the groups of :data:`EXCLUDE_GROUPS` (``"first"``, ``"outputs"``).
         An entry that matches no node is an error.
     reduce_range
-        7-bit weights (ONNX Runtime's advice for x86 CPUs without VNNI, where 8-bit products
-        can saturate).
+        7-bit weights, for x86 CPUs without VNNI, where 8-bit products can saturate (ONNX
+        Runtime's advice; see the module's docstring for what each choice measured). When the
+        quantizing CPU is one of them and ``reduce_range`` is False, the report notes it.
     percentile
         The percentile calibration keeps (``calibration_method="percentile"`` only).
     check_images
@@ -270,6 +281,9 @@ def quantize_int8(
                 report.output_error = _output_error(
                     source, tmp, batch[:check_images], image_input.name
                 )
+            saturating = saturating_cpu()
+            if saturating and not reduce_range:
+                report.notes.append(saturation_note(saturating, report.output_error))
                 if not np.isfinite(report.output_error):
                     raise ExportError(
                         f"the INT8 file made from '{source}' gives non-finite outputs on the "
@@ -287,6 +301,46 @@ def quantize_int8(
     report.file_bytes = os.path.getsize(out_path)
     log.info("quantized %s to %s (%s activations, %s)", source, out_path, activation, method)
     return report
+
+
+def saturating_cpu() -> str | None:
+    """The CPU this process runs on, named, when ONNX Runtime's u8 x s8 integer kernels on it can
+    saturate; ``None`` when they cannot or the CPU is not known.
+
+    On x86 without VNNI (AVX2, or AVX-512 without its VNNI extension) ONNX Runtime multiplies
+    uint8 activations by int8 weights with ``vpmaddubsw``, which adds each pair of products in a
+    16-bit integer and clamps it; VNNI's ``vpdpbusd`` accumulates in 32 bits, and ARM's kernels
+    widen too. 7-bit weights (``reduce_range=True``) keep every pair within 16 bits."""
+    import platform
+
+    import torch
+
+    machine = platform.machine().lower()
+    if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return None
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is None:  # an older torch cannot tell: say nothing
+        return None
+    try:
+        found = capabilities()
+    except Exception:  # the capability probe is best effort
+        return None
+    if found.get("avx512_vnni") or found.get("avx_vnni"):
+        return None
+    extension = "AVX-512 without VNNI" if found.get("avx512_f") else "x86 without VNNI"
+    return f"{found.get('cpu_name') or 'x86'}, {extension}"
+
+
+def saturation_note(cpu: str, output_error: float | None = None) -> str:
+    """What :attr:`QuantizationReport.notes` says about an 8-bit-weight file quantized on a CPU
+    that :func:`saturating_cpu` names."""
+    measured = "" if output_error is None else f" (output error {output_error:.3g} here)"
+    return (
+        f"this CPU ({cpu}) adds pairs of u8 x s8 products in 16 bits, which can saturate: the "
+        f"file's outputs on it{measured} can be far worse than on CPUs with VNNI or on ARM, "
+        "which compute without saturating. To run INT8 on x86 CPUs without VNNI, quantize "
+        "with 7-bit weights: reduce_range=True (tcompress export --reduce-range)"
+    )
 
 
 def calibration_images(
