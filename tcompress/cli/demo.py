@@ -113,11 +113,6 @@ def print_demo(report) -> None:
             "" if stage.file_ratio is None else f"{1 / stage.file_ratio:.2f}x",
         )
     console.print(table)
-    weights = (
-        "7-bit (this CPU, x86 without VNNI, would saturate 8-bit products)"
-        if report.int8_reduce_range
-        else "int8"
-    )
     console.print(
         f"BatchNorm re-estimated from {report.recalibration_images} unlabeled images; fine-tuned "
         f"{report.finetune_steps} steps of 16 images (RMSprop, cosine decay from "
@@ -127,9 +122,8 @@ def print_demo(report) -> None:
         "again. ONNX speed-up: latency of the original's export "
         "/ the T-Net's, in the faster of its two forms (factorized or fused dense), ONNX Runtime "
         "on the CPU, batch 1, median of 10 interleaved rounds; file size: the export's bytes / "
-        "the original's. INT8 export: ONNX Runtime's static quantization (QDQ, per-channel "
-        f"{weights} weights, uint8 activations, percentile ranges) calibrated on "
-        f"{DEMO_CALIBRATION} "
+        "the original's. INT8 export: ONNX Runtime's static quantization (QDQ, per-channel 7-bit "
+        f"weights, uint8 activations, percentile ranges) calibrated on {DEMO_CALIBRATION} "
         "synthetic training "
         "images, its PCKh that of the file."
     )

@@ -77,10 +77,10 @@ from tcompress.vocabulary import (
     help="int8: calibration images [default: 32].",
 )
 @click.option(
-    "--reduce-range",
+    "--full-range",
     is_flag=True,
-    help="int8: 7-bit weights, for x86 CPUs without VNNI (their 8-bit integer products can "
-    "saturate; the default 8-bit weights suit CPUs with VNNI and ARM).",
+    help="int8: 8-bit weights, for x86 CPUs with VNNI and ARM CPUs; x86 CPUs without VNNI can "
+    "saturate their products. Default: 7-bit weights, which every CPU runs alike.",
 )
 @click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime comparison.")
 @click.option(
@@ -115,7 +115,7 @@ from tcompress.vocabulary import (
     help="For a T-Net converted with --arch: the factory that builds its network.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-@handle_errors
+@handle_errors(reduce_range="--full-range")
 def export(
     file,
     form,
@@ -128,7 +128,7 @@ def export(
     keep_io_types,
     calibrate,
     calibration_samples,
-    reduce_range,
+    full_range,
     no_validate,
     check,
     check_samples,
@@ -152,8 +152,8 @@ def export(
       tcompress export tnet.pt --check synthetic -o tnet.onnx  # PCKh against PyTorch too
       tcompress export tnet.pt --precision int8 --calibrate synthetic -n 32 \\
           --check synthetic -o tnet-int8.onnx
-      tcompress export tnet.pt --precision int8 --calibrate synthetic --reduce-range \\
-          -o tnet-int8-avx2.onnx                      # for x86 CPUs without VNNI
+      tcompress export tnet.pt --precision int8 --calibrate synthetic --full-range \\
+          -o tnet-int8-vnni.onnx               # 8-bit weights: x86 with VNNI, ARM
       tcompress export tnet.pt --precision fp16 -o tnet-fp16.onnx
       tcompress export tnet.pt --format ort -o tnet.ort
       tcompress export tnet.pt --arch mymodels:resnet --input-size 64 -o tnet.onnx
@@ -211,7 +211,7 @@ def export(
             calibrate=calibrate,
             calibration_samples=calibration_samples,
             calibration_images=images,
-            reduce_range=reduce_range,
+            reduce_range=not full_range,
             force=force,
         )
     if as_json:

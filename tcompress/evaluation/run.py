@@ -67,10 +67,14 @@ class OnnxModel:
     A channels-last file (a PoseNet's, input (N, H, W, C)) is given the images permuted, and a
     single stacked output (N, stacks, J, h, w) is split into its stacks. The layout is the one
     the file's metadata names, else it is read off the input's shape against ``channels``, the
-    images' channels (:func:`tcompress.export.bench.input_layout`).
+    images' channels (:func:`tcompress.export.bench.input_layout`). An INT8 file with 8-bit
+    weights on a CPU that saturates their products
+    (:func:`tcompress.export.quantize.saturating_cpu`) logs a warning unless ``warn`` is False.
     """
 
-    def __init__(self, path: str, threads: int | None = None, channels: int = 3) -> None:
+    def __init__(
+        self, path: str, threads: int | None = None, channels: int = 3, *, warn: bool = True
+    ) -> None:
         import onnxruntime as ort
 
         from tcompress.export.bench import LAYOUTS, PIXEL_MEAN_KEY, PIXEL_STD_KEY, input_layout
@@ -109,12 +113,12 @@ class OnnxModel:
         )
         #: The CPU, when it saturates this INT8 file's 8-bit products (else None).
         self.saturating_cpu = _saturating(metadata)
-        if self.saturating_cpu:
+        if self.saturating_cpu and warn:
             log.warning(
                 "ONNX file '%s' has 8-bit INT8 weights, and this CPU (%s) adds pairs of their "
                 "products in 16 bits, which can saturate: its scores here can be far below "
                 "those on CPUs with VNNI or on ARM; for this CPU, export with 7-bit weights "
-                "(tcompress export --reduce-range)",
+                "(tcompress export's default, without --full-range)",
                 path,
                 self.saturating_cpu,
             )

@@ -87,9 +87,6 @@ class DemoReport:
     train_samples: int
     cache_seconds: float
     stages: list[Stage] = field(default_factory=list)
-    # INT8 with 7-bit weights: the demo quantizes for the CPU it runs on, and an x86 CPU
-    # without VNNI saturates 8-bit products (tcompress.export.quantize.saturating_cpu).
-    int8_reduce_range: bool = False
     onnx: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -153,7 +150,6 @@ def run_demo(
     from tcompress.evaluation.run import OnnxModel, pckh_of
     from tcompress.export.bench import bench_onnx
     from tcompress.export.onnx import export_onnx
-    from tcompress.export.quantize import saturating_cpu
     from tcompress.models import pretrained
     from tcompress.train import (
         TrainSettings,
@@ -241,7 +237,6 @@ def run_demo(
 
         say("Exporting to ONNX and measuring in ONNX Runtime")
         files = [os.path.join(out_dir, "hourglass.onnx")]
-        reduce_range = saturating_cpu() is not None
         export_onnx(checkpoint, files[0], "dense", input_size=image_size, force=force)
         for exported in ("fp32", "int8"):
             for form in ("factorized", "dense"):
@@ -256,7 +251,6 @@ def run_demo(
                     precision=exported,
                     calibrate="synthetic" if exported == "int8" else None,
                     calibration_samples=DEMO_CALIBRATION if exported == "int8" else None,
-                    reduce_range=reduce_range and exported == "int8",
                     force=force,
                 )
         measured = bench_onnx(files, input_size=image_size, repeats=onnx_repeats)
@@ -298,5 +292,4 @@ def run_demo(
             cache_seconds=cache_seconds,
             stages=stages,
             onnx=[r.to_dict() for r in measured],
-            int8_reduce_range=reduce_range,
         )

@@ -120,7 +120,7 @@ def export_onnx(
     calibrate: str | os.PathLike | None = None,
     calibration_samples: int | None = None,
     calibration_images: str | os.PathLike | None = None,
-    reduce_range: bool = False,
+    reduce_range: bool = True,
     force: bool = True,
 ) -> ExportReport:
     """Export a T-Net, a layer-wise network or a dense hourglass to ONNX (float32), validated with
@@ -176,9 +176,10 @@ def export_onnx(
         INT8: the images the activation ranges are calibrated on (``"synthetic"``, an image
         folder or an MPII-style set; labels unused), how many, and an MPII set's image folder.
     reduce_range
-        INT8: 7-bit weights, for x86 CPUs without VNNI, whose integer kernels can saturate with
-        8-bit ones (:func:`tcompress.export.quantize.saturating_cpu`; the report's notes say
-        when the exporting CPU is one of them).
+        INT8: 7-bit weights (default), which no CPU saturates; False: 8-bit weights, for x86
+        CPUs with VNNI and ARM ones (x86 CPUs without VNNI can saturate their products:
+        :func:`tcompress.export.quantize.saturating_cpu`; the report's notes say when the
+        exporting CPU is one of them).
     force
         Replace an existing ``path`` (the default); False refuses one, even one created while
         the file was being made (:class:`~tcompress.errors.OutputError`).
@@ -224,9 +225,9 @@ def export_onnx(
         )
     if not isinstance(reduce_range, bool):
         raise ExportError(f"{param('reduce_range')} is {reduce_range!r}; expected True or False")
-    if reduce_range and precision != "int8":
+    if not reduce_range and precision != "int8":
         raise ExportError(
-            f"{param('reduce_range', True)} quantizes weights to 7 bits and applies to "
+            f"{param('reduce_range', False)} keeps 8-bit INT8 weights and applies to "
             f"{param('precision', 'int8')} only; the file asked for is {precision}"
         )
     if precision == "fp16" and format == "ort":
@@ -432,8 +433,8 @@ def _saturation_hint(stages: dict) -> str:
         return ""
     return (
         f"; this CPU ({cpu}) adds pairs of 8-bit products in 16 bits, which can saturate: "
-        f"quantize with 7-bit weights ({param('reduce_range', True)}) for it, or check the "
-        "file on the CPU it is for"
+        f"quantize with 7-bit weights for it (the default, without "
+        f"{param('reduce_range', False)}), or check the file on the CPU it is for"
     )
 
 

@@ -5,9 +5,9 @@ INT8 counterpart: ONNX Runtime's pre-processing (``quant_pre_process``: its grap
 and shape inference), calibration of every activation's range on a few images, then
 ``quantize_static`` in the **QDQ** format (QuantizeLinear / DequantizeLinear pairs around
 standard operators, which ONNX Runtime's CPU provider fuses into integer kernels when it loads
-the file) with **int8 weights, one scale per output channel**. :func:`calibration_images` turns
-a data spec (``"synthetic"``, an image folder, an MPII set) into the images calibration needs,
-in the file's own input convention.
+the file) with **int8 weights, one scale per output channel, 7-bit by default**.
+:func:`calibration_images` turns a data spec (``"synthetic"``, an image folder, an MPII set)
+into the images calibration needs, in the file's own input convention.
 
 Defaults, as measured (``benchmarks/bench_int8.py``, record in ``docs/records/int8_choices.json``)
 --------------------------------------------------------------------------------------------
@@ -36,16 +36,20 @@ T-Net fine-tuned 860 steps), calibration on 32 synthetic training images:
   but per-channel scales let the per-layer copies of a shared factor quantize to the same
   bytes, so the INT8 file stores it once (:func:`share_identical_initializers`).
 - 32 calibration images (:data:`DEFAULT_IMAGES`).
-- ``reduce_range=False``: 8-bit weights, for the CPUs whose integer kernels do not saturate (x86
-  with VNNI, ARM). On an x86 CPU without VNNI (AVX2, AVX-512 without VNNI) ONNX Runtime adds
-  pairs of u8 x s8 products in 16 bits, which clamp: there the converted 3x Tucker T-Net's INT8
-  file scored 2.7% PCKh against 33.1% for its float32 file, and 32.3% with ``reduce_range=True``
-  (7-bit weights), whose products fit. Where nothing saturates, 7-bit weights cost that T-Net
-  1.1 points against 0.06 for 8-bit ones (the QDQ graph run unfused, ONNX Runtime's arithmetic
-  without integer kernels). So the default serves VNNI servers and phones, and
-  :func:`saturating_cpu` says when the CPU doing the quantization is one of the others: the
-  report's :attr:`~QuantizationReport.notes` say so and point to ``reduce_range=True`` for them
-  (``tcompress export --reduce-range``).
+- ``reduce_range=True``: 7-bit weights, which every CPU multiplies without saturating
+  (``benchmarks/bench_int8_saturation.py``, record ``docs/records/int8_saturation.json``). On
+  an x86 CPU without VNNI (AVX2, AVX-512 without VNNI) ONNX Runtime adds pairs of u8 x s8
+  products in 16 bits, which clamp: there the fine-tuned 3x Tucker T-Net's INT8 file with
+  8-bit weights scored 4.2% PCKh against 68.7% for its float32 file, and 69.3% with 7-bit
+  weights. Where nothing saturates, 7-bit weights cost about as much as 8-bit ones: run
+  without integer kernels (what VNNI and ARM CPUs compute), the three subjects lost 0.39 / 1.12
+  / -0.95 points against 0.62 / 0.06 / -0.14 (means 0.19 and 0.18); on the AVX-512 VNNI
+  machine of the record above, 0.75 against 0.50 point with MinMax calibration, at the same
+  speed (the graph and the kernels are the same). An INT8 file cannot know the CPU that will
+  run it, so the default is the one that works on all of them; ``reduce_range=False``
+  (``tcompress export --full-range``) keeps 8-bit weights for CPUs with VNNI and ARM ones,
+  and :func:`saturating_cpu` says when the CPU doing the quantization is not one of those: the
+  report's :attr:`~QuantizationReport.notes` say so.
 
 On those settings the INT8 T-Net 4,4,3,2,64,64,3,3 (factorized export) ran 4.2x faster than the
 float32 original and 1.4x faster than the original quantized the same way, in 0.098x its file
@@ -175,7 +179,7 @@ def quantize_int8(
     calibration_method: str = DEFAULT_CALIBRATION,
     per_channel: bool = True,
     exclude: str | Iterable[str] = (),
-    reduce_range: bool = False,
+    reduce_range: bool = True,
     percentile: float = 99.999,
     check_images: int = 4,
 ) -> QuantizationReport:
@@ -207,9 +211,10 @@ def quantize_int8(
         (``"/scores.*"``) or the groups of :data:`EXCLUDE_GROUPS` (``"first"``, ``"outputs"``).
         An entry that matches no node is an error.
     reduce_range
-        7-bit weights, for x86 CPUs without VNNI, where 8-bit products can saturate (ONNX
-        Runtime's advice; see the module's docstring for what each choice measured). When the
-        quantizing CPU is one of them and ``reduce_range`` is False, the report notes it.
+        7-bit weights (default), which no CPU saturates; False: 8-bit weights, for x86 CPUs with
+        VNNI and ARM ones (on x86 without VNNI their products can saturate: ONNX Runtime's
+        advice; see the module's docstring for what each choice measured). When the quantizing
+        CPU is one of those and ``reduce_range`` is False, the report notes it.
     percentile
         The percentile calibration keeps (``calibration_method="percentile"`` only).
     check_images
@@ -339,7 +344,8 @@ def saturation_note(cpu: str, output_error: float | None = None) -> str:
         f"this CPU ({cpu}) adds pairs of u8 x s8 products in 16 bits, which can saturate: the "
         f"file's outputs on it{measured} can be far worse than on CPUs with VNNI or on ARM, "
         "which compute without saturating. To run INT8 on x86 CPUs without VNNI, quantize "
-        "with 7-bit weights: reduce_range=True (tcompress export --reduce-range)"
+        "with 7-bit weights, the default: reduce_range=True (tcompress export without "
+        "--full-range)"
     )
 
 
