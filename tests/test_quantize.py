@@ -170,8 +170,11 @@ def test_a_saturating_cpu_is_noted_unless_weights_are_7_bit(
     report = quantize_int8(files["fp32"], out, files["images"][:1], reduce_range=with_range)
     noted = [note for note in report.notes if "saturate" in note]
     if with_range:
-        assert noted == []
+        assert noted == [] and report.saturating_cpu is None and report.saturation is None
     else:
+        assert report.saturating_cpu == "Test CPU, x86 without VNNI"
+        assert report.to_dict()["saturating_cpu"] == "Test CPU, x86 without VNNI"
+        assert noted == [report.saturation]
         assert noted == [saturation_note("Test CPU, x86 without VNNI", report.output_error)]
         assert noted[0].startswith("this CPU (Test CPU, x86 without VNNI) adds pairs of u8 x s8")
         assert noted[0].endswith(
@@ -466,6 +469,21 @@ def test_a_failure_while_writing_leaves_no_file(files, tmp_path, monkeypatch):
     ):
         quantize_int8(files["fp32"], str(out), files["images"][:1])
     assert listing(tmp_path) == ["q.onnx"] and out.read_bytes() == b"old"
+
+
+@pytest.mark.parametrize("reduce_range", [True, False])
+def test_non_finite_outputs_are_refused_and_leave_no_file(
+    files, tmp_path, monkeypatch, reduce_range
+):
+    monkeypatch.setattr(quantize_module, "_output_error", lambda *args: float("nan"))
+    out = tmp_path / "q.onnx"
+    with pytest.raises(
+        ExportError,
+        match=r"^the INT8 file made from '.*hg\.onnx' gives non-finite outputs on the "
+        r"calibration images; expected finite heatmaps$",
+    ):
+        quantize_int8(files["fp32"], str(out), files["images"][:1], reduce_range=reduce_range)
+    assert listing(tmp_path) == []
 
 
 # --- calibration images -----------------------------------------------------------------------

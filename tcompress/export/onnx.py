@@ -305,7 +305,7 @@ def _export(
                     f"export to '{os.fspath(path)}' failed the task check: PCKh@0.5 "
                     f"{t.pckh_exported:.2f} against {t.pckh_pytorch:.2f} for the PyTorch model on "
                     f"{t.images} images of {t.data}, a drop of {t.drop:.2f} points (at most "
-                    f"{t.max_drop:g} allowed: {param('max_drop')})" + _saturation_hint(stages)
+                    f"{t.max_drop:g} allowed: {param('max_drop')})" + _saturation_hint(report)
                 )
 
     def tmp_view(tmp: str) -> str:
@@ -392,13 +392,7 @@ def _stages(tmp, target, write_fp32, reference, size, validate, report, stages, 
             report.notes.extend(half.notes)
             stage = half.path
         elif stages["precision"] == "int8":
-            from tcompress.export.quantize import (
-                DEFAULT_IMAGES,
-                calibration_images,
-                quantize_int8,
-                saturating_cpu,
-                saturation_note,
-            )
+            from tcompress.export.quantize import DEFAULT_IMAGES, calibration_images, quantize_int8
 
             n = stages["calibration_samples"] or DEFAULT_IMAGES
             images = calibration_images(
@@ -411,9 +405,8 @@ def _stages(tmp, target, write_fp32, reference, size, validate, report, stages, 
                 reduce_range=stages["reduce_range"],
             )
             report.quantization = quantized.to_dict()
-            cpu = saturating_cpu()
-            if cpu and not stages["reduce_range"]:
-                report.notes.append(saturation_note(cpu, quantized.output_error))
+            if quantized.saturation:
+                report.notes.append(quantized.saturation)
             stage = os.path.join(work, "int8.onnx")
         if stages["format"] == "ort":
             from tcompress.export.mobile import to_ort
@@ -424,12 +417,11 @@ def _stages(tmp, target, write_fp32, reference, size, validate, report, stages, 
         shutil.copyfile(stage, tmp)
 
 
-def _saturation_hint(stages: dict) -> str:
-    """What a refused INT8 export adds when the CPU that scored it saturates 8-bit products."""
-    from tcompress.export.quantize import saturating_cpu
-
-    cpu = saturating_cpu() if stages["precision"] == "int8" else None
-    if cpu is None or stages["reduce_range"]:
+def _saturation_hint(report: ExportReport) -> str:
+    """What a refused INT8 export adds when the CPU that scored it saturates its 8-bit
+    weights (the quantization's ``saturating_cpu``)."""
+    cpu = (report.quantization or {}).get("saturating_cpu")
+    if cpu is None:
         return ""
     return (
         f"; this CPU ({cpu}) adds pairs of 8-bit products in 16 bits, which can saturate: "

@@ -150,6 +150,9 @@ class QuantizationReport(FileReport):
     shared_initializers
         Per-layer copies of a shared factor that quantized to the same bytes and were merged
         into one initializer (:func:`share_identical_initializers`).
+    saturating_cpu
+        The quantizing CPU, named, when its integer kernels can saturate this file's 8-bit
+        weights (:func:`saturating_cpu`); None for 7-bit weights or any other CPU.
     """
 
     path: str
@@ -168,6 +171,14 @@ class QuantizationReport(FileReport):
     output_error: float | None = None
     notes: list[str] = field(default_factory=list)
     shared_initializers: int = 0  # byte-identical weight copies merged into one
+    saturating_cpu: str | None = None
+
+    @property
+    def saturation(self) -> str | None:
+        """The note (:func:`saturation_note`) on a CPU that saturates the file, else None."""
+        if self.saturating_cpu is None:
+            return None
+        return saturation_note(self.saturating_cpu, self.output_error)
 
 
 def quantize_int8(
@@ -286,14 +297,14 @@ def quantize_int8(
                 report.output_error = _output_error(
                     source, tmp, batch[:check_images], image_input.name
                 )
-            saturating = saturating_cpu()
-            if saturating and not reduce_range:
-                report.notes.append(saturation_note(saturating, report.output_error))
                 if not np.isfinite(report.output_error):
                     raise ExportError(
                         f"the INT8 file made from '{source}' gives non-finite outputs on the "
                         "calibration images; expected finite heatmaps"
                     )
+            report.saturating_cpu = None if reduce_range else saturating_cpu()
+            if report.saturation:
+                report.notes.append(report.saturation)
 
         try:
             from tcompress.checkpoint import atomic_write
