@@ -15,6 +15,7 @@ side by side in separate processes; ``--merge`` joins the parts into ``--record`
     python benchmarks/bench_budget.py --model cp --refine 100
     python benchmarks/bench_budget.py --model tucker --steps 860 --lr 6e-3 --splits val,test
     python benchmarks/bench_budget.py --model mps --steps 860 --lr 6e-3 --precision fp32
+    python benchmarks/bench_budget.py --model tucker --steps 860 --lr 6e-3 --distill-weight 0.5
     python benchmarks/bench_budget.py --merge            # docs/records/budget.json
 """
 
@@ -62,6 +63,12 @@ def main() -> None:
         "--precision", choices=("fp32", "bf16"), default=None, help="the recipe's, bf16"
     )
     parser.add_argument(
+        "--distill-weight",
+        type=float,
+        default=None,
+        help="also match the bundled original's heatmaps, this weight (finetune --distill-from)",
+    )
+    parser.add_argument(
         "--splits", default="test", help="comma-separated splits to score: val, test or both"
     )
     parser.add_argument("--test-samples", type=int, default=1000)
@@ -88,10 +95,18 @@ def main() -> None:
         stem += f"-lr{args.lr:g}"
     if args.precision:
         stem += f"-{args.precision}"
+    if args.distill_weight is not None:
+        stem += f"-distill{args.distill_weight:g}"
     source = str(pretrained_path())
     row = {"model": args.model, "steps": args.steps, "seed": args.seed, "refine": args.refine}
     if args.lr or args.precision:
         row.update(lr=args.lr, precision=args.precision)
+    distill = []
+    if args.distill_weight is not None:
+        # The teacher is always the checkpoint being compressed, the original included (for it
+        # the same recipe is self-distillation from its own starting weights).
+        distill = ["--distill-from", source, "--distill-weight", args.distill_weight]
+        row["distill_weight"] = args.distill_weight
     if args.model != "original":
         converted = os.path.join(args.work, f"{stem}.pt")
         ranks = RANKS_3X[args.model]
@@ -108,7 +123,8 @@ def main() -> None:
     tuned = os.path.join(args.work, f"{stem}-ft.pt")
     started = time.perf_counter()
     tcompress(
-        "finetune", source, *recipe(args.steps, args.lr, args.precision), "--seed", args.seed,
+        "finetune", source, *recipe(args.steps, args.lr, args.precision), *distill,
+        "--seed", args.seed,
         "-o", tuned, "--force",
     )  # fmt: skip
     row["minutes"] = (time.perf_counter() - started) / 60
