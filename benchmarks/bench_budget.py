@@ -57,6 +57,11 @@ def main() -> None:
     parser.add_argument("--model", choices=("tucker", "cp", "mps", "original"), default="tucker")
     parser.add_argument("--steps", type=int, default=1720)
     parser.add_argument("--refine", type=int, default=None, help="convert --refine")
+    parser.add_argument(
+        "--refine-data",
+        action="store_true",
+        help="convert --refine-data synthetic: the data-aware fit of the start (hosvd+fit)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=None, help="the recipe's, 1.5e-3")
     parser.add_argument(
@@ -90,7 +95,13 @@ def main() -> None:
     os.makedirs(args.work, exist_ok=True)
     os.makedirs(args.parts, exist_ok=True)
     refine = [] if args.refine is None else ["--refine", args.refine]
-    stem = f"{args.model}-{args.steps}-s{args.seed}" + (f"-refine{args.refine}" if refine else "")
+    if args.refine_data:
+        refine += ["--refine-data", "synthetic"]
+    stem = f"{args.model}-{args.steps}-s{args.seed}" + (
+        f"-refine{args.refine}" if args.refine is not None else ""
+    )
+    if args.refine_data:
+        stem += "-fit"
     if args.lr:
         stem += f"-lr{args.lr:g}"
     if args.precision:
@@ -99,6 +110,8 @@ def main() -> None:
         stem += f"-distill{args.distill_weight:g}"
     source = str(pretrained_path())
     row = {"model": args.model, "steps": args.steps, "seed": args.seed, "refine": args.refine}
+    if args.refine_data:
+        row["start"] = "hosvd+fit"
     if args.lr or args.precision:
         row.update(lr=args.lr, precision=args.precision)
     distill = []
