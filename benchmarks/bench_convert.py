@@ -16,9 +16,13 @@ errors. Targets (exit status 1 if missed, on the medians): convert at least 30x 
 (MPS) faster than tensorly's decomposition, and the whole command faster than tensorly's Tucker
 decomposition alone.
 
+The machine's load changes the ratios several-fold: run it on an idle machine. ``--record``
+writes the figures with the load average before and after, the CPU and the library versions
+(docs/records/convert_speed.json is the record the README quotes).
+
 Usage::
 
-    python benchmarks/bench_convert.py [--repeats 5] [--threads 2] [--json]
+    python benchmarks/bench_convert.py [--repeats 5] [--threads 2] [--json] [--record PATH]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -56,6 +61,17 @@ def paper_hourglass(seed: int = 0) -> StackedHourglass:
     return random_hourglass(seed)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def interleaved(theirs, ours, rounds: int) -> tuple[list[float], list[float]]:
     """Seconds of each call over ``rounds`` rounds of one call of each."""
     times_theirs, times_ours = [], []
@@ -72,8 +88,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--record", help="also write the figures and the machine's state here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
 
     model = paper_hourglass()
     W = stack_hourglass(model.state_dict(), model.config)
@@ -135,6 +153,21 @@ def main() -> int:
         missed.append("MPS convert < 10x tensorly")
     if tucker_row["command_speedup"] <= 1:
         missed.append("the whole command is not faster than tensorly's Tucker alone")
+    if args.record:
+        record = {
+            "settings": {
+                "repeats": args.repeats,
+                "threads": args.threads,
+                "torch": torch.__version__,
+                "tensorly": tl.__version__,
+                "cpu": cpu_name(),
+                "cores": os.cpu_count(),
+                "load_average": {"before": load_before, "after": os.getloadavg()[0]},
+            },
+            "rows": rows,
+            "missed": missed,
+        }
+        Path(args.record).write_text(json.dumps(record, indent=1) + "\n")
     if args.json:
         print(json.dumps({"rows": rows, "missed": missed}, indent=2))
     else:
