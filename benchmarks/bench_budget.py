@@ -10,12 +10,16 @@ default) is fine-tuned with the recipe as it is. Every run is scored on 1,000 im
 split (``--splits val,test``: of both). Each run is one part (``--parts``), so that runs can go
 side by side in separate processes; ``--merge`` joins the parts into ``--record``.
 
+``--ranks`` fine-tunes a T-Net of other ranks the same way (a hand choice, or another ratio);
+its row records them as ``given_ranks``.
+
     python benchmarks/bench_budget.py --model tucker --steps 1720 &
     python benchmarks/bench_budget.py --model original --steps 1720
     python benchmarks/bench_budget.py --model cp --refine 100
     python benchmarks/bench_budget.py --model tucker --steps 860 --lr 6e-3 --splits val,test
     python benchmarks/bench_budget.py --model mps --steps 860 --lr 6e-3 --precision fp32
     python benchmarks/bench_budget.py --model tucker --steps 860 --lr 6e-3 --distill-weight 0.5
+    python benchmarks/bench_budget.py --model tucker --steps 860 --ranks 2,2,3,2,18,17,2,2
     python benchmarks/bench_budget.py --merge            # docs/records/budget.json
 """
 
@@ -62,6 +66,9 @@ def main() -> None:
         action="store_true",
         help="convert --refine-data synthetic: the data-aware fit of the start (hosvd+fit)",
     )
+    parser.add_argument(
+        "--ranks", default=None, help="the T-Net's ranks instead of the 3x choice (another ratio)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=None, help="the recipe's, 1.5e-3")
     parser.add_argument(
@@ -102,6 +109,8 @@ def main() -> None:
     )
     if args.refine_data:
         stem += "-fit"
+    if args.ranks:
+        stem += "-r" + args.ranks.replace(",", "_")
     if args.lr:
         stem += f"-lr{args.lr:g}"
     if args.precision:
@@ -110,6 +119,8 @@ def main() -> None:
         stem += f"-distill{args.distill_weight:g}"
     source = str(pretrained_path())
     row = {"model": args.model, "steps": args.steps, "seed": args.seed, "refine": args.refine}
+    if args.ranks:
+        row["given_ranks"] = args.ranks  # not the 3x choice: rows of another ratio say so
     if args.refine_data:
         row["start"] = "hosvd+fit"
     if args.lr or args.precision:
@@ -122,7 +133,7 @@ def main() -> None:
         row["distill_weight"] = args.distill_weight
     if args.model != "original":
         converted = os.path.join(args.work, f"{stem}.pt")
-        ranks = RANKS_3X[args.model]
+        ranks = args.ranks or RANKS_3X[args.model]
         summary = tcompress(
             "convert", source, "--method", args.model, "--ranks", ranks, *refine,
             "-o", converted, "--force",
