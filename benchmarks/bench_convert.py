@@ -16,7 +16,7 @@ errors. Targets (exit status 1 if missed, on the medians): convert at least 30x 
 (MPS) faster than tensorly's decomposition, and the whole command faster than tensorly's Tucker
 decomposition alone.
 
-The machine's load changes the ratios several-fold: run it on an idle machine. ``--record``
+Other processes on the cores lower the ratios: run it on an idle machine. ``--record``
 writes the figures with the load average before and after, the CPU and the library versions
 (docs/records/convert_speed.json is the record the README quotes).
 
@@ -45,6 +45,7 @@ from tensorly.decomposition import tucker as tl_tucker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_decompose import TT_RANKS, TUCKER_RANKS  # noqa: E402
+from recipes import write_json  # noqa: E402
 
 try:
     import tcompress
@@ -59,17 +60,6 @@ from tcompress.stacking import stack_hourglass  # noqa: E402
 def paper_hourglass(seed: int = 0) -> StackedHourglass:
     """The paper configuration with seeded weights and BatchNorm statistics."""
     return random_hourglass(seed)
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else what :mod:`platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def interleaved(theirs, ours, rounds: int) -> tuple[list[float], list[float]]:
@@ -160,14 +150,14 @@ def main() -> int:
                 "threads": args.threads,
                 "torch": torch.__version__,
                 "tensorly": tl.__version__,
-                "cpu": cpu_name(),
+                "cpu": torch.cpu.get_capabilities().get("cpu_name") or platform.machine(),
                 "cores": os.cpu_count(),
                 "load_average": {"before": load_before, "after": os.getloadavg()[0]},
             },
             "rows": rows,
             "missed": missed,
         }
-        Path(args.record).write_text(json.dumps(record, indent=1) + "\n")
+        write_json(args.record, record)
     if args.json:
         print(json.dumps({"rows": rows, "missed": missed}, indent=2))
     else:
