@@ -489,13 +489,15 @@ def _saturation(subject: str) -> dict:
 
 
 def _higher_rate_rows(plain: bool = True) -> list[dict]:
-    """docs/records/budget.json's 860-step rows at :data:`HIGHER_RATE`: those of the recipe
-    itself (``plain``: no distillation, the plain HOSVD start) or every one."""
+    """docs/records/budget.json's 860-step rows of the 3x choices at :data:`HIGHER_RATE`: those
+    of the recipe itself (``plain``: no distillation, the plain HOSVD start) or every one. Rows
+    of ranks given on the command line (``given_ranks``) are another choice and left out."""
     return [
         r
         for r in record("budget")["rows"]
         if r["steps"] == 860
         and r.get("lr") == HIGHER_RATE
+        and "given_ranks" not in r
         and not (plain and ("distill_weight" in r or "start" in r))
     ]
 
