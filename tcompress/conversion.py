@@ -87,6 +87,9 @@ class ConversionSummary:
     # and what chose them ("bound": the kernels' spectra; "data": measured output costs).
     layer_ranks: dict | None = None
     layer_criterion: str | None = None
+    # The Tucker core and factors rescaled for fine-tuning (balance=True): factors sqrt(D/R)
+    # times orthonormal, the core at the scale of W's entries.
+    balanced: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,6 +113,7 @@ def convert(
     per_layer: bool = False,
     refine_samples: int = 256,
     refine_iterations: int = DATA_AWARE_ITERATIONS,
+    balance: bool = True,
     device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TNet | LayerwiseNet:
@@ -194,6 +198,12 @@ def convert(
     refine_samples, refine_iterations
         Images read from ``data``, ``whiten`` or ``refine_data`` and L-BFGS iterations of the
         fit.
+    balance
+        Tucker T-Nets: rescale the HOSVD's orthonormal factors by sqrt(D_k / R_k) and the core
+        by the inverse product (:meth:`~tcompress.methods.tucker.Tucker.balance`): the same W,
+        with the core's entries at the scale of W's own, so that fine-tuning moves W about as
+        fast as it moves a dense network's kernels (``docs/balance.md``). False keeps the
+        orthonormal factors. Modes kept at full rank are never rescaled.
     forward
         ``"reconstructed"`` or ``"factorized"``; switchable later with ``TNet.set_forward``.
     device
@@ -340,6 +350,10 @@ def convert(
         data_aware = _fit_groups(names, fitted, W_here, group_stats, refine_iterations)
         for g, (tensor, W) in enumerate(zip(fitted, W_here)):
             group_errors[g], relative[g] = _errors(chosen, tensor, W, group_errors[g])
+    balanced = False
+    if balance and chosen.kind == methods.TNET:
+        for tensor in fitted:  # the scale spread for fine-tuning, once every fit is done
+            balanced = chosen.balance(tensor) or balanced
     params_after = sum(p.numel() for p in model.parameters())
     kernel_params = sum(W.numel() for W in Ws)
     one = len(groups) == 1
@@ -377,6 +391,7 @@ def convert(
         whitened=_whitened(names, modes, weights) if whiten is not None else None,
         layer_ranks=None if layer_ranks is None else {n: list(r) for n, r in layer_ranks.items()},
         layer_criterion=None if layer_ranks is None else choice.criterion,
+        balanced=balanced,
     )
     summary.seconds = time.perf_counter() - start
     model.meta = {"architecture": src.architecture, "summary": summary.to_dict()}

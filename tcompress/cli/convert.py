@@ -116,6 +116,13 @@ from tcompress.vocabulary import FORWARD_FORMS
     "the leading modes, e.g. 'layer{stage}.{block}.conv{conv}' ('*' matches within a part); "
     "one tensor per group of same-geometry kernels, a kernel alone of its geometry stays dense.",
 )
+@click.option(
+    "--orthonormal",
+    is_flag=True,
+    help="Tucker: keep the HOSVD's orthonormal factors [default: factors scaled by "
+    "sqrt(D/R) and the core by the inverse, the same W with the core at W's scale, which "
+    "fine-tunes faster].",
+)
 @click.option("--device", default="cpu", show_default=True, help="Where to decompose (cpu, cuda).")
 @click.option(
     "--output",
@@ -142,6 +149,7 @@ def convert(
     forward,
     arch,
     family,
+    orthonormal,
     device,
     output,
     force,
@@ -201,6 +209,7 @@ def convert(
             forward=forward,
             arch=arch,
             family=family,
+            balance=not orthonormal,
             device=device,
             progress=lambda phase: status.update(phase),
         )

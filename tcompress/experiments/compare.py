@@ -49,6 +49,7 @@ __all__ = [
     "compare",
     "compare_files",
     "paired_differences",
+    "row_difference",
     "plot_comparison",
     "row_kind",
     "sample_hits",
@@ -282,12 +283,9 @@ class Difference:
         return asdict(self)
 
 
-def paired_differences(report: CompareReport) -> list[Difference]:
-    """Every T-Net row against every layer-wise row of the same target ratio, and every
-    compressed row against the uncompressed model fine-tuned alike (``b = "uncompressed"``), from
-    the per-image hits kept in ``report`` (rows without them are left out)."""
-    if report.counts is None:
-        return []
+def row_difference(report: CompareReport, a: CompareRow, b: CompareRow, ratio: float) -> Difference:
+    """Row ``a`` less row ``b`` after fine-tuning, paired over the resamples of ``report``'s
+    held-out images (both rows scored on those images, each with its per-image hits)."""
     counts = torch.tensor(report.counts, dtype=torch.float64)
     resamples = shared_resamples(len(counts), report.settings.bootstrap)
     totals = counts[resamples].sum(-1)
@@ -296,12 +294,22 @@ def paired_differences(report: CompareReport) -> list[Difference]:
         hits = torch.tensor(row.hits, dtype=torch.float64).mean(0)
         return 100 * float(hits.sum() / counts.sum()), 100 * hits[resamples].sum(-1) / totals
 
+    (value_a, draws_a), (value_b, draws_b) = drawn(a), drawn(b)
+    low, high = torch.nanquantile(
+        draws_a - draws_b, torch.tensor([0.025, 0.975], dtype=torch.float64)
+    )
+    return Difference(ratio, a.method, b.method, value_a - value_b, float(low), float(high))
+
+
+def paired_differences(report: CompareReport) -> list[Difference]:
+    """Every T-Net row against every layer-wise row of the same target ratio, and every
+    compressed row against the uncompressed model fine-tuned alike (``b = "uncompressed"``), from
+    the per-image hits kept in ``report`` (rows without them are left out)."""
+    if report.counts is None:
+        return []
+
     def difference(a: CompareRow, b: CompareRow, ratio: float) -> Difference:
-        (value_a, draws_a), (value_b, draws_b) = drawn(a), drawn(b)
-        low, high = torch.nanquantile(
-            draws_a - draws_b, torch.tensor([0.025, 0.975], dtype=torch.float64)
-        )
-        return Difference(ratio, a.method, b.method, value_a - value_b, float(low), float(high))
+        return row_difference(report, a, b, ratio)
 
     measured = [r for r in report.rows if r.hits]
     reference = next((r for r in measured if r.kind == UNCOMPRESSED), None)

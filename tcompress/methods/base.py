@@ -481,6 +481,14 @@ class TensorMethod(Method):
     ) -> Decomposition:
         raise NotImplementedError
 
+    def balance(self, tensor: nn.Module) -> bool:
+        """Rescale a converted ``tensor``'s parameters in place for fine-tuning, W unchanged;
+        whether anything was rescaled (nothing by default). A decomposition leaves its scale
+        where its algorithm puts it; RMSprop and Adam move every parameter by about the
+        learning rate a step whatever its size, so where the scale sits sets how fast
+        fine-tuning moves W."""
+        return False
+
     def empty(self, shape: Sequence[int], ranks: Sequence[int]) -> nn.Module:
         """The shared tensor with uninitialised parameters (built under ``torch.device('meta')``
         by the caller), for ``load_state_dict(assign=True)``."""

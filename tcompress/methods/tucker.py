@@ -138,6 +138,26 @@ class Tucker(TensorMethod):
             tensor, [float(e) for e in result.errors], float(result.relative_error)
         )
 
+    def balance(self, tensor: TuckerTensor) -> bool:
+        """Every factor scaled by sqrt(D_k / R_k) (the HOSVD's orthonormal columns become rows of
+        unit mean squared norm, as :meth:`random` draws them) and the core divided by the
+        product, prod_k sqrt(D_k / R_k) = sqrt(#W / #core): W is the same, and the core's
+        entries have the RMS of W's own instead of sqrt(#W / #core) times it. RMSprop moves
+        each entry by about the learning rate a step, so a core at W's scale moves W about
+        as fast as the dense network's kernels move (``docs/balance.md``: at 3x on the bundled
+        model the 5-minute recipe ends higher from the balanced form). Full-rank modes are
+        left as they are: a conversion at full rank stays exact to the bit."""
+        with torch.no_grad():
+            scale = 1.0
+            for u in tensor.factors:
+                d, r = u.shape
+                if d != r:
+                    u.mul_(math.sqrt(d / r))
+                    scale *= math.sqrt(d / r)
+            if scale != 1.0:
+                tensor.core.div_(scale)
+        return scale != 1.0
+
     def empty(self, shape, ranks) -> TuckerTensor:
         return TuckerTensor(torch.empty(ranks), [torch.empty(d, r) for d, r in zip(shape, ranks)])
 
