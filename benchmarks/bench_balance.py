@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--record", default="docs/records/balance.json")
     args = parser.parse_args()
 
-    from tcompress.experiments.compare import row_difference
+    from tcompress.experiments.compare import row_differences
 
     parts = {
         form: sorted(glob.glob(os.path.join(folder, "*.json")))
@@ -65,12 +65,11 @@ def main() -> None:
         r for r in json.loads(Path(args.baseline).read_text())["rows"]
         if r["method"] == "uncompressed"
     )  # fmt: skip
+    pairs = [
+        (b, o, b.target) for b in balanced.rows for o in orthonormal.rows if o.target == b.target
+    ]
     rows = []
-    for b in balanced.rows:
-        o = next((r for r in orthonormal.rows if r.target == b.target), None)
-        if o is None:
-            continue
-        difference = row_difference(balanced, b, o, b.target)
+    for (b, o, _), difference in zip(pairs, row_differences(balanced, pairs)):
         row = {
             "target": b.target,
             "ranks": list(b.ranks),

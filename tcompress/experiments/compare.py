@@ -49,8 +49,8 @@ __all__ = [
     "compare",
     "compare_files",
     "paired_differences",
-    "row_difference",
     "plot_comparison",
+    "row_differences",
     "row_kind",
     "sample_hits",
     "trimmed_features",
@@ -283,9 +283,12 @@ class Difference:
         return asdict(self)
 
 
-def row_difference(report: CompareReport, a: CompareRow, b: CompareRow, ratio: float) -> Difference:
-    """Row ``a`` less row ``b`` after fine-tuning, paired over the resamples of ``report``'s
-    held-out images (both rows scored on those images, each with its per-image hits)."""
+def row_differences(
+    report: CompareReport, pairs: Sequence[tuple[CompareRow, CompareRow, float]]
+) -> list[Difference]:
+    """Row ``a`` less row ``b`` after fine-tuning for each ``(a, b, ratio)``, paired over the
+    resamples of ``report``'s held-out images (both rows scored on those images, each with its
+    per-image hits); the resamples are drawn once for every pair."""
     counts = torch.tensor(report.counts, dtype=torch.float64)
     resamples = shared_resamples(len(counts), report.settings.bootstrap)
     totals = counts[resamples].sum(-1)
@@ -294,11 +297,14 @@ def row_difference(report: CompareReport, a: CompareRow, b: CompareRow, ratio: f
         hits = torch.tensor(row.hits, dtype=torch.float64).mean(0)
         return 100 * float(hits.sum() / counts.sum()), 100 * hits[resamples].sum(-1) / totals
 
-    (value_a, draws_a), (value_b, draws_b) = drawn(a), drawn(b)
-    low, high = torch.nanquantile(
-        draws_a - draws_b, torch.tensor([0.025, 0.975], dtype=torch.float64)
-    )
-    return Difference(ratio, a.method, b.method, value_a - value_b, float(low), float(high))
+    def difference(a: CompareRow, b: CompareRow, ratio: float) -> Difference:
+        (value_a, draws_a), (value_b, draws_b) = drawn(a), drawn(b)
+        low, high = torch.nanquantile(
+            draws_a - draws_b, torch.tensor([0.025, 0.975], dtype=torch.float64)
+        )
+        return Difference(ratio, a.method, b.method, value_a - value_b, float(low), float(high))
+
+    return [difference(a, b, ratio) for a, b, ratio in pairs]
 
 
 def paired_differences(report: CompareReport) -> list[Difference]:
@@ -307,21 +313,17 @@ def paired_differences(report: CompareReport) -> list[Difference]:
     the per-image hits kept in ``report`` (rows without them are left out)."""
     if report.counts is None:
         return []
-
-    def difference(a: CompareRow, b: CompareRow, ratio: float) -> Difference:
-        return row_difference(report, a, b, ratio)
-
     measured = [r for r in report.rows if r.hits]
     reference = next((r for r in measured if r.kind == UNCOMPRESSED), None)
-    out = []
+    pairs = []
     for ratio in report.settings.ratios:
         rows = [r for r in measured if r.target == ratio]
         tnets = [r for r in rows if r.kind == registry.TNET]
         layerwise = [r for r in rows if r.kind == registry.LAYERWISE]
-        out.extend(difference(a, b, ratio) for a in tnets for b in layerwise)
+        pairs.extend((a, b, ratio) for a in tnets for b in layerwise)
         if reference is not None:
-            out.extend(difference(r, reference, ratio) for r in rows)
-    return out
+            pairs.extend((r, reference, ratio) for r in rows)
+    return row_differences(report, pairs)
 
 
 def merge_reports(reports: Sequence[CompareReport]) -> CompareReport:

@@ -152,8 +152,9 @@ class Tucker(TensorMethod):
             for u in tensor.factors:
                 d, r = u.shape
                 if d != r:
-                    u.mul_(math.sqrt(d / r))
-                    scale *= math.sqrt(d / r)
+                    s = math.sqrt(d / r)
+                    u.mul_(s)
+                    scale *= s
             if scale != 1.0:
                 tensor.core.div_(scale)
         return scale != 1.0
