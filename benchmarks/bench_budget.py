@@ -11,7 +11,9 @@ split (``--splits val,test``: of both). Each run is one part (``--parts``), so t
 side by side in separate processes; ``--merge`` joins the parts into ``--record``.
 
 ``--ranks`` fine-tunes a T-Net of other ranks the same way (a hand choice, or another ratio);
-its row records them as ``given_ranks``.
+its row records them as ``given_ranks``. A Tucker T-Net is converted in the balanced form that
+``convert`` gives by default (its part named ``-balanced``, its row ``balanced``);
+``--orthonormal`` converts it as the earlier rows were, with the HOSVD's factors as they are.
 
     python benchmarks/bench_budget.py --model tucker --steps 1720 &
     python benchmarks/bench_budget.py --model original --steps 1720
@@ -20,6 +22,7 @@ its row records them as ``given_ranks``.
     python benchmarks/bench_budget.py --model mps --steps 860 --lr 6e-3 --precision fp32
     python benchmarks/bench_budget.py --model tucker --steps 860 --lr 6e-3 --distill-weight 0.5
     python benchmarks/bench_budget.py --model tucker --steps 860 --ranks 2,2,3,2,18,17,2,2
+    python benchmarks/bench_budget.py --model tucker --steps 860 --precision fp32 --splits val,test
     python benchmarks/bench_budget.py --merge            # docs/records/budget.json
 """
 
@@ -69,6 +72,12 @@ def main() -> None:
     parser.add_argument(
         "--ranks", default=None, help="the T-Net's ranks instead of the 3x choice (another ratio)"
     )
+    parser.add_argument(
+        "--orthonormal",
+        action="store_true",
+        help="convert --orthonormal: the Tucker T-Net's HOSVD factors as they are (the rows "
+        "before the balanced form; a row without 'balanced' is of that form)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=None, help="the recipe's, 1.5e-3")
     parser.add_argument(
@@ -104,6 +113,8 @@ def main() -> None:
     refine = [] if args.refine is None else ["--refine", args.refine]
     if args.refine_data:
         refine += ["--refine-data", "synthetic"]
+    if args.orthonormal:
+        refine += ["--orthonormal"]
     stem = f"{args.model}-{args.steps}-s{args.seed}" + (
         f"-refine{args.refine}" if args.refine is not None else ""
     )
@@ -117,6 +128,11 @@ def main() -> None:
         stem += f"-{args.precision}"
     if args.distill_weight is not None:
         stem += f"-distill{args.distill_weight:g}"
+    # The Tucker T-Net converts balanced unless --orthonormal; the earlier parts, of the
+    # orthonormal form, keep their names.
+    balanced = args.model == "tucker" and not args.orthonormal
+    if balanced:
+        stem += "-balanced"
     source = str(pretrained_path())
     row = {"model": args.model, "steps": args.steps, "seed": args.seed, "refine": args.refine}
     if args.ranks:
@@ -143,6 +159,8 @@ def main() -> None:
             ratio=summary["compression_ratio"],
             relative_error=summary["relative_error"],
         )
+        if balanced:
+            row["balanced"] = summary["balanced"]
         source = converted
     tuned = os.path.join(args.work, f"{stem}-ft.pt")
     started = time.perf_counter()
