@@ -73,6 +73,10 @@ def interleaved(theirs, ours, rounds: int) -> tuple[list[float], list[float]]:
     return times_theirs, times_ours
 
 
+#: The instruction sets a record names.
+ISA = ("avx2", "avx512_f", "avx512_bf16", "amx_bf16")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
@@ -151,6 +155,11 @@ def main() -> int:
                 "torch": torch.__version__,
                 "tensorly": tl.__version__,
                 "cpu": torch.cpu.get_capabilities().get("cpu_name") or platform.machine(),
+                # The ratios depend on the vector units (tensorly's SVDs and the Grams' GEMMs
+                # gain differently from AVX512): which of them the CPU has.
+                "isa": [
+                    k for k, v in torch.cpu.get_capabilities().items() if v is True and k in ISA
+                ],
                 "cores": os.cpu_count(),
                 "load_average": {"before": load_before, "after": os.getloadavg()[0]},
             },

@@ -9,6 +9,7 @@ functions here are exact inverses.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -117,12 +118,23 @@ def stack_kernels(kernels: Sequence[torch.Tensor], grid: Sequence[int]) -> torch
     f_out, f_in, h, w = kernels[0].shape
     W = torch.empty((*grid, f_in, f_out, h, w), dtype=kernels[0].dtype, device=kernels[0].device)
     flat = W.view(-1, f_in, f_out, h, w)
-    # One transposing copy per kernel, on one thread: each copy is short, and on cores shared
-    # with other processes a parallel copy waits at its barrier for a descheduled thread (ten
-    # times slower on 2 busy cores; see tcompress.decompose._threads). The values are the same.
+    # One transposing copy per kernel, each on one thread: a parallel copy waits at its barrier
+    # for a descheduled thread on cores shared with other processes (ten times slower on 2 busy
+    # cores; see tcompress.decompose._threads). On the CPU the kernels are shared out over as
+    # many Python threads as torch may use (the copies release the GIL), which needs no
+    # barrier per copy: a descheduled thread delays only its own share. The values are the same.
+    workers = min(torch.get_num_threads(), len(kernels)) if W.device.type == "cpu" else 1
+
+    def copy(first: int) -> None:
+        for i in range(first, len(kernels), workers):
+            flat[i] = kernels[i].transpose(0, 1)
+
     with one_thread():
-        for i, kernel in enumerate(kernels):
-            flat[i] = kernel.transpose(0, 1)
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(copy, range(workers)))
+        else:
+            copy(0)
     return W
 
 

@@ -327,6 +327,7 @@ def tensorize(net: nn.Module, family: KernelFamily | KernelGroups) -> nn.Module:
     stays the layer's own parameter (left empty on the meta device, for
     ``load_state_dict(assign=True)``). Returns ``net``."""
     for group in family.groups:
+        group_name = group.group_name  # derived from every member's name: once per group
         for index, name in group.members:
             parent_name, _, attr = name.rpartition(".")
             parent = net.get_submodule(parent_name) if parent_name else net
@@ -347,7 +348,7 @@ def tensorize(net: nn.Module, family: KernelFamily | KernelGroups) -> nn.Module:
                 padding=conv.padding,
                 dilation=conv.dilation,
                 bias=bias,
-                group=group.group_name,
+                group=group_name,
             )
             setattr(parent, attr, replacement)
     return net

@@ -448,6 +448,11 @@ def _training() -> dict:
     return record("bundled-training")
 
 
+def _vector_units(isa: list[str]) -> str:
+    """A speed record's CPU as the README names it: whether it has AVX512."""
+    return "a CPU with AVX512" if "avx512_f" in isa else "a CPU with AVX2 and no AVX512"
+
+
 def _convert_speed(method: str) -> dict:
     """The row of ``method`` in the conversion speed record."""
     (row,) = [r for r in record("convert_speed")["rows"] if r["method"] == method]
@@ -1405,10 +1410,11 @@ DECLARATIONS = [
     Figure(
         CONVERSION,
         "On the paper configuration, {} threads, the medians of {} interleaved rounds on an idle "
-        "machine (load average {} before, {} after; record `docs/records/convert_speed.json`",
+        "machine ({}; load average {} before, {} after; record `docs/records/convert_speed.json`",
         lambda: (
             str(record("convert_speed")["settings"]["threads"]),
             str(record("convert_speed")["settings"]["repeats"]),
+            _vector_units(record("convert_speed")["settings"]["isa"]),
             f2(record("convert_speed")["settings"]["load_average"]["before"]),
             f2(record("convert_speed")["settings"]["load_average"]["after"]),
         ),

@@ -26,9 +26,10 @@ from tcompress.decompose import (
     tucker,
     tucker_to_tensor,
 )
-from tcompress.decompose._grams import block_mode_grams
+from tcompress.decompose._grams import block_mode_grams, summed_row_gram
 from tcompress.decompose._products import multi_mode_product
 from tcompress.errors import DecompositionError, RankError
+from tcompress.stacking import stack_kernels
 
 # (shape, Tucker ranks): paper-like 8-way, 3-way and 4-way, a mode wider than the rest of the
 # tensor (column-Gram path), a short trailing extent (chunked Gram path) and a mode > 128.
@@ -501,6 +502,31 @@ def test_block_mode_grams(shape):
     for k in range(len(shape)):
         unfolding = w.movedim(k, 0).reshape(shape[k], -1)
         assert torch.allclose(grams[k], unfolding @ unfolding.T, atol=1e-10)
+
+
+def test_summed_row_gram_is_the_f_out_gram_of_the_stacked_kernels():
+    kernels = [seeded((6, 5, 3, 3), torch.float64, seed) for seed in range(4)]
+    w = stack_kernels(kernels, (2, 2))
+    rows = [k.reshape(6, -1) for k in kernels]
+    assert torch.allclose(summed_row_gram(rows), block_mode_grams(w, [3])[3], atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tucker_with_a_given_gram_matches_its_own(dtype):
+    w = seeded((3, 4, 10, 9, 3, 3), dtype)
+    ranks = (2, 3, 6, 5, 2, 3)
+    unfolding = w.movedim(3, 0).reshape(9, -1)
+    given = tucker(w, ranks, grams={3: unfolding @ unfolding.T})
+    own = tucker(w, ranks)
+    assert abs(given.relative_error - own.relative_error) <= 1e-6
+    for u, v in zip(given.factors, own.factors):  # the same span in every mode
+        assert torch.allclose(u @ u.T, v @ v.T, atol=1e-5)
+
+
+def test_tucker_refuses_a_gram_of_the_wrong_shape():
+    w = seeded((4, 5, 6))
+    with pytest.raises(DecompositionError, match=r"the Gram given for mode 1 has shape \(4, 4\)"):
+        tucker(w, (2, 2, 2), grams={1: torch.eye(4)})
 
 
 @settings(max_examples=30, deadline=None)

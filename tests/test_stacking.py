@@ -29,3 +29,11 @@ def test_round_trip_is_exact():
 def test_dtype_is_kept():
     kernels = [torch.randn(4, 4, 3, 3, dtype=torch.float64) for _ in range(2)]
     assert stack_kernels(kernels, (2,)).dtype == torch.float64
+
+
+def test_stacking_on_several_threads_matches_one(monkeypatch):
+    kernels = [torch.randn(6, 5, 3, 3) for _ in range(7)]  # an odd count: unequal shares
+    shared = stack_kernels(kernels, (7,))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert torch.equal(stack_kernels(kernels, (7,)), shared)
+    assert all(torch.equal(shared[i], k.transpose(0, 1)) for i, k in enumerate(kernels))

@@ -151,3 +151,16 @@ def test_half_precision_weights_are_decomposed_in_float32_and_kept_in_their_dtyp
     assert all(p.dtype == torch.bfloat16 for p in tnet.parameters())
     assert tnet.summary["dtype"] == "bfloat16"
     assert 0 < tnet.summary["relative_error"] < 1
+
+
+def test_convert_decomposes_w_as_tucker_does(hourglass):
+    # convert takes W's f_out Gram from the source kernels; the decomposition is W's HOSVD.
+    from tcompress.decompose import tucker
+    from tcompress.stacking import stack_hourglass
+
+    ranks = REDUCED["tucker"]
+    tnet = tcompress.convert(hourglass, method="tucker", ranks=ranks, balance=False)
+    own = tucker(stack_hourglass(hourglass.state_dict(), hourglass.config), ranks)
+    assert abs(tnet.summary["relative_error"] - own.relative_error) <= 1e-6
+    for u, v in zip(tnet.tensor.factors, own.factors):
+        assert torch.allclose(u @ u.T, v @ v.T, atol=1e-5)

@@ -36,6 +36,7 @@ __all__ = [
     "leading_left_singular_vectors",
     "leading_mode_vectors",
     "slice_gram",
+    "summed_row_gram",
 ]
 
 # Adjacent modes whose sizes multiply to at most this share one Gram matrix (their individual Grams
@@ -195,6 +196,23 @@ def slice_gram(x: Tensor, y: Tensor | None = None) -> Tensor:
             target_y.copy_(y[lo : lo + rows].transpose(1, 2))
             flat_y = target_y.view(-1, e)
         out.addmm_(flat_x.T, flat_y)
+    return out
+
+
+def summed_row_gram(matrices: Sequence[Tensor]) -> Tensor:
+    """``sum_i M_i @ M_i.T`` over matrices with as many rows each: the Gram of a mode whose fibres
+    are the rows of separate matrices (the f_out mode of W from the Conv2d kernels it was stacked
+    from, each viewed (f_out, f_in * h * w)), one GEMM per matrix.
+
+    Shapes
+    ------
+    matrices[i] : (d, n_i), each with a unit-stride side
+    return : (d, d)
+    """
+    first = matrices[0]
+    out = torch.zeros(first.shape[0], first.shape[0], dtype=first.dtype, device=first.device)
+    for m in matrices:
+        out.addmm_(m, m.T)
     return out
 
 

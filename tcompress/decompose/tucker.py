@@ -12,7 +12,7 @@ of the mode-``k`` unfolding of ``W``; HOOI then improves every ``U_k`` in turn g
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -130,21 +130,31 @@ def _relative_error(
     return error
 
 
-def _hosvd_factors(tensor: Tensor, ranks: tuple[int, ...]) -> list[Tensor]:
-    """Leading left singular vectors of every mode unfolding of ``tensor``."""
+def _hosvd_factors(
+    tensor: Tensor, ranks: tuple[int, ...], grams: Mapping[int, Tensor] | None = None
+) -> list[Tensor]:
+    """Leading left singular vectors of every mode unfolding of ``tensor`` (``grams``: the Grams
+    of some modes, already computed)."""
     n = tensor.numel()
     # Modes whose unfolding has at most as many rows as columns use the row Gram; their Grams
     # are computed together so that adjacent small modes share a pass over the tensor, and the
     # modes whose truncation those Grams do not resolve share one float64 pass.
     left = {k: ranks[k] for k, d in enumerate(tensor.shape) if d * d <= n}
-    found = leading_mode_vectors(tensor, left)
+    given = {k: g for k, g in (grams or {}).items() if k in left}
+    found = leading_mode_vectors(tensor, left, given)
     return [
         found[k] if k in found else leading_left_singular_vectors(tensor, k, ranks[k])
         for k in range(tensor.ndim)
     ]
 
 
-def tucker(tensor: Tensor, ranks: Sequence[int], *, n_iter: int = 0) -> TuckerDecomposition:
+def tucker(
+    tensor: Tensor,
+    ranks: Sequence[int],
+    *,
+    n_iter: int = 0,
+    grams: Mapping[int, Tensor] | None = None,
+) -> TuckerDecomposition:
     """Tucker decomposition by truncated HOSVD, optionally refined by HOOI sweeps.
 
     Parameters
@@ -158,6 +168,12 @@ def tucker(tensor: Tensor, ranks: Sequence[int], *, n_iter: int = 0) -> TuckerDe
         leading left singular vectors of the mode-``k`` unfolding of ``W`` projected on all other
         (current) factors. A sweep that would raise the error (possible only through rounding once
         converged) is rejected and the iteration stops, so ``errors`` never increases.
+    grams : mapping of int to Tensor, optional
+        ``{k: W_(k) W_(k)^T}``, in the dtype of ``tensor``, for modes whose Gram the caller
+        already has or can build faster from another layout of the same entries
+        (:func:`tcompress.convert` builds the f_out Gram from the Conv2d kernels W was stacked
+        from). The others are computed from ``tensor``; a mode whose truncation the given Gram
+        does not resolve gets its float64 Gram from ``tensor`` as any other.
 
     Returns
     -------
@@ -191,13 +207,21 @@ def tucker(tensor: Tensor, ranks: Sequence[int], *, n_iter: int = 0) -> TuckerDe
     float64 reconstruction when the error is too small for that difference to be accurate.
     """
     ranks = _check_input(tensor, ranks)
+    for k, g in (grams or {}).items():
+        if not 0 <= k < tensor.ndim or tuple(g.shape) != (tensor.shape[k],) * 2:
+            raise DecompositionError(
+                f"the Gram given for mode {k} has shape {tuple(g.shape)}; expected a square "
+                f"matrix of the mode's size for a tensor of shape {tuple(tensor.shape)}"
+            )
     if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 0:
         raise DecompositionError(
             f"n_iter is {n_iter!r}; expected a whole number of HOOI sweeps >= 0"
         )
     with torch.no_grad():
         w, norm_sq, scale = balanced(tensor)
-        factors = _hosvd_factors(w, ranks)
+        if grams and scale != 1.0:  # W was scaled by an exact power of two
+            grams = {k: g * (scale * scale) for k, g in grams.items()}
+        factors = _hosvd_factors(w, ranks, grams)
         core = multi_mode_product(w, factors)
         errors = [_relative_error(w, core, factors, norm_sq)]
         for sweep in range(n_iter):

@@ -353,6 +353,9 @@ class TensorMethod(Method):
     #: Whether ranks given with a target stay fixed while the others are chosen (else the
     #: method's choice refuses ranks given with a target).
     fixes_ranks: bool = True
+    #: Whether :meth:`decompose` takes ``grams``, the Grams of mode unfoldings of W that the
+    #: caller has (``{mode: W_(k) W_(k)^T}``).
+    takes_grams: bool = False
 
     # -- ranks ------------------------------------------------------------------------------
     def limits(self, shape: Sequence[int]) -> tuple[int, ...]:

@@ -94,6 +94,7 @@ class Tucker(TensorMethod):
     sweeps = "HOOI sweeps"
     per_mode = True
     enumerate_small_modes = True
+    takes_grams = True
 
     def resolve(self, spec: RankSpec, shape, names) -> ResolvedRanks:
         shape, names = tuple(int(s) for s in shape), tuple(names)
@@ -131,8 +132,8 @@ class Tucker(TensorMethod):
 
         return mode_costs(W, stats, tucker(W.float(), tuple(W.shape)).factors)
 
-    def decompose(self, W, ranks, *, n_iter: int, seed: int) -> Decomposition:
-        result = tucker(W, ranks, n_iter=n_iter)
+    def decompose(self, W, ranks, *, n_iter: int, seed: int, grams=None) -> Decomposition:
+        result = tucker(W, ranks, n_iter=n_iter, grams=grams)
         tensor = TuckerTensor(result.core, list(result.factors))
         return Decomposition(
             tensor, [float(e) for e in result.errors], float(result.relative_error)
