@@ -2,7 +2,7 @@
 
 For each Tucker T-Net (about 2x and 3x whole-network compression): convert, re-estimate
 BatchNorm and fine-tune with ``tcompress finetune --recalibrate`` for a fixed number of steps,
-and evaluate with ``tcompress evaluate`` on the held-out synthetic split. The uncompressed
+and evaluate with ``tcompress evaluate`` on the synthetic test split (``--split``). The uncompressed
 model gets the same extra fine-tuning (same steps, data and settings), so that every T-Net is
 compared with a baseline that trained as long. One more run fine-tunes the 3x T-Net by
 distillation alone, from a folder of unlabeled images (PNG files rendered from the synthetic
@@ -35,8 +35,8 @@ from tcompress.vocabulary import PRECISIONS, SCHEDULES
 RANKS = {"2x": "2,4,3,2,30,30,2,2", "3x": "2,2,3,2,32,32,2,2"}
 
 
-def pckh(model: str, samples: int) -> float:
-    out, _ = tcompress("evaluate", model, "--data", "synthetic", "-n", samples)
+def pckh(model: str, samples: int, split: str) -> float:
+    out, _ = tcompress("evaluate", model, "--data", "synthetic", "--split", split, "-n", samples)
     return out["pckh"]["mean"]
 
 
@@ -70,7 +70,8 @@ def main() -> None:
         "[default: --steps]",
     )
     parser.add_argument("--recalibrate", type=int, default=512)
-    parser.add_argument("--val-samples", type=int, default=1000)
+    parser.add_argument("--val-samples", type=int, default=1000, help="images scored")
+    parser.add_argument("--split", default="test", choices=("val", "test"), help="the split scored")
     parser.add_argument("--unlabeled", type=int, default=2000, help="images in the folder")
     parser.add_argument("--out", default="runs/finetune")
     parser.add_argument("--record", default="docs/records/finetune.json")
@@ -114,6 +115,7 @@ def main() -> None:
         "distill_steps": args.distill_steps or args.steps,
         "recalibrate": args.recalibrate,
         "val_samples": args.val_samples,
+        "split": args.split,
         "unlabeled": args.unlabeled,
         "runs": {},
     }
@@ -121,7 +123,7 @@ def main() -> None:
     def run(name: str, source: str, extra: list, before: float | None) -> None:
         out = os.path.join(args.out, f"{name}.pt")
         summary, seconds = tcompress("finetune", source, *common, *extra, "-o", out, "--force")
-        after = pckh(out, args.val_samples)
+        after = pckh(out, args.val_samples, args.split)
         results["runs"][name] = {
             "before": before,
             "after": after,
@@ -133,7 +135,7 @@ def main() -> None:
             f"{name}: PCKh {before} -> {after:.2f} in {summary['seconds'] / 60:.1f} min", flush=True
         )
 
-    base = pckh(dense, args.val_samples)
+    base = pckh(dense, args.val_samples, args.split)
     results["original"] = base
     run("dense", dense, [], base)
     for tag, ranks in RANKS.items():
@@ -141,7 +143,7 @@ def main() -> None:
         summary, _ = tcompress(
             "convert", dense, "--ranks", ranks, "--forward", "reconstructed", "-o", tnet, "--force"
         )
-        converted = pckh(tnet, args.val_samples)
+        converted = pckh(tnet, args.val_samples, args.split)
         results[f"convert-{tag}"] = {
             "ranks": ranks,
             "ratio": summary["compression_ratio"],

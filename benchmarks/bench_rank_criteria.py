@@ -55,6 +55,10 @@ CANDIDATES = (
 )
 
 
+#: How ``convert`` leaves a Tucker T-Net's factors, which the fine-tuned figures depend on.
+FORM = "balanced"
+
+
 def spearman(x: list[float], y: list[float]) -> float:
     """Spearman's rank correlation (ties get their mean rank)."""
     from scipy.stats import spearmanr
@@ -131,11 +135,12 @@ def main() -> None:
     from tcompress.source import read_source
 
     os.makedirs(args.work, exist_ok=True)
-    record = {"recipe": " ".join(RECIPE), "candidates": {}}
+    # ``form``: the Tucker T-Net as ``convert`` gives it (balanced; docs/balance.md).
+    record = {"recipe": " ".join(RECIPE), "form": FORM, "candidates": {}}
     if os.path.exists(args.output) and not args.fresh:
         with open(args.output) as f:
             old = json.load(f)
-        if old.get("recipe") == record["recipe"]:
+        if (old.get("recipe"), old.get("form")) == (record["recipe"], FORM):
             record = old
 
     def write() -> None:

@@ -691,7 +691,8 @@ def _group_ranks_figures() -> tuple[str, ...]:
 DECLARATIONS = [
     Settings(
         "## Results",
-        'Fine-tuned Tucker T-Nets outside "The comparison at the 5-minute recipe" were measured',
+        'Fine-tuned Tucker T-Nets outside "The comparison at the 5-minute recipe" and the table of '
+        '"Fine-tuning after compression" were measured',
     ),
     # --- Set-up (the demo) ----------------------------------------------------------------------
     Figure(
@@ -1030,8 +1031,8 @@ DECLARATIONS = [
     ),
     Settings(
         FINETUNE,
-        "PCKh@0.5 on 1,000 held-out synthetic images; minutes are the whole `tcompress finetune` "
-        "command on 2 CPU cores",
+        "PCKh@0.5 on 1,000 images of the synthetic test split; minutes are the whole `tcompress "
+        "finetune` command on 2 CPU cores",
     ),
     Table(FINETUNE, finetune_table),
     Figure(
@@ -1044,7 +1045,8 @@ DECLARATIONS = [
     ),
     Settings(
         FINETUNE,
-        "The table above and the bullets below, except the next one, were measured from the "
+        "The table above is of the balanced form; the bullets below on the learning rate at this "
+        "budget, the data-aware start and distillation with labels were measured from the "
         "orthonormal form, before it was balanced (`convert --orthonormal` makes it)",
     ),
     Figure(
