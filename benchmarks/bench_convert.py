@@ -148,18 +148,17 @@ def main() -> int:
     if tucker_row["command_speedup"] <= 1:
         missed.append("the whole command is not faster than tensorly's Tucker alone")
     if args.record:
+        capabilities = torch.cpu.get_capabilities()
         record = {
             "settings": {
                 "repeats": args.repeats,
                 "threads": args.threads,
                 "torch": torch.__version__,
                 "tensorly": tl.__version__,
-                "cpu": torch.cpu.get_capabilities().get("cpu_name") or platform.machine(),
+                "cpu": capabilities.get("cpu_name") or platform.machine(),
                 # The ratios depend on the vector units (tensorly's SVDs and the Grams' GEMMs
                 # gain differently from AVX512): which of them the CPU has.
-                "isa": [
-                    k for k, v in torch.cpu.get_capabilities().items() if v is True and k in ISA
-                ],
+                "isa": [k for k in ISA if capabilities.get(k) is True],
                 "cores": os.cpu_count(),
                 "load_average": {"before": load_before, "after": os.getloadavg()[0]},
             },

@@ -55,7 +55,8 @@ CANDIDATES = (
 )
 
 
-#: How ``convert`` leaves a Tucker T-Net's factors, which the fine-tuned figures depend on.
+#: How ``convert`` leaves a Tucker T-Net's factors (docs/balance.md), which the fine-tuned
+#: figures depend on: a record of another form is not resumed.
 FORM = "balanced"
 
 
@@ -135,7 +136,6 @@ def main() -> None:
     from tcompress.source import read_source
 
     os.makedirs(args.work, exist_ok=True)
-    # ``form``: the Tucker T-Net as ``convert`` gives it (balanced; docs/balance.md).
     record = {"recipe": " ".join(RECIPE), "form": FORM, "candidates": {}}
     if os.path.exists(args.output) and not args.fresh:
         with open(args.output) as f:
