@@ -23,6 +23,7 @@ its row records them as ``given_ranks``. A Tucker T-Net is converted in the bala
     python benchmarks/bench_budget.py --model tucker --steps 860 --lr 6e-3 --distill-weight 0.5
     python benchmarks/bench_budget.py --model tucker --steps 860 --ranks 2,2,3,2,18,17,2,2
     python benchmarks/bench_budget.py --model tucker --steps 860 --precision fp32 --splits val,test
+    python benchmarks/bench_budget.py --model tucker --ranks 2,4,3,2,29,32,2,2 --warmup 80
     python benchmarks/bench_budget.py --merge            # docs/records/budget.json
 """
 
@@ -90,6 +91,9 @@ def main() -> None:
         help="also match the bundled original's heatmaps, this weight (finetune --distill-from)",
     )
     parser.add_argument(
+        "--warmup", type=int, default=None, help="finetune --warmup: steps of linear warm-up"
+    )
+    parser.add_argument(
         "--splits", default="test", help="comma-separated splits to score: val, test or both"
     )
     parser.add_argument("--test-samples", type=int, default=1000)
@@ -128,6 +132,8 @@ def main() -> None:
         stem += f"-{args.precision}"
     if args.distill_weight is not None:
         stem += f"-distill{args.distill_weight:g}"
+    if args.warmup:
+        stem += f"-warmup{args.warmup}"
     # The Tucker T-Net converts balanced unless --orthonormal; the earlier parts, of the
     # orthonormal form, keep their names.
     balanced = args.model == "tucker" and not args.orthonormal
@@ -141,11 +147,13 @@ def main() -> None:
         row["start"] = "hosvd+fit"
     if args.lr or args.precision:
         row.update(lr=args.lr, precision=args.precision)
-    distill = []
+    if args.warmup:
+        row["warmup"] = args.warmup
+    extra = ["--warmup", args.warmup] if args.warmup else []
     if args.distill_weight is not None:
         # The teacher is always the checkpoint being compressed, the original included (for it
         # the same recipe is self-distillation from its own starting weights).
-        distill = ["--distill-from", source, "--distill-weight", args.distill_weight]
+        extra += ["--distill-from", source, "--distill-weight", args.distill_weight]
         row["distill_weight"] = args.distill_weight
     if args.model != "original":
         converted = os.path.join(args.work, f"{stem}.pt")
@@ -165,7 +173,7 @@ def main() -> None:
     tuned = os.path.join(args.work, f"{stem}-ft.pt")
     started = time.perf_counter()
     tcompress(
-        "finetune", source, *recipe(args.steps, args.lr, args.precision), *distill,
+        "finetune", source, *recipe(args.steps, args.lr, args.precision), *extra,
         "--seed", args.seed,
         "-o", tuned, "--force",
     )  # fmt: skip

@@ -90,6 +90,20 @@ def test_cosine_and_linear_schedules_fall_to_zero_at_the_last_step():
     assert cosine(25) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
 
 
+def test_warmup_rises_linearly_then_follows_the_schedule():
+    plain = learning_rate_factor(TrainSettings(steps=100, schedule="cosine", optimizer="adam"))
+    warm = learning_rate_factor(
+        TrainSettings(steps=100, schedule="cosine", optimizer="adam", warmup=10)
+    )
+    assert warm(0) == pytest.approx(0.1 * plain(0))
+    assert warm(4) == pytest.approx(0.5 * plain(4))
+    assert warm(9) == pytest.approx(plain(9))
+    assert [warm(k) for k in range(10, 100)] == [plain(k) for k in range(10, 100)]
+    # On top of RMSprop's bias correction, and of the milestones.
+    step = learning_rate_factor(TrainSettings(steps=100, warmup=70, bias_correction=False))
+    assert step(65) == pytest.approx(0.1 * 66 / 70)
+
+
 def test_history_records_the_rate_each_step_used(data):
     settings = TrainSettings(steps=4, batch_size=4, lr=1e-3, schedule="linear", optimizer="adam")
     result = fit(tiny_model(), data, settings, log_every=1)
@@ -127,6 +141,8 @@ def test_rmsprop_bias_correction_factor_and_first_step():
         (dict(steps=5, schedule="poly"), "schedule 'poly' is not one of"),
         (dict(steps=5, precision="fp16"), "precision 'fp16' is not one of ('fp32', 'bf16')"),
         (dict(steps=5, distill_weight=1.5), "distillation weight must be in [0, 1], got 1.5"),
+        (dict(steps=5, warmup=5), "warm-up must be 0 to 4 steps (fewer than steps), got 5"),
+        (dict(steps=5, warmup=-1), "warm-up must be 0 to 4 steps (fewer than steps), got -1"),
     ],
 )
 def test_settings_are_checked(kwargs, message):

@@ -78,6 +78,14 @@ def training_options(steps: int, lr: float, schedule: str):
             "decay to zero at the last step.",
         ),
         click.option(
+            "--warmup",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="Raise the learning rate linearly from zero over the first N steps, then follow "
+            "--schedule.",
+        ),
+        click.option(
             "--precision",
             type=click.Choice(PRECISIONS),
             default="fp32",

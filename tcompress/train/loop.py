@@ -72,6 +72,10 @@ class TrainSettings:
     activations and kernels. On CPUs with native bfloat16 (AVX512-BF16 or AMX) and on recent
     GPUs it is several times faster than ``"fp32"``; elsewhere it can be slower. A T-Net
     rebuilds its weights in float32 either way.
+
+    ``warmup`` steps raise the learning rate linearly from ``lr / warmup`` to the schedule's rate
+    (step ``k < warmup`` takes ``(k + 1) / warmup`` of it); the schedule itself still runs over
+    all ``steps``. 0 (the default) starts at the schedule's rate.
     """
 
     steps: int
@@ -86,6 +90,7 @@ class TrainSettings:
     bias_correction: bool = True
     schedule: str = "step"
     precision: str = "fp32"
+    warmup: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -98,6 +103,15 @@ class TrainSettings:
             raise TcompressError(f"precision {self.precision!r} is not one of {PRECISIONS}")
         if self.optimizer not in OPTIMIZERS:
             raise TcompressError(f"optimizer {self.optimizer!r} is not one of {OPTIMIZERS}")
+        if (
+            isinstance(self.warmup, bool)
+            or not isinstance(self.warmup, int)
+            or not 0 <= self.warmup < self.steps
+        ):
+            raise TcompressError(
+                f"warm-up must be 0 to {self.steps - 1} steps (fewer than steps), "
+                f"got {self.warmup!r}"
+            )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise TcompressError(f"learning rate must be positive, got {self.lr}")
         if not 0 <= self.distill_weight <= 1:
@@ -166,7 +180,8 @@ def distillation_loss(outputs, teacher_outputs) -> Tensor:
 
 
 def learning_rate_factor(settings: TrainSettings) -> Callable[[int], float]:
-    """Step (0-based) -> the factor on ``settings.lr``: ``gamma`` per milestone passed, times
+    """Step (0-based) -> the factor on ``settings.lr``: ``gamma`` per milestone passed (or the
+    cosine or linear decay), times the warm-up's ``(step + 1) / warmup`` during the warm-up, times
     RMSprop's bias correction ``sqrt(1 - alpha^(step + 1))`` when it is on."""
     milestones = list(settings.milestone_steps)
     correct = settings.optimizer == "rmsprop" and settings.bias_correction
@@ -178,6 +193,8 @@ def learning_rate_factor(settings: TrainSettings) -> Callable[[int], float]:
             decay = 1 - step / settings.steps
         else:
             decay = settings.gamma ** bisect.bisect_right(milestones, step)
+        if step < settings.warmup:
+            decay *= (step + 1) / settings.warmup
         return decay * math.sqrt(1 - RMSPROP_ALPHA ** (step + 1)) if correct else decay
 
     return factor
@@ -261,9 +278,9 @@ def read_state(path: str | os.PathLike) -> dict:
 
 
 def _check_resumable(state: dict, settings: TrainSettings, path: str) -> None:
-    # States written before the schedule and the precision were settings used the multi-step
-    # schedule and float32.
-    saved = {"schedule": "step", "precision": "fp32", **state.get("settings", {})}
+    # States written before the schedule, the precision and the warm-up were settings used the
+    # multi-step schedule, float32 and no warm-up.
+    saved = {"schedule": "step", "precision": "fp32", "warmup": 0, **state.get("settings", {})}
     mine = settings.to_dict()
     differ = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in mine.items() if saved.get(k) != v]
     if differ:
