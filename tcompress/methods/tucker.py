@@ -143,11 +143,11 @@ class Tucker(TensorMethod):
         """Every factor scaled by sqrt(D_k / R_k) (the HOSVD's orthonormal columns become rows of
         unit mean squared norm, as :meth:`random` draws them) and the core divided by the
         product, prod_k sqrt(D_k / R_k) = sqrt(#W / #core): W is the same, and the core's
-        entries have the RMS of W's own instead of sqrt(#W / #core) times it. RMSprop moves
-        each entry by about the learning rate a step, so a core at W's scale moves W about
-        as fast as the dense network's kernels move (``docs/balance.md``: at 3x on the bundled
-        model the 5-minute recipe ends higher from the balanced form). Full-rank modes are
-        left as they are: a conversion at full rank stays exact to the bit."""
+        entries have the RMS of the rebuilt W's own instead of sqrt(#W / #core) times it.
+        RMSprop moves each entry by about the learning rate a step, so a core at W's scale moves
+        W about as fast as the dense network's kernels move (``docs/balance.md``: at 3x on the
+        bundled model the 5-minute recipe ends higher from the balanced form). Full-rank modes
+        are left as they are: a conversion at full rank stays exact to the bit."""
         with torch.no_grad():
             scale = 1.0
             for u in tensor.factors:
