@@ -607,22 +607,26 @@ def _distill_figures() -> tuple[str, ...]:
     )
 
 
+def _paired_interval(gaps: list[float]) -> tuple[float, float, float]:
+    """The mean of per-seed differences and its 95% t-interval (low, high) over the seeds."""
+    from scipy import stats
+
+    mean = sum(gaps) / len(gaps)
+    half = stats.t.ppf(0.975, len(gaps) - 1) * stats.sem(gaps)
+    return mean, mean - half, mean + half
+
+
 def _seed_gap() -> tuple[dict[int, float], dict[int, float], float, float, float]:
     """docs/records/budget.json: the plain 3x T-Net and original at :data:`HIGHER_RATE` by seed,
     and the mean gap (original minus T-Net) over the seeds both hold with its 95% t-interval,
     paired by seed (a seed draws the same batches for both networks)."""
-    from scipy import stats
-
     rows = _higher_rate_rows()
     tnet = {r["seed"]: r["test_pckh"] for r in rows if r["model"] == "tucker"}
     original = {r["seed"]: r["test_pckh"] for r in rows if r["model"] == "original"}
     seeds = sorted(tnet.keys() & original.keys())
     if len(seeds) < 3:
         raise AssertionError(f"three paired seeds at {HIGHER_RATE} expected, found {seeds}")
-    gaps = [original[s] - tnet[s] for s in seeds]
-    mean = sum(gaps) / len(gaps)
-    half = stats.t.ppf(0.975, len(gaps) - 1) * stats.sem(gaps)
-    return tnet, original, mean, mean - half, mean + half
+    return tnet, original, *_paired_interval([original[s] - tnet[s] for s in seeds])
 
 
 #: The Tucker ranks ``--ratio 2 --data synthetic`` picks on the bundled model.
@@ -634,8 +638,6 @@ def _two_x_seeds() -> tuple[str, ...]:
     ``--ratio 2 --data`` and the original by seed; the mean gap (original minus T-Net) on the
     test split with its 95% t-interval paired by seed, the seeds, and the mean gap on
     validation."""
-    from scipy import stats
-
     rows = [
         r
         for r in record("budget")["rows"]
@@ -657,14 +659,12 @@ def _two_x_seeds() -> tuple[str, ...]:
     def gaps(split: str) -> list[float]:
         return [original[s][f"{split}_pckh"] - tnet[s][f"{split}_pckh"] for s in seeds]
 
-    test = gaps("test")
-    mean = sum(test) / len(test)
-    half = stats.t.ppf(0.975, len(test) - 1) * stats.sem(test)
+    mean, low, high = _paired_interval(gaps("test"))
     return (
         n(len(seeds)),
         f"{mean:.2f}",
-        f"{mean - half:+.2f}",
-        f"{mean + half:+.2f}",
+        f"{low:+.2f}",
+        f"{high:+.2f}",
         f"{sum(gaps('val')) / len(seeds):.2f}",
     )
 
