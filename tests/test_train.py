@@ -99,9 +99,11 @@ def test_warmup_rises_linearly_then_follows_the_schedule():
     assert warm(4) == pytest.approx(0.5 * plain(4))
     assert warm(9) == pytest.approx(plain(9))
     assert [warm(k) for k in range(10, 100)] == [plain(k) for k in range(10, 100)]
-    # On top of RMSprop's bias correction, and of the milestones.
+    # On top of the milestones (the first at step 60), and of RMSprop's bias correction.
     step = learning_rate_factor(TrainSettings(steps=100, warmup=70, bias_correction=False))
     assert step(65) == pytest.approx(0.1 * 66 / 70)
+    corrected = learning_rate_factor(TrainSettings(steps=100, warmup=70))
+    assert corrected(65) == pytest.approx(0.1 * 66 / 70 * (1 - 0.99**66) ** 0.5)
 
 
 def test_history_records_the_rate_each_step_used(data):
